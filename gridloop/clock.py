@@ -55,6 +55,13 @@ def set_clock(clock: Clock) -> None:
     _clock = clock
 
 
+def as_utc(value: datetime) -> datetime:
+    """Treat a naive datetime (SQLite returns them) as UTC; convert aware ones to UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
 def utcnow() -> datetime:
     """Shortcut for the process clock's now()."""
     return _clock.now()

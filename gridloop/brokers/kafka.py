@@ -1,0 +1,524 @@
+"""Apache Kafka (KRaft) launcher: fetch the broker jars with Maven, run 1..n nodes on loopback.
+
+Every node is a combined broker+controller (``process.roles=broker,controller``) with a static
+controller quorum (``controller.quorum.voters``) on loopback ports. Data lives under
+``data_dir/node-<i>/data``; the cluster id is kept in ``data_dir/cluster.json`` so a new
+``KafkaCluster`` on the same ``data_dir`` restarts the same cluster with its data.
+
+Each JVM runs in its own session (process group); ``stop()`` signals the whole group, and on
+Linux the JVM also gets SIGTERM when the Python process that started it dies (when it was started
+from the main thread: the kernel ties that signal to the starting thread).
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import ctypes
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from gridloop.brokers.ports import free_ports, port_open, wait_for_kafka
+
+DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
+POM_PATH = DEPLOY_DIR / "pom.xml"
+LOG4J_CONFIG = DEPLOY_DIR / "log4j2.properties"
+CACHE_ENV = "GRIDLOOP_KAFKA_CACHE"
+JVM_OPTS_ENV = "GRIDLOOP_KAFKA_JVM_OPTS"
+MIN_JAVA = 17
+_COMPLETE_MARKER = ".gridloop-complete"
+
+
+# --------------------------------------------------------------------------- java + jars
+
+
+def _java_candidates() -> Iterator[str]:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        yield str(Path(java_home) / "bin" / "java")
+    on_path = shutil.which("java")
+    if on_path:
+        yield on_path
+
+
+@functools.cache
+def _java_major(java: str) -> int | None:
+    """Return the major version of a java binary, or None if it does not run."""
+    try:
+        proc = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', proc.stderr + proc.stdout)
+    if proc.returncode != 0 or match is None:
+        return None
+    major = int(match.group(1))
+    if major == 1 and match.group(2):  # "1.8.0_x" style
+        major = int(match.group(2))
+    return major
+
+
+def java_binary() -> str | None:
+    """Return the path of a Java 17+ binary (JAVA_HOME first, then PATH), or None."""
+    for java in _java_candidates():
+        major = _java_major(java)
+        if major is not None and major >= MIN_JAVA:
+            return java
+    return None
+
+
+def java_available() -> bool:
+    """Return True if Java 17+ is on PATH (or under JAVA_HOME)."""
+    return java_binary() is not None
+
+
+def kafka_version(pom: Path = POM_PATH) -> str:
+    """Return the Kafka version pinned in deploy/kafka/pom.xml."""
+    match = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", pom.read_text())
+    if match is None:
+        raise RuntimeError(f"{pom} has no <kafka.version> property")
+    return match.group(1)
+
+
+def _default_cache_dir() -> Path:
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path.home() / ".cache" / "gridloop" / f"kafka-{kafka_version()}"
+
+
+def ensure_kafka_jars(cache_dir: Path | None = None) -> Path:
+    """Fetch the broker jars once via Maven into the cache; return the libs dir.
+
+    The cache is cache_dir, else $GRIDLOOP_KAFKA_CACHE, else ~/.cache/gridloop/kafka-<version>;
+    the jars land in its ``libs`` subdirectory. A change to pom.xml re-fetches. Concurrent callers
+    serialise on a lock file, and the libs dir appears by an atomic rename only when complete.
+    """
+    if not POM_PATH.is_file():
+        raise RuntimeError(f"Kafka Maven file not found: {POM_PATH}")
+    base = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    libs = base / "libs"
+    digest = hashlib.sha256(POM_PATH.read_bytes()).hexdigest()
+    if _libs_complete(libs, digest):
+        return libs
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _libs_complete(libs, digest):
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise RuntimeError(
+                "Apache Kafka jars are not cached and Maven (mvn) is not on PATH: install Maven, "
+                f"or fill {libs} from deploy/kafka/pom.xml, or use the Tansu broker"
+            )
+        tmp = base / f"libs.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        cmd = [
+            mvn, "-q", "-B", "-f", str(POM_PATH), "dependency:copy-dependencies",
+            "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not any(tmp.glob("kafka_*.jar")):
+            shutil.rmtree(tmp, ignore_errors=True)
+            output = (proc.stdout + proc.stderr).strip()[-4000:]
+            raise RuntimeError(f"fetching Kafka jars failed ({' '.join(cmd)}):\n{output}")
+        (tmp / _COMPLETE_MARKER).write_text(digest)
+        if libs.exists():
+            old = base / f"libs.old-{os.getpid()}"
+            libs.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        tmp.rename(libs)
+    return libs
+
+
+def _libs_complete(libs: Path, digest: str) -> bool:
+    marker = libs / _COMPLETE_MARKER
+    try:
+        return marker.read_text().strip() == digest
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- processes
+
+_PR_SET_PDEATHSIG = 1
+_libc: ctypes.CDLL | None = None
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError):
+        _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _child_setup(parent_pid: int) -> Callable[[], None] | None:
+    """Return a preexec_fn that makes the child get SIGTERM when its parent dies (Linux)."""
+    if _libc is None or threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = _libc.prctl
+
+    def setup() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return setup
+
+
+def spawn(cmd: list[str], log_path: Path | None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start cmd in its own session, output appended to log_path (or discarded)."""
+    out: IO[bytes] | int = subprocess.DEVNULL
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log_path, "ab")  # the child inherits it; closed below
+    try:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_child_setup(os.getpid()),
+        )
+    finally:
+        if not isinstance(out, int):
+            out.close()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)  # the child leads its own session, so pgid == pid
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+
+
+def terminate(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """SIGTERM each process group, SIGKILL whatever is left after timeout; reap all."""
+    for proc in procs:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+    for proc in procs:
+        proc.wait()
+
+
+def tail(path: Path, lines: int = 25, pattern: str | None = None) -> str:
+    """Return the last lines of a text file (only lines matching pattern, if given)."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    if pattern is not None:
+        regex = re.compile(pattern)
+        text = [line for line in text if regex.search(line)]
+    return "\n".join(text[-lines:])
+
+
+# --------------------------------------------------------------------------- cluster
+
+_LIVE: weakref.WeakSet[KafkaCluster] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_clusters() -> None:
+    for cluster in list(_LIVE):
+        with contextlib.suppress(Exception):
+            cluster.stop(timeout=15.0)
+
+
+def new_cluster_id() -> str:
+    """Return a random Kafka cluster id (22-character base64url UUID, as kafka-storage makes)."""
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not value.startswith("-"):
+            return value
+
+
+class KafkaCluster:
+    """A KRaft Apache Kafka cluster of combined broker+controller nodes on loopback ports.
+
+    ports: one client port per broker, or client ports followed by controller ports
+    (2 per broker); free ports are picked when omitted. Logs go to log_dir
+    (default data_dir/logs): kafka-<i>.log (log4j) and kafka-<i>.out (JVM stdout/stderr).
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        brokers: int = 1,
+        ports: list[int] | None = None,
+        log_dir: Path | None = None,
+        heap: str = "512m",
+    ) -> None:
+        if brokers < 1:
+            raise ValueError("brokers must be >= 1")
+        self.data_dir = Path(data_dir).resolve()
+        self.brokers = brokers
+        self.log_dir = Path(log_dir).resolve() if log_dir is not None else self.data_dir / "logs"
+        self.heap = heap
+        if ports is None:
+            picked = free_ports(2 * brokers, self.host)
+            self.client_ports, self.controller_ports = picked[:brokers], picked[brokers:]
+        elif len(ports) == brokers:
+            self.client_ports = list(ports)
+            self.controller_ports = free_ports(brokers, self.host)
+        elif len(ports) == 2 * brokers:
+            self.client_ports, self.controller_ports = list(ports[:brokers]), list(ports[brokers:])
+        else:
+            raise ValueError(f"ports: give {brokers} client ports or {2 * brokers} (client+controller)")
+        self.bootstrap_servers = ",".join(f"{self.host}:{p}" for p in self.client_ports)
+        self.replication_factor = min(brokers, 3)
+        self.min_insync_replicas = 2 if brokers >= 3 else 1
+        self._procs: list[subprocess.Popen[bytes] | None] = [None] * brokers
+        self._libs: Path | None = None
+        self._java: str | None = None
+        self.cluster_id: str | None = None
+
+    # ---- layout
+
+    def node_dir(self, index: int) -> Path:
+        """Return data_dir/node-<index> (holds server.properties and the data/ log dir)."""
+        return self.data_dir / f"node-{index}"
+
+    def node_bootstrap(self, index: int) -> str:
+        """Return "127.0.0.1:<client port>" of one node."""
+        return f"{self.host}:{self.client_ports[index]}"
+
+    def pids(self) -> list[int]:
+        """Return the process ids of the nodes that are running."""
+        return [p.pid for p in self._procs if p is not None and p.poll() is None]
+
+    def is_running(self, index: int) -> bool:
+        """Return True if node index has a live process."""
+        proc = self._procs[index]
+        return proc is not None and proc.poll() is None
+
+    def _server_properties(self, index: int) -> str:
+        voters = ",".join(
+            f"{i}@{self.host}:{port}" for i, port in enumerate(self.controller_ports)
+        )
+        rf, isr = self.replication_factor, self.min_insync_replicas
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": index,
+            "controller.quorum.voters": voters,
+            "listeners": (
+                f"PLAINTEXT://{self.host}:{self.client_ports[index]},"
+                f"CONTROLLER://{self.host}:{self.controller_ports[index]}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.client_ports[index]}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": self.node_dir(index) / "data",
+            "auto.create.topics.enable": "false",
+            "group.initial.rebalance.delay.ms": 0,
+            "num.partitions": 1,
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
+            "offsets.topic.replication.factor": rf,
+            "offsets.topic.num.partitions": 10,
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
+            "transaction.state.log.num.partitions": 10,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
+            # a small machine: fewer threads, and no 128 MB log-cleaner buffer per node
+            "num.network.threads": 2,
+            "num.io.threads": 4,
+            "background.threads": 4,
+            "num.recovery.threads.per.data.dir": 1,
+            "log.cleaner.dedupe.buffer.size": 32 * 1024 * 1024,
+        }
+        lines = [f"# written by gridloop.brokers.kafka for node {index}; regenerated on start"]
+        lines += [f"{key}={value}" for key, value in props.items()]
+        return "\n".join(lines) + "\n"
+
+    def _jvm_command(self, index: int, main: list[str]) -> list[str]:
+        assert self._java is not None and self._libs is not None
+        flags = [
+            f"-Xmx{self.heap}",
+            "-XX:+UseSerialGC",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-XX:-UsePerfData",
+            "-Djava.awt.headless=true",
+            "-Dlog4j2.disableJmx=true",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dkafka.logs.dir={self.log_dir}",
+            f"-Dgridloop.kafka.logfile={self.log_dir / f'kafka-{index}.log'}",
+        ]
+        flags += shlex.split(os.environ.get(JVM_OPTS_ENV, ""))
+        return [self._java, *flags, "-cp", str(self._libs / "*"), *main]
+
+    def _prepare(self) -> None:
+        """Find java and the jars, settle the cluster id, write configs, format new nodes."""
+        if self._java is None:
+            self._java = java_binary()
+            if self._java is None:
+                raise RuntimeError(f"Apache Kafka needs Java {MIN_JAVA}+ on PATH or JAVA_HOME")
+        if self._libs is None:
+            self._libs = ensure_kafka_jars()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        meta_path = self.data_dir / "cluster.json"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if int(meta["brokers"]) != self.brokers:
+                raise ValueError(
+                    f"{self.data_dir} holds a {meta['brokers']}-node Kafka cluster, "
+                    f"not {self.brokers}; use another data dir or delete it"
+                )
+        else:
+            meta = {"cluster_id": new_cluster_id(), "brokers": self.brokers}
+            tmp = meta_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
+            tmp.replace(meta_path)
+        self.cluster_id = str(meta["cluster_id"])
+        for index in range(self.brokers):
+            self.node_dir(index).mkdir(parents=True, exist_ok=True)
+            (self.node_dir(index) / "server.properties").write_text(self._server_properties(index))
+        self._format([i for i in range(self.brokers) if not self._formatted(i)])
+
+    def _formatted(self, index: int) -> bool:
+        return (self.node_dir(index) / "data" / "meta.properties").exists()
+
+    def _format(self, indices: list[int]) -> None:
+        """Format the storage of new nodes (kafka.tools.StorageTool), in parallel."""
+        assert self.cluster_id is not None
+        running: list[tuple[int, subprocess.Popen[bytes], Path]] = []
+        for index in indices:
+            out = self.log_dir / f"kafka-{index}-format.out"
+            out.unlink(missing_ok=True)
+            props = self.node_dir(index) / "server.properties"
+            main = ["kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(props)]
+            running.append((index, spawn(self._jvm_command(index, main), out), out))
+        failed: list[str] = []
+        try:
+            for index, proc, out in running:
+                if proc.wait(timeout=120) != 0:
+                    failed.append(f"node {index}:\n{tail(out)}")
+        finally:
+            terminate([proc for _, proc, _ in running], timeout=1.0)
+        if failed:
+            raise RuntimeError("formatting Kafka storage failed: " + "\n".join(failed))
+
+    # ---- lifecycle
+
+    def _launch(self, index: int) -> None:
+        if self.is_running(index):
+            return
+        for port in (self.client_ports[index], self.controller_ports[index]):
+            if port_open(self.host, port, timeout=0.2):
+                raise RuntimeError(f"Kafka node {index}: port {port} is already in use")
+        props = self.node_dir(index) / "server.properties"
+        cmd = self._jvm_command(index, ["kafka.Kafka", str(props)])
+        self._procs[index] = spawn(cmd, self.log_dir / f"kafka-{index}.out", cwd=self.node_dir(index))
+        _LIVE.add(self)
+
+    def _check_alive(self, indices: list[int]) -> None:
+        for index in indices:
+            proc = self._procs[index]
+            if proc is not None and proc.poll() is not None:
+                out = tail(self.log_dir / f"kafka-{index}.out")
+                errors = tail(self.log_dir / f"kafka-{index}.log", 15, r"ERROR|FATAL|Exception")
+                raise RuntimeError(
+                    f"Kafka node {index} exited with code {proc.returncode} during start-up "
+                    f"(logs in {self.log_dir}).\n{errors}\n{out}".rstrip()
+                )
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Format new nodes, launch every node, wait until each lists all brokers."""
+        deadline = time.monotonic() + timeout
+        self._prepare()
+        indices = list(range(self.brokers))
+        try:
+            for index in indices:
+                self._launch(index)
+            wait_for_kafka(
+                self.bootstrap_servers,
+                max(1.0, deadline - time.monotonic()),
+                expect_brokers=self.brokers,
+                every_server=True,
+                check=lambda: self._check_alive(indices),
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every node, SIGKILL after timeout; idempotent."""
+        procs = [p for p in self._procs if p is not None]
+        terminate(procs, timeout)
+        self._procs = [None] * self.brokers
+        _LIVE.discard(self)
+
+    def kill_node(self, index: int) -> None:
+        """Kill one node with SIGKILL (a crash, for fault tests)."""
+        proc = self._procs[index]
+        if proc is not None:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+            self._procs[index] = None
+
+    def stop_node(self, index: int, timeout: float = 30.0) -> None:
+        """Stop one node gracefully (SIGTERM, then SIGKILL after timeout)."""
+        proc = self._procs[index]
+        if proc is not None:
+            terminate([proc], timeout)
+            self._procs[index] = None
+
+    def start_node(self, index: int, timeout: float = 60.0) -> None:
+        """Start one stopped node again; wait until it lists all brokers."""
+        if self._java is None or self._libs is None or self.cluster_id is None:
+            self._prepare()
+        self._launch(index)
+        wait_for_kafka(
+            self.node_bootstrap(index),
+            timeout,
+            expect_brokers=self.brokers,
+            check=lambda: self._check_alive([index]),
+        )
+
+    def __enter__(self) -> KafkaCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"KafkaCluster({self.data_dir}, brokers={self.brokers}, {self.bootstrap_servers})"

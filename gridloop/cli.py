@@ -1,0 +1,230 @@
+"""The `gridloop` command: the embedded stack, single services, topics, migrations, demo data, staff."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from gridloop.settings import SERVICES, get_settings
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    """Run one service in the foreground, as production runs it."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        f"services.{args.command}.app:build",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port(args.command),
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    """Create or verify the topics."""
+    from gridloop.topics import ensure_topics
+
+    settings = get_settings()
+    states = ensure_topics(
+        settings.kafka_bootstrap_servers,
+        args.partitions or settings.topic_partitions,
+        args.replication or settings.topic_replication,
+    )
+    for state in states:
+        print(f"{state.name:20} {state.partitions:3} partitions  {state.action}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """Apply the Alembic migrations of one or all services."""
+    from gridloop import migrate
+
+    settings = get_settings()
+    for service in [args.service] if args.service else list(SERVICES):
+        url = settings.db_url(service)
+        migrate.upgrade(service, url)
+        print(f"{service}: migrated ({url.split('@')[-1]})")
+    return 0
+
+
+def cmd_demo(_args: argparse.Namespace) -> int:
+    """Load the demo places, codes and staff accounts."""
+    from gridloop import demo
+    from schemas.reference import load_jurisdiction
+
+    settings = get_settings()
+    places, accounts = demo.load_demo(settings, load_jurisdiction(settings.jurisdiction_dir))
+    print(f"{len(places)} places with codes, {len(accounts)} staff accounts (password {demo.DEMO_PASSWORD})")
+    return 0
+
+
+def cmd_staff_add(args: argparse.Namespace) -> int:
+    """Create or update a staff account."""
+    from gridloop.db import Database
+    from services.closer.models import Base
+    from services.closer.staff import add_staff
+
+    settings = get_settings()
+    password = args.password or os.environ.get("GRIDLOOP_STAFF_PASSWORD") or getpass.getpass("Password: ")
+    db = Database(settings.db_url("closer"), Base.metadata)
+    try:
+        with db.session(write=True) as session:
+            add_staff(session, args.username, password, args.role, args.station or [], args.name or "")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        db.dispose()
+    print(f"{args.username}: {args.role} {','.join(args.station or []) or '(all stations)'}")
+    return 0
+
+
+def print_banner(stack: Any) -> None:
+    """What `up` prints: where to click, how to sign in, and one code as a QR."""
+    import segno
+
+    from gridloop import demo
+    from schemas.reference import load_places
+
+    settings = stack.settings
+    places = load_places(demo.DEMO_PLACES)
+    first = places[0]
+    rider_url = f"{settings.public_base_url.rstrip('/')}/r/{first.code}"
+    j = stack.jurisdiction
+    station = j.stations[j.grids[first.grid_id].station_id] if j else None
+    lines = [
+        "",
+        f"GridLoop is up (broker: {stack.broker_kind} at {stack.bootstrap_servers}; data in {settings.var_dir})",
+        "",
+        f"  Rider page (scan this code):  {rider_url}",
+        f"      place {first.name_zh} · code {first.code}" + (f" · {station.name_zh}" if station else ""),
+        f"  Report API:                   POST {stack.url('reporter')}/api/v1/reports",
+        f"  Staff console:                {stack.url('closer')}/console",
+        f"      sign in as {station.id if station else 'yh-s1'} / {demo.DEMO_PASSWORD}  (supervisor: "
+        f"yh-centre, admin: admin, same password)",
+        f"  Queue API:                    {stack.url('closer')}/api/v1/queue  (bearer token from "
+        f"POST /api/v1/auth/token)",
+        f"  Route explain:                {stack.url('router')}/api/v1/route/explain?lat=31.33&lon=121.52"
+        f"&category=manhole_cover",
+        "  Metrics:                      " + "  ".join(f"{stack.url(s)}/metrics" for s in SERVICES),
+        "  API docs:                     " + "  ".join(f"{stack.url(s)}/docs" for s in SERVICES),
+        f"  Logs:                         {stack.log_dir}",
+        "",
+    ]
+    print("\n".join(lines))
+    segno.make(rider_url, error="m").terminal(compact=True)
+    print(f"\n  {first.code}  ·  more codes: {demo.DEMO_PLACES}\n\nPress Ctrl-C to stop everything.")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run the whole embedded stack until Ctrl-C."""
+    from gridloop.stack import Stack
+
+    settings = get_settings()
+    stack = Stack(settings=settings, broker=args.broker, demo=not args.no_demo)
+    stopping = False
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        print(f"starting the broker ({stack.choose_broker()}) …", flush=True)
+        stack.start()
+        print_banner(stack)
+        while True:
+            for name, proc in list(stack.procs.items()):
+                if proc.poll() is not None:
+                    print(f"{name} exited ({proc.returncode}); restarting it", flush=True)
+                    stack.restart(name)
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping …", flush=True)
+        return 0
+    except Exception as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abandon children
+        stack.stop()
+        print("stopped.", flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="gridloop", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole embedded stack (broker, SQLite, demo data, 3 services)")
+    up.add_argument("--broker", choices=["auto", "kafka", "tansu", "external"], default="auto",
+                    help="auto: external if KAFKA_BOOTSTRAP_SERVERS is set, else Kafka with Java, else Tansu")
+    up.add_argument("--no-demo", action="store_true", help="do not load demo places and accounts")
+    up.set_defaults(func=cmd_up)
+
+    for name in SERVICES:
+        p = sub.add_parser(name, help=f"run the {name} service")
+        p.add_argument("--host")
+        p.add_argument("--port", type=int)
+        p.add_argument("--workers", type=int, default=1)
+        p.set_defaults(func=cmd_service)
+
+    topics = sub.add_parser("topics", help="create or verify the Kafka topics")
+    topics.add_argument("--partitions", type=int)
+    topics.add_argument("--replication", type=int)
+    topics.set_defaults(func=cmd_topics)
+
+    db = sub.add_parser("db", help="database migrations")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="apply migrations")
+    upgrade.add_argument("--service", choices=SERVICES)
+    upgrade.set_defaults(func=cmd_db)
+
+    demo = sub.add_parser("demo", help="demo data")
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True)
+    demo_sub.add_parser("load", help="load demo places, codes and staff").set_defaults(func=cmd_demo)
+
+    staff = sub.add_parser("staff", help="staff accounts")
+    staff_sub = staff.add_subparsers(dest="staff_command", required=True)
+    add = staff_sub.add_parser("add", help="create or update an account")
+    add.add_argument("username")
+    add.add_argument("--role", choices=["staff", "supervisor", "admin"], default="staff")
+    add.add_argument("--station", action="append", help="a station id (repeatable)")
+    add.add_argument("--name")
+    add.add_argument("--password", help="default: GRIDLOOP_STAFF_PASSWORD or a prompt")
+    add.set_defaults(func=cmd_staff_add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `gridloop` command."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(get_settings().log_level)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

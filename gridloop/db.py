@@ -1,0 +1,114 @@
+"""Database engines and sessions: SQLite (WAL, foreign keys on) embedded, PostgreSQL in production."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy.orm import registry
+from sqlmodel import Session, SQLModel
+
+
+def normalize_url(url: str) -> str:
+    """Use the psycopg 3 driver for plain postgresql:// URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def is_sqlite(engine: Engine) -> bool:
+    """True for a SQLite engine."""
+    return engine.dialect.name == "sqlite"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling breaks SAVEPOINT; SQLAlchemy emits BEGIN itself instead
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (HTTP handlers) run while a consumer commits; NORMAL is durable in WAL
+    # mode up to the last checkpointed commit, which is the documented trade-off we accept.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # writers take the lock up front: a deferred transaction that reads and then writes can fail
+    # at once with SQLITE_BUSY when another writer holds the lock, instead of waiting for it
+    if conn.get_execution_options().get("sqlite_immediate"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for SQLite or PostgreSQL with the project's connection settings."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 10)
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+class ServiceBase(SQLModel):
+    """Marker base; each service derives its own table base with `service_base()`."""
+
+
+def service_base(name: str) -> type[SQLModel]:
+    """A SQLModel base with its own MetaData, so one service's migrations see only its tables."""
+    reg = registry(metadata=MetaData())
+    return type(f"{name.title()}Base", (SQLModel,), {}, registry=reg)
+
+
+class Database:
+    """One service's database: its engine and a session factory."""
+
+    def __init__(self, url: str, metadata: MetaData) -> None:
+        self.url = normalize_url(url)
+        self.engine = make_engine(self.url)
+        self.write_engine = self.engine.execution_options(sqlite_immediate=True)
+        self.metadata = metadata
+
+    @contextmanager
+    def session(self, write: bool = False) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error; `write` locks SQLite up front."""
+        bind = self.write_engine if write else self.engine
+        with Session(bind, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def create_all(self) -> None:
+        """Create every table directly (tests); production uses `gridloop db upgrade`."""
+        self.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        """Close the connection pool."""
+        self.engine.dispose()

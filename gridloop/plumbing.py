@@ -1,0 +1,55 @@
+"""Tables every service has: the outbox and the processed-event ledger (SQLAlchemy Core, for bulk work)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; BigInteger elsewhere.
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+@dataclass(frozen=True)
+class PlumbingTables:
+    """The outbox and processed-events tables of one service's metadata."""
+
+    outbox: Table
+    processed: Table
+
+
+def define_plumbing(metadata: MetaData) -> PlumbingTables:
+    """Add the outbox and processed-events tables to a service's metadata."""
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("id", _Id, primary_key=True, autoincrement=True),
+        Column("event_id", String(64), nullable=False),
+        Column("topic", String(100), nullable=False),
+        Column("key", String(200), nullable=True),
+        Column("payload", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("sent_at", DateTime(timezone=True), nullable=True),
+        Column("attempts", Integer, nullable=False, default=0),
+    )
+    # the relay's only query: unsent rows in insertion order
+    Index("ix_outbox_unsent", outbox.c.sent_at, outbox.c.id)
+    processed = Table(
+        "processed_events",
+        metadata,
+        Column("event_id", String(64), primary_key=True),
+        Column("consumer", String(100), primary_key=True),
+        Column("topic", String(100), nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False),
+    )
+    return PlumbingTables(outbox=outbox, processed=processed)

@@ -1,0 +1,206 @@
+"""What every service process shares: database, outbox relay, FastStream broker, and the HTTP basics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import MetaData
+
+from gridloop import metrics
+from gridloop.consumer import Handler, IdempotentConsumer
+from gridloop.db import Database
+from gridloop.errors import install_error_handlers
+from gridloop.outbox import OutboxRelay
+from gridloop.plumbing import PlumbingTables
+from gridloop.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """One service process's plumbing: its database, outbox relay, broker and consumers."""
+
+    def __init__(
+        self, service: str, metadata: MetaData, tables: PlumbingTables, settings: Settings | None = None
+    ) -> None:
+        self.service = service
+        self.settings = settings or get_settings()
+        self.db = Database(self.settings.db_url(service), metadata)
+        self.tables = tables
+        self.relay = OutboxRelay(
+            self.db,
+            tables,
+            self.settings.kafka_bootstrap_servers,
+            service,
+            batch=self.settings.outbox_batch,
+            poll_seconds=self.settings.outbox_poll_seconds,
+        )
+        self.broker = KafkaBroker(
+            self.settings.kafka_bootstrap_servers.split(","),
+            client_id=f"gridloop-{service}",
+            logger=logging.getLogger(f"gridloop.{service}.broker"),
+        )
+        self.consumers: list[IdempotentConsumer] = []
+        self.background: list[Callable[[], Awaitable[None]]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.broker_started = False
+
+    def consumer(
+        self,
+        group: str,
+        topics: list[str],
+        handlers: dict[str, Handler],
+        replays: dict[str, Handler] | None = None,
+    ) -> IdempotentConsumer:
+        """Declare an idempotent consumer group on the broker."""
+        consumer = IdempotentConsumer(
+            group=group,
+            topics=topics,
+            db=self.db,
+            tables=self.tables,
+            handlers=handlers,
+            replays=replays,
+            service=self.service,
+            attempts=self.settings.deadletter_attempts,
+            after_commit=self.relay.wake,
+        )
+        consumer.subscribe(
+            self.broker,
+            max_records=self.settings.consumer_max_records,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            session_timeout_ms=self.settings.session_timeout_ms,
+        )
+        self.consumers.append(consumer)
+        return consumer
+
+    def document_publication(self, topic: str, model: type[Any], description: str) -> None:
+        """List a topic this service publishes (through the outbox) in its AsyncAPI document."""
+        publisher = self.broker.publisher(topic, title=f"{self.service}:{topic}", description=description, schema=model)
+        del publisher
+
+    async def _start_broker(self) -> None:
+        # intake must work while the broker is down, so the broker is started in the background
+        backoff = 0.5
+        while True:
+            try:
+                await self.broker.start()
+                self.broker_started = True
+                log.info("%s: broker connected", self.service)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s: broker not reachable (%s); retrying in %.1fs", self.service, exc, backoff)
+                try:
+                    await self.broker.stop()
+                except Exception:
+                    log.debug("broker stop after failed start", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def start(self) -> None:
+        """Start the relay, the broker connection and any background loops."""
+        await self.relay.start()
+        self._tasks.append(asyncio.create_task(self._start_broker(), name=f"{self.service}-broker"))
+        for loop in self.background:
+            self._tasks.append(asyncio.create_task(loop(), name=f"{self.service}-{loop.__name__}"))
+
+    async def stop(self) -> None:
+        """Stop background work, the broker and the relay; close the database pool."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        try:
+            await self.broker.stop()
+        except Exception:
+            log.debug("broker stop", exc_info=True)
+        await self.relay.stop()
+        self.db.dispose()
+
+    async def readiness(self) -> dict[str, bool]:
+        """Whether the database and the broker answer."""
+        db_ok = await asyncio.to_thread(self.db.ping)
+        broker_ok = self.broker_started and await self.relay.probe()
+        return {"database": db_ok, "broker": broker_ok}
+
+
+def _route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+def create_app(
+    runtime: Runtime,
+    title: str,
+    description: str,
+    on_startup: Callable[[], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """A FastAPI app with the shared endpoints, error envelope, HTTP metrics and lifecycle."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if on_startup:
+            await on_startup()
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title, description=description, version="1.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    service = runtime.service
+
+    @app.middleware("http")
+    async def _metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = _route_template(request)
+            metrics.http_requests.labels(service, request.method, route, f"{status // 100}xx").inc()
+            metrics.http_duration.labels(service, request.method, route).observe(time.perf_counter() - start)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """Alive."""
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
+        """Ready when the database and the broker are reachable."""
+        checks = await runtime.readiness()
+        ok = all(checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics_endpoint() -> Response:
+        """Prometheus metrics of this process."""
+        return PlainTextResponse(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/asyncapi", tags=["ops"])
+    async def asyncapi() -> Response:
+        """The AsyncAPI document of what this service consumes and publishes."""
+        spec = AsyncAPI(runtime.broker, title=f"GridLoop {service}", version="1.0").to_specification()
+        return Response(spec.to_json(), media_type="application/json")
+
+    return app

@@ -1,0 +1,95 @@
+"""The project's topics with explicit partition counts, created or verified with kafka-python's admin."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewPartitions, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+REPORTS_SUBMITTED = "reports.submitted"
+REPORTS_ROUTED = "reports.routed"
+REPORTS_FEEDBACK = "reports.feedback"
+CASES_EVENTS = "cases.events"
+DEADLETTER = "deadletter"
+ALL_TOPICS = (REPORTS_SUBMITTED, REPORTS_ROUTED, REPORTS_FEEDBACK, CASES_EVENTS, DEADLETTER)
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """What `ensure_topics` found or did for one topic."""
+
+    name: str
+    partitions: int
+    action: str  # created, exists, grown
+
+
+def _admin(bootstrap_servers: str, timeout: float) -> KafkaAdminClient:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return KafkaAdminClient(
+                bootstrap_servers=bootstrap_servers.split(","),
+                client_id="gridloop-topics",
+                request_timeout_ms=15_000,
+            )
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Kafka at {bootstrap_servers} did not answer: {exc}") from exc
+            time.sleep(0.5)
+
+
+def ensure_topics(
+    bootstrap_servers: str, partitions: int = 6, replication: int = 1, timeout: float = 30.0
+) -> list[TopicState]:
+    """Create missing topics and grow ones with too few partitions; never shrink or delete."""
+    admin = _admin(bootstrap_servers, timeout)
+    try:
+        existing = {
+            t["topic"]: len(t["partitions"])
+            for t in admin.describe_topics()
+            if not t.get("error_code") and t.get("partitions")
+        }
+        states: list[TopicState] = []
+        missing = [name for name in ALL_TOPICS if name not in existing]
+        if missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(name, partitions, replication) for name in missing],
+                    timeout_ms=int(timeout * 1000),
+                )
+            except TopicAlreadyExistsError:
+                pass  # another process created it between our look and our create
+            states += [TopicState(name, partitions, "created") for name in missing]
+        grow = {n: NewPartitions(partitions) for n, count in existing.items() if n in ALL_TOPICS and count < partitions}
+        if grow:
+            admin.create_partitions(grow)
+        for name in ALL_TOPICS:
+            if name in existing:
+                action = "grown" if name in grow else "exists"
+                states.append(TopicState(name, max(existing[name], partitions if name in grow else 0), action))
+        _wait_for_leaders(admin, timeout)
+        return states
+    finally:
+        admin.close()
+
+
+def _wait_for_leaders(admin: KafkaAdminClient, timeout: float) -> None:
+    """Block until every partition of our topics has a leader (a fresh topic needs a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        described = admin.describe_topics(list(ALL_TOPICS))
+        ready = all(
+            not t.get("error_code") and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in described
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError("topics have partitions without a leader")
+        time.sleep(0.2)

@@ -1,0 +1,210 @@
+"""Event payloads (the CloudEvents `data`) shared by all services, with their registry and upcasters.
+
+A breaking change to a payload makes a new version (`...v2`) and an upcaster from the old one, so a
+consumer always works with the newest model whatever version sits on the topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.envelope import CloudEvent, new_event_id
+
+Channel = Literal["scan", "manual", "open311"]
+Priority = Literal["normal", "high", "urgent"]
+Decision = Literal["open", "merge", "triage"]
+
+
+class EventData(BaseModel):
+    """Base of every payload: unknown fields are kept (forward compatible), none are required extra."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Location(BaseModel):
+    """A WGS84 point."""
+
+    lat: float = Field(ge=-90, le=90, description="Latitude, degrees.")
+    lon: float = Field(ge=-180, le=180, description="Longitude, degrees.")
+
+
+class ReportSubmitted(EventData):
+    """A rider's report was accepted by the reporter (`reports.submitted`, key: grid id)."""
+
+    report_id: str = Field(description="The report's id (also the tracking id).")
+    channel: Channel = Field(description="How it came in: a scanned code, manual entry, Open311.")
+    category: str = Field(description="Category id from the reference data (may be unknown).")
+    code: str | None = Field(None, description="The report code scanned or typed, if any.")
+    place_id: str | None = Field(None, description="The place the code belongs to, if any.")
+    place_name: str | None = Field(None, description="The place's name, for the case title.")
+    grid_id: str | None = Field(None, description="The place's grid, when known from the code.")
+    location: Location | None = Field(None, description="Where the hazard is, if known.")
+    description: str = Field("", max_length=500, description="The rider's words (plain text).")
+    danger_now: bool = Field(False, description="The rider flagged an immediate danger.")
+    photo_ids: list[str] = Field(default_factory=list, description="Stored photo ids.")
+    rider_ref: str | None = Field(
+        None, description="A pseudonymous, stable rider reference (hash), for counting distinct riders."
+    )
+    platform: str | None = Field(None, description="Rider's platform (饿了么, 美团, …), optional.")
+    submitted_at: datetime = Field(description="When the reporter accepted it; the SLA clock starts here.")
+    plus_one_case_id: str | None = Field(
+        None, description="The rider chose '+1' on this open case instead of a new report."
+    )
+
+
+class ReportRouted(EventData):
+    """The router's decision for one report (`reports.routed`, key: case id)."""
+
+    report_id: str
+    case_id: str = Field(description="The case the report belongs to (new, merged into, or triage).")
+    decision: Decision = Field(description="open a new case, merge into an open case, or triage.")
+    category: str
+    station_id: str = Field(description="The station that gets the case (the centre for triage).")
+    grid_id: str | None = None
+    street_id: str | None = None
+    location: Location | None = None
+    place_id: str | None = None
+    place_name: str | None = None
+    description: str = ""
+    danger_now: bool = False
+    photo_ids: list[str] = Field(default_factory=list)
+    rider_ref: str | None = None
+    priority: Priority = "normal"
+    submitted_at: datetime
+    reason: str = Field("", description="Why, in words a supervisor understands.")
+    rule_id: str | None = Field(None, description="The routing rule applied, if any.")
+    distinct_riders: int = Field(1, description="Distinct riders on the case after this report.")
+    common_issue: bool = Field(False, description="Three or more distinct riders within 24 h.")
+
+
+class CaseOpened(EventData):
+    """The closer opened a case for a report (`cases.events`, key: case id)."""
+
+    case_id: str
+    report_id: str = Field(description="The report that opened the case.")
+    station_id: str
+    category: str
+    status: str = Field("new", description="The case state after the event.")
+    priority: Priority = "normal"
+    triage: bool = Field(False, description="In the centre's triage queue (not routable).")
+    version: int = Field(1, description="The case's version after the event.")
+    opened_at: datetime
+    ack_due: datetime | None = None
+    resolve_due: datetime | None = None
+
+
+class CaseReportMerged(EventData):
+    """A further report joined an open case (`cases.events`)."""
+
+    case_id: str
+    report_id: str
+    station_id: str
+    status: str
+    distinct_riders: int = 1
+    common_issue: bool = False
+    version: int = 1
+
+
+class CaseTransitioned(EventData):
+    """A case changed state (acknowledged, dispatched, resolved, closed, …) (`cases.events`)."""
+
+    case_id: str
+    action: str = Field(description="The action taken, e.g. acknowledge.")
+    status: str = Field(description="The case state after the event.")
+    station_id: str
+    version: int
+    at: datetime
+    note: str | None = None
+    report_ids: list[str] = Field(default_factory=list, description="Every report in the case.")
+    after_photo_ids: list[str] = Field(default_factory=list)
+
+
+class ReportFeedback(EventData):
+    """The rider's answer on a resolved case (`reports.feedback`, key: case id)."""
+
+    report_id: str
+    case_id: str
+    fixed: bool
+    rating: int | None = Field(None, ge=1, le=5)
+    comment: str = Field("", max_length=500)
+    at: datetime
+
+
+class DeadLetter(EventData):
+    """A message a consumer could not parse or apply (`deadletter`, key: the original key)."""
+
+    consumer: str = Field(description="The consumer group that gave up.")
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+    error: str
+    attempts: int
+    original: str = Field(description="The original message value, as text.")
+
+
+# name -> (version, model). Transition events share one model.
+_TRANSITIONS = (
+    "acknowledged", "dispatched", "resolved", "returned", "transferred", "extension_requested",
+    "extension_decided", "on_hold", "escalated", "reopened", "closed", "rejected",
+)
+REGISTRY: dict[str, tuple[int, type[EventData]]] = {
+    "report.submitted": (1, ReportSubmitted),
+    "report.routed": (1, ReportRouted),
+    "report.feedback": (1, ReportFeedback),
+    "case.opened": (1, CaseOpened),
+    "case.report_merged": (1, CaseReportMerged),
+    "deadletter.message": (1, DeadLetter),
+    **{f"case.{name}": (1, CaseTransitioned) for name in _TRANSITIONS},
+}
+
+# (name, from_version) -> function turning old data into the next version's data.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+class UnknownEventType(ValueError):
+    """The event type is not one this code knows."""
+
+
+def model_for(name: str) -> type[EventData]:
+    """The current payload model of an event name."""
+    try:
+        return REGISTRY[name][1]
+    except KeyError as exc:
+        raise UnknownEventType(name) from exc
+
+
+def parse_data(event: CloudEvent) -> EventData:
+    """Validate an event's data against its model, upcasting older versions first."""
+    name, version = event.name, event.version
+    if name not in REGISTRY:
+        raise UnknownEventType(event.type)
+    current, model = REGISTRY[name]
+    data = dict(event.data)
+    while version < current:
+        data = UPCASTERS[(name, version)](data)
+        version += 1
+    if version > current:
+        raise UnknownEventType(f"{event.type} is newer than this code (v{current})")
+    return model.model_validate(data)
+
+
+def make_event(
+    name: str, data: EventData, *, source: str, subject: str, time: datetime, event_id: str | None = None
+) -> CloudEvent:
+    """Wrap a payload in a CloudEvents envelope of the current version."""
+    version, model = REGISTRY[name]
+    if not isinstance(data, model):
+        raise TypeError(f"{name} takes {model.__name__}, not {type(data).__name__}")
+    return CloudEvent(
+        id=event_id or new_event_id(),
+        source=f"gridloop/{source}",
+        type=f"gridloop.{name}.v{version}",
+        time=time,
+        subject=subject,
+        data=data.model_dump(mode="json"),
+    )

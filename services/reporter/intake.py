@@ -1,0 +1,182 @@
+"""Report intake: validate, store with its outbox row in one transaction, answer 202."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlmodel import Session, select
+
+from gridloop import codes, metrics
+from gridloop.clock import utcnow
+from gridloop.errors import ApiError
+from gridloop.outbox import add_event
+from gridloop.topics import REPORTS_SUBMITTED
+from schemas.events import Location, ReportSubmitted, make_event
+from schemas.reference import Jurisdiction
+from services.reporter.models import PLUMBING, Place, Report, ReportCode, ReportEvent
+
+SERVICE = "reporter"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+PLATFORMS = ("饿了么", "美团", "顺丰", "京东", "达达", "滴滴", "其他")
+
+
+class ReportIn(BaseModel):
+    """What a rider (or a client) sends."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    code: str | None = Field(None, max_length=20, description="The report code on the sign.")
+    category: str = Field(min_length=1, max_length=40, description="Category id.")
+    description: str = Field("", max_length=500, description="Optional words, plain text.")
+    danger_now: bool = Field(False, description="An immediate danger.")
+    platform: str | None = Field(None, max_length=20)
+    rider_no: str | None = Field(None, max_length=40)
+    location: Location | None = Field(None, description="GPS or map pin, for reports without a code.")
+    plus_one_case_id: str | None = Field(None, max_length=40, description="+1 on this open case.")
+    website: str | None = Field(None, max_length=200, description="Honeypot: humans leave it empty.")
+
+    @field_validator("description")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        """Drop control characters; HTML stays as typed and is escaped wherever shown."""
+        return _CONTROL.sub("", value)
+
+
+class ReportAccepted(BaseModel):
+    """The 202 answer."""
+
+    report_id: str
+    case_id: str | None
+    status: str
+    tracking_url: str
+
+
+@dataclass
+class IntakeContext:
+    """Who is sending: the channel and the rider's pseudonymous reference."""
+
+    channel: Literal["scan", "manual", "open311"]
+    rider_ref: str | None
+
+
+def rider_ref_for(token: str, secret: str) -> str:
+    """A stable pseudonym for a rider token; the token itself is never stored."""
+    return hashlib.sha256(f"{secret}:{token}".encode()).hexdigest()[:32]
+
+
+def new_report_id() -> str:
+    """A public, unguessable report id (it is also the tracking id)."""
+    return "r_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
+
+
+def request_hash(body: ReportIn) -> str:
+    """A digest of the request body, to tell a retry from a different request under the same key."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _reject(reason: str, status: int, code: str, message: str, details: Any = None) -> ApiError:
+    metrics.reports_rejected.labels(reason).inc()
+    return ApiError(status, code, message, details)
+
+
+def resolve_place(session: Session, raw_code: str) -> tuple[str, Place]:
+    """The place behind a code; mistyped, unknown and deactivated codes are clear errors."""
+    try:
+        code = codes.validate(raw_code)
+    except codes.CodeError as exc:
+        if exc.reason == "check":
+            raise _reject("mistyped_code", 422, "check_the_code",
+                          "请核对报告码 — check the code: it has a typo.") from exc
+        raise _reject("bad_code", 422, "bad_code", "This is not a report code.") from exc
+    row = session.get(ReportCode, code)
+    if row is None:
+        raise _reject("unknown_code", 404, "unknown_code", "No place has this report code.")
+    if not row.active:
+        raise _reject("code_deactivated", 410, "code_deactivated",
+                      "This report code is no longer in use.", {"replaced_by": row.replaced_by})
+    place = session.get(Place, row.place_id)
+    if place is None or not place.active:
+        raise _reject("unknown_code", 404, "unknown_code", "No place has this report code.")
+    return code, place
+
+
+def submitted_event(report: Report, place_name: str | None, event_time: Any) -> Any:
+    """The `report.submitted` event of a stored report (same id every time it is built)."""
+    data = ReportSubmitted(
+        report_id=report.report_id, channel=report.channel,  # type: ignore[arg-type]
+        category=report.category, code=report.code, place_id=report.place_id, place_name=place_name,
+        grid_id=report.grid_id,
+        location=Location(lat=report.lat, lon=report.lon) if report.lat is not None and report.lon is not None else None,
+        description=report.description, danger_now=report.danger_now, rider_ref=report.rider_ref,
+        platform=report.platform, submitted_at=report.submitted_at,
+        plus_one_case_id=report.plus_one_case_id,
+    )
+    return make_event("report.submitted", data, source=SERVICE, subject=report.report_id,
+                      time=event_time, event_id=report.submitted_event_id)
+
+
+def accept_report(
+    session: Session,
+    body: ReportIn,
+    ctx: IntakeContext,
+    jurisdiction: Jurisdiction,
+    idempotency_key: str | None,
+    base_url: str,
+) -> tuple[ReportAccepted, bool]:
+    """Store a report and its event in the caller's transaction; returns (answer, created)."""
+    digest = request_hash(body)
+    if idempotency_key:
+        previous = session.exec(select(Report).where(Report.idempotency_key == idempotency_key)).first()
+        if previous is not None:
+            if previous.request_hash != digest:
+                raise _reject("idempotency_conflict", 409, "idempotency_key_reused",
+                              "This Idempotency-Key was used for a different report.")
+            return _answer(previous, base_url), False
+    if body.website:
+        raise _reject("honeypot", 422, "invalid", "The request is not valid.")
+    if body.category not in jurisdiction.categories:
+        raise _reject("unknown_category", 422, "unknown_category", f"Unknown category {body.category!r}.",
+                      {"known": sorted(jurisdiction.categories)})
+    if body.platform is not None and body.platform not in PLATFORMS:
+        raise _reject("bad_platform", 422, "invalid", "Unknown platform.", {"known": list(PLATFORMS)})
+    place: Place | None = None
+    code: str | None = None
+    if body.code:
+        code, place = resolve_place(session, body.code)
+    elif body.location is None:
+        raise _reject("no_location", 422, "code_or_location_required",
+                      "Give the report code, or your location.")
+    now = utcnow()
+    report = Report(
+        report_id=new_report_id(), idempotency_key=idempotency_key, request_hash=digest,
+        channel=ctx.channel if place or ctx.channel == "open311" else "manual",
+        category=body.category, code=code,
+        place_id=place.place_id if place else None, grid_id=place.grid_id if place else None,
+        lat=body.location.lat if body.location else (place.lat if place else None),
+        lon=body.location.lon if body.location else (place.lon if place else None),
+        description=body.description, danger_now=body.danger_now, platform=body.platform,
+        rider_no=body.rider_no, rider_ref=ctx.rider_ref, plus_one_case_id=body.plus_one_case_id,
+        submitted_at=now, submitted_event_id="", last_published_at=now, status="received", status_at=now,
+    )
+    event = submitted_event(report, place.name_zh if place else None, now)
+    report.submitted_event_id = event.id
+    session.add(report)
+    session.flush()
+    session.add(ReportEvent(report_id=report.report_id, status="received", action="submitted", at=now))
+    add_event(session, PLUMBING, REPORTS_SUBMITTED, report.grid_id or "none", event)
+    metrics.reports_received.labels(report.category, report.channel).inc()
+    return _answer(report, base_url), True
+
+
+def _answer(report: Report, base_url: str) -> ReportAccepted:
+    return ReportAccepted(
+        report_id=report.report_id, case_id=report.case_id, status=report.status,
+        tracking_url=f"{base_url.rstrip('/')}/t/{report.report_id}",
+    )
