@@ -18,6 +18,8 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     logging.getLogger("kafka").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -48,6 +50,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
         settings.kafka_bootstrap_servers,
         args.partitions or settings.topic_partitions,
         args.replication or settings.topic_replication,
+        prefix=settings.topic_prefix,
     )
     for state in states:
         print(f"{state.name:20} {state.partitions:3} partitions  {state.action}")

@@ -68,10 +68,10 @@ class _Raw:
     value: bytes
 
 
-def _raw(record: ConsumerRecord[Any, Any]) -> _Raw:
+def _raw(record: ConsumerRecord[Any, Any], prefix: str = "") -> _Raw:
     key = record.key.decode(errors="replace") if isinstance(record.key, bytes) else record.key
     value = record.value if isinstance(record.value, bytes) else json.dumps(record.value).encode()
-    return _Raw(record.topic, record.partition, record.offset, key, value)
+    return _Raw(record.topic.removeprefix(prefix), record.partition, record.offset, key, value)
 
 
 def parse_record(raw: _Raw) -> Incoming:
@@ -107,6 +107,7 @@ class IdempotentConsumer:
         self.after_commit = after_commit
         self._failures: dict[str, int] = defaultdict(int)
         self.batches = 0
+        self.topic_prefix = ""
 
     def subscribe(
         self,
@@ -115,10 +116,12 @@ class IdempotentConsumer:
         max_records: int = 500,
         fetch_max_wait_ms: int = 50,
         session_timeout_ms: int = 10_000,
+        topic_prefix: str = "",
     ) -> None:
         """Register this consumer as a FastStream batch subscriber with manual acknowledgement."""
+        self.topic_prefix = topic_prefix
         subscriber = broker.subscriber(
-            *self.topics,
+            *(topic_prefix + t for t in self.topics),
             group_id=self.group,
             batch=True,
             max_records=max_records,
@@ -140,7 +143,7 @@ class IdempotentConsumer:
     async def process(self, msg: Any) -> None:
         """Apply one FastStream batch message; ack after commit, rewind on a transient failure."""
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
-        raws = [_raw(r) for r in records]
+        raws = [_raw(r, self.topic_prefix) for r in records]
         if not raws:
             return
         try:

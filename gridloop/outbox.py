@@ -62,7 +62,9 @@ class OutboxRelay:
         service: str,
         batch: int = 500,
         poll_seconds: float = 0.2,
+        topic_prefix: str = "",
     ) -> None:
+        self.topic_prefix = topic_prefix
         self.db = db
         self.tables = tables
         self.bootstrap_servers = bootstrap_servers
@@ -204,7 +206,7 @@ class OutboxRelay:
         producer = await self._ensure_producer()
         futures = [
             await producer.send(
-                row.topic,
+                self.topic_prefix + row.topic,
                 value=row.payload.encode(),
                 key=row.key.encode() if row.key is not None else None,
             )

@@ -44,6 +44,7 @@ class Runtime:
             service,
             batch=self.settings.outbox_batch,
             poll_seconds=self.settings.outbox_poll_seconds,
+            topic_prefix=self.settings.topic_prefix,
         )
         self.broker = KafkaBroker(
             self.settings.kafka_bootstrap_servers.split(","),
@@ -79,13 +80,14 @@ class Runtime:
             max_records=self.settings.consumer_max_records,
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             session_timeout_ms=self.settings.session_timeout_ms,
+            topic_prefix=self.settings.topic_prefix,
         )
         self.consumers.append(consumer)
         return consumer
 
     def document_publication(self, topic: str, model: type[Any], description: str) -> None:
         """List a topic this service publishes (through the outbox) in its AsyncAPI document."""
-        publisher = self.broker.publisher(topic, title=f"{self.service}:{topic}", description=description, schema=model)
+        publisher = self.broker.publisher(self.settings.topic_prefix + topic, title=f"{self.service}:{topic}", description=description, schema=model)
         del publisher
 
     async def _start_broker(self) -> None:

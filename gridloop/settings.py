@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     )
     jwt_secret: str | None = Field(None, description="Signing key for staff tokens (default: var/jwt.secret).")
     token_ttl_seconds: int = Field(8 * 3600, description="Lifetime of a staff bearer token.")
+    topic_prefix: str = Field(
+        "", description="Prepended to every topic name (several deployments or test runs on one cluster)."
+    )
     topic_partitions: int = Field(6, description="Partitions per topic created by `gridloop topics`.")
     topic_replication: int = Field(1, description="Replication factor of created topics.")
     consumer_max_records: int = Field(500, description="Most records a consumer applies in one transaction.")

@@ -102,7 +102,8 @@ class Stack:
 
     def prepare(self) -> None:
         """Create topics, migrate the three databases and load the demo data."""
-        ensure_topics(self.bootstrap_servers, self.settings.topic_partitions, self.settings.topic_replication)
+        ensure_topics(self.bootstrap_servers, self.settings.topic_partitions,
+                      self.settings.topic_replication, prefix=self.settings.topic_prefix)
         for service in SERVICES:
             migrate.upgrade(service, self.settings.db_url(service))
         self.jurisdiction = load_jurisdiction(self.settings.jurisdiction_dir)
@@ -124,6 +125,7 @@ class Stack:
             "GRIDLOOP_PUBLIC_BASE_URL": self.settings.public_base_url,
             "GRIDLOOP_JURISDICTION_DIR": str(self.settings.jurisdiction_dir),
             "GRIDLOOP_REDRIVE_AFTER_SECONDS": str(self.settings.redrive_after_seconds),
+            "GRIDLOOP_TOPIC_PREFIX": self.settings.topic_prefix,
             "PYTHONUNBUFFERED": "1",
         })
         env.update(self.extra_env)

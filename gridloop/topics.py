@@ -44,19 +44,29 @@ def _admin(bootstrap_servers: str, timeout: float) -> KafkaAdminClient:
             time.sleep(0.5)
 
 
+def topic_names(prefix: str = "") -> tuple[str, ...]:
+    """The project's topic names as they are on the broker."""
+    return tuple(prefix + name for name in ALL_TOPICS)
+
+
 def ensure_topics(
-    bootstrap_servers: str, partitions: int = 6, replication: int = 1, timeout: float = 30.0
+    bootstrap_servers: str,
+    partitions: int = 6,
+    replication: int = 1,
+    timeout: float = 30.0,
+    prefix: str = "",
 ) -> list[TopicState]:
     """Create missing topics and grow ones with too few partitions; never shrink or delete."""
+    names = topic_names(prefix)
     admin = _admin(bootstrap_servers, timeout)
     try:
         existing = {
-            t["topic"]: len(t["partitions"])
+            t["name"]: len(t["partitions"])
             for t in admin.describe_topics()
             if not t.get("error_code") and t.get("partitions")
         }
         states: list[TopicState] = []
-        missing = [name for name in ALL_TOPICS if name not in existing]
+        missing = [name for name in names if name not in existing]
         if missing:
             try:
                 admin.create_topics(
@@ -66,26 +76,28 @@ def ensure_topics(
             except TopicAlreadyExistsError:
                 pass  # another process created it between our look and our create
             states += [TopicState(name, partitions, "created") for name in missing]
-        grow = {n: NewPartitions(partitions) for n, count in existing.items() if n in ALL_TOPICS and count < partitions}
+        grow = {
+            n: NewPartitions(partitions) for n, count in existing.items() if n in names and count < partitions
+        }
         if grow:
             admin.create_partitions(grow)
-        for name in ALL_TOPICS:
+        for name in names:
             if name in existing:
                 action = "grown" if name in grow else "exists"
                 states.append(TopicState(name, max(existing[name], partitions if name in grow else 0), action))
-        _wait_for_leaders(admin, timeout)
+        _wait_for_leaders(admin, names, timeout)
         return states
     finally:
         admin.close()
 
 
-def _wait_for_leaders(admin: KafkaAdminClient, timeout: float) -> None:
+def _wait_for_leaders(admin: KafkaAdminClient, names: tuple[str, ...], timeout: float) -> None:
     """Block until every partition of our topics has a leader (a fresh topic needs a moment)."""
     deadline = time.monotonic() + timeout
     while True:
-        described = admin.describe_topics(list(ALL_TOPICS))
+        described = admin.describe_topics(list(names))
         ready = all(
-            not t.get("error_code") and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+            not t.get("error_code") and t["partitions"] and all(p["leader_id"] >= 0 for p in t["partitions"])
             for t in described
         )
         if ready:

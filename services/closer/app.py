@@ -62,6 +62,18 @@ def _decode_cursor(cursor: str) -> tuple[datetime | None, str]:
         raise ApiError(400, "bad_cursor", "The cursor is not valid.") from exc
 
 
+def principal(request: Request) -> Principal:
+    """The caller, from the bearer token; 401 without a valid one."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "unauthorized", "Sign in first.", headers={"WWW-Authenticate": "Bearer"})
+    return read_token(token.strip(), request.app.state.secret)
+
+
+Who = Annotated[Principal, Depends(principal)]
+
+
 def build(settings: Settings | None = None) -> FastAPI:
     """Create the closer's app and its consumers."""
     settings = settings or get_settings()
@@ -75,14 +87,7 @@ def build(settings: Settings | None = None) -> FastAPI:
     app = create_app(runtime, "GridLoop closer", "Cases, staff, SLAs, the queue and consoles.")
     app.state.jurisdiction = jurisdiction
 
-    def principal(request: Request) -> Principal:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "unauthorized", "Sign in first.", headers={"WWW-Authenticate": "Bearer"})
-        return read_token(token.strip(), secret)
-
-    Who = Annotated[Principal, Depends(principal)]
+    app.state.secret = secret
 
     @app.post("/api/v1/auth/token", tags=["auth"])
     async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> dict[str, Any]:

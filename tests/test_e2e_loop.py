@@ -1,0 +1,155 @@
+"""The minimal loop, end to end, with the three services as real processes on Apache Kafka."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gridloop.demo import DEMO_PLACES
+from gridloop.stack import Stack
+from schemas.reference import load_places
+from tests.stacks import stack_settings, staff_token, start_stack, wait_for
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+PLACES = load_places(DEMO_PLACES)
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One embedded stack for this module, on the session's Kafka."""
+    prefix = f"e2e{uuid.uuid4().hex[:6]}."
+    settings = stack_settings(tmp_path_factory.mktemp("e2e"), kafka_bootstrap, prefix, redrive_after_seconds=5)
+    s = start_stack(settings)
+    yield s
+    s.stop()
+
+
+def post_report(base: str, code: str, category: str = "manhole_cover", key: str | None = None,
+                **extra: object) -> httpx.Response:
+    """POST one report."""
+    headers = {"Idempotency-Key": key} if key else {}
+    body = {"code": code, "category": category, **extra}
+    return httpx.post(f"{base}/api/v1/reports", json=body, headers=headers, timeout=10)
+
+
+def test_report_reaches_station_queue_and_rider_sees_case(stack: Stack) -> None:
+    """POST a report; it shows in that grid station's queue; the reporter shows the case, status new."""
+    place = next(p for p in PLACES if p.grid_id == "yh-g2")
+    reporter, closer = stack.url("reporter"), stack.url("closer")
+    r = post_report(reporter, place.code, "fire_lane_blocked", key=str(uuid.uuid4()),
+                    description="消防通道被三轮车堵住")
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["case_id"] is None and body["status"] == "received"
+    assert body["tracking_url"].endswith(f"/t/{body['report_id']}")
+
+    token = staff_token(closer, "yh-s2")
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def in_queue() -> dict[str, object] | None:
+        items = httpx.get(f"{closer}/api/v1/queue", params={"station": "yh-s2"}, headers=auth).json()["items"]
+        return next((i for i in items if i["description"] == "消防通道被三轮车堵住"), None)
+
+    case = wait_for(in_queue, timeout=20, what="the case in yh-s2's queue")
+    assert case["status"] == "new" and case["category"] == "fire_lane_blocked"
+
+    def rider_view() -> dict[str, object] | None:
+        view = httpx.get(f"{reporter}/api/v1/reports/{body['report_id']}").json()
+        return view if view["case_id"] else None
+
+    view = wait_for(rider_view, timeout=20, what="the case id on the reporter")
+    assert view["case_id"] == case["case_id"]
+    assert view["status"] == "new"
+    assert "rider_ref" not in view and "rider_no" not in view
+
+    # another station's staff cannot see it: 404, not 403
+    other = {"Authorization": f"Bearer {staff_token(closer, 'yh-s1')}"}
+    assert httpx.get(f"{closer}/api/v1/cases/{case['case_id']}", headers=other).status_code == 404
+    assert httpx.get(f"{closer}/api/v1/cases/{case['case_id']}", headers=auth).status_code == 200
+
+
+def test_idempotency_key_returns_same_answer(stack: Stack) -> None:
+    """The same key and body answer the same report; another body under that key is 409."""
+    place = PLACES[3]
+    key = str(uuid.uuid4())
+    first = post_report(stack.url("reporter"), place.code, "sanitation", key=key)
+    again = post_report(stack.url("reporter"), place.code, "sanitation", key=key)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["report_id"] == again.json()["report_id"]
+    other = post_report(stack.url("reporter"), place.code, "other", key=key)
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_bad_codes_are_clear_errors(stack: Stack) -> None:
+    """A mistyped code says 'check the code'; an unknown code is 404; a bad category 422."""
+    base = stack.url("reporter")
+    good = PLACES[0].code
+    typo = good[:-1] + ("2" if good[-1] != "2" else "3")
+    r = post_report(base, typo)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "check_the_code"
+    r = post_report(base, good, category="no_such_category")
+    assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_category"
+    r = httpx.post(f"{base}/api/v1/reports", json={"code": good, "category": 5})
+    assert r.status_code == 422 and "error" in r.json()
+
+
+def test_every_service_exports_contract_metrics(stack: Stack) -> None:
+    """Each /metrics serves the contract names; readiness reports database and broker."""
+    reporter = httpx.get(stack.url("reporter") + "/metrics").text
+    assert "gridloop_reports_received_total{" in reporter
+    assert 'gridloop_outbox_pending{service="reporter"}' in reporter
+    router = httpx.get(stack.url("router") + "/metrics").text
+    assert "gridloop_route_decisions_total{" in router
+    closer = httpx.get(stack.url("closer") + "/metrics").text
+    assert "gridloop_report_to_queue_seconds_bucket" in closer
+    for service in ("reporter", "router", "closer"):
+        ready = httpx.get(stack.url(service) + "/readyz").json()
+        assert ready["checks"] == {"database": True, "broker": True}
+        assert httpx.get(stack.url(service) + "/asyncapi").json()["asyncapi"]
+
+
+def _closer_reports(stack: Stack) -> dict[str, str]:
+    db = Path(stack.settings.db_url("closer").split("///", 1)[1])
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT report_id, case_id FROM case_report").fetchall())
+
+
+def test_kill_router_mid_stream_loses_nothing(stack: Stack) -> None:
+    """kill -9 of the router while reports are posted, then a restart: each report in exactly one case."""
+    base = stack.url("reporter")
+    accepted: list[str] = []
+
+    def send(i: int) -> str:
+        place = PLACES[i % len(PLACES)]
+        r = post_report(base, place.code, ("sanitation", "shared_bikes", "other")[i % 3], key=f"kill-{i}")
+        assert r.status_code == 202, r.text
+        return str(r.json()["report_id"])
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        first = list(pool.map(send, range(60)))
+        stack.kill("router")
+        second = list(pool.map(send, range(60, 120)))  # intake goes on with the router dead
+        stack.restart("router")
+        third = list(pool.map(send, range(120, 150)))
+    accepted = first + second + third
+    assert len(set(accepted)) == 150
+
+    def all_cased() -> bool:
+        return set(accepted) <= set(_closer_reports(stack))
+
+    wait_for(all_cased, timeout=60, every=0.5, what="every report in a case")
+    in_cases = _closer_reports(stack)
+    assert len([r for r in accepted if r in in_cases]) == 150  # primary key: at most one case each
+
+    def rider_sees_all() -> bool:
+        return all(httpx.get(f"{base}/api/v1/reports/{rid}").json()["case_id"] == in_cases[rid]
+                   for rid in accepted[::10])
+
+    wait_for(rider_sees_all, timeout=30, every=0.5, what="the reporter's read model")
