@@ -116,7 +116,8 @@ def print_banner(stack: Any) -> None:
     station = j.stations[j.grids[first.grid_id].station_id] if j else None
     lines = [
         "",
-        f"GridLoop is up (broker: {stack.broker_kind} at {stack.bootstrap_servers}; data in {settings.var_dir})",
+        f"GridLoop is up (broker: {stack.broker_kind} at {stack.bootstrap_servers};"
+        f" data in {settings.var_dir})",
         "",
         f"  Rider page (scan this code):  {rider_url}",
         f"      place {first.name_zh} · code {first.code}" + (f" · {station.name_zh}" if station else ""),
@@ -182,8 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run the whole embedded stack (broker, SQLite, demo data, 3 services)")
-    up.add_argument("--broker", choices=["auto", "kafka", "tansu", "external"], default="auto",
-                    help="auto: external if KAFKA_BOOTSTRAP_SERVERS is set, else Kafka with Java, else Tansu")
+    up.add_argument(
+        "--broker",
+        choices=["auto", "kafka", "tansu", "external"],
+        default="auto",
+        help="auto: external if KAFKA_BOOTSTRAP_SERVERS is set, else Kafka with Java, else Tansu",
+    )
     up.add_argument("--no-demo", action="store_true", help="do not load demo places and accounts")
     up.set_defaults(func=cmd_up)
 

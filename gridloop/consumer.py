@@ -16,7 +16,7 @@ import json
 import logging
 import traceback
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,8 +90,8 @@ class IdempotentConsumer:
         topics: list[str],
         db: Database,
         tables: PlumbingTables,
-        handlers: dict[str, Handler],
-        replays: dict[str, Handler] | None = None,
+        handlers: Mapping[str, Handler],
+        replays: Mapping[str, Handler] | None = None,
         service: str,
         attempts: int = 3,
         after_commit: Callable[[], None] | None = None,
@@ -199,7 +199,9 @@ class IdempotentConsumer:
                         if tries < self.max_attempts:
                             raise RetryBatch(f"{item.event.type} {item.event.id}: {exc}") from exc
                         detail = "".join(traceback.format_exception_only(exc)).strip()
-                        raw = next(r for r in raws if (r.partition, r.offset) == (item.partition, item.offset))
+                        raw = next(
+                            r for r in raws if (r.partition, r.offset) == (item.partition, item.offset)
+                        )
                         dead.append((raw, detail, tries))
                         self._failures.pop(item.event.id, None)
                 session.execute(

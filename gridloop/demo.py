@@ -44,10 +44,18 @@ def load_demo_places(db: Database, j: Jurisdiction, path: Path = DEMO_PLACES) ->
     with db.session(write=True) as session:
         for p in places:
             if session.get(PlaceRow, p.place_id) is None:
-                session.add(PlaceRow(
-                    place_id=p.place_id, name_zh=p.name_zh, name_en=p.name_en, lat=p.lat, lon=p.lon,
-                    grid_id=p.grid_id, station_id=j.grids[p.grid_id].station_id, created_at=now,
-                ))
+                session.add(
+                    PlaceRow(
+                        place_id=p.place_id,
+                        name_zh=p.name_zh,
+                        name_en=p.name_en,
+                        lat=p.lat,
+                        lon=p.lon,
+                        grid_id=p.grid_id,
+                        station_id=j.grids[p.grid_id].station_id,
+                        created_at=now,
+                    )
+                )
                 session.flush()
             if session.get(ReportCode, p.code) is None:
                 session.add(ReportCode(code=p.code, place_id=p.place_id, created_at=now))

@@ -14,21 +14,25 @@ _HOURS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
 _FAST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 reports_received = Counter(
-    "gridloop_reports_received", "Reports accepted by the reporter.", ["category", "channel"],
+    "gridloop_reports_received",
+    "Reports accepted by the reporter.",
+    ["category", "channel"],
     registry=REGISTRY,
 )
 reports_rejected = Counter(
     "gridloop_reports_rejected", "Reports refused at intake, by reason.", ["reason"], registry=REGISTRY
 )
 outbox_pending = Gauge(
-    "gridloop_outbox_pending", "Outbox rows not yet acknowledged by the broker.", ["service"],
+    "gridloop_outbox_pending",
+    "Outbox rows not yet acknowledged by the broker.",
+    ["service"],
     registry=REGISTRY,
 )
-route_decisions = Counter(
-    "gridloop_route_decisions", "Routing decisions.", ["decision"], registry=REGISTRY
-)
+route_decisions = Counter("gridloop_route_decisions", "Routing decisions.", ["decision"], registry=REGISTRY)
 route_duration = Histogram(
-    "gridloop_route_duration_seconds", "Time to decide one report's route.", buckets=_FAST,
+    "gridloop_route_duration_seconds",
+    "Time to decide one report's route.",
+    buckets=_FAST,
     registry=REGISTRY,
 )
 cases_open = Gauge(
@@ -38,44 +42,65 @@ case_transitions = Counter(
     "gridloop_case_transitions", "Case transitions by action.", ["action"], registry=REGISTRY
 )
 case_ack_seconds = Histogram(
-    "gridloop_case_ack_seconds", "Report submitted to signed for.", ["category"], buckets=_HOURS,
+    "gridloop_case_ack_seconds",
+    "Report submitted to signed for.",
+    ["category"],
+    buckets=_HOURS,
     registry=REGISTRY,
 )
 case_resolve_seconds = Histogram(
-    "gridloop_case_resolve_seconds", "Report submitted to resolved.", ["category"], buckets=_HOURS,
+    "gridloop_case_resolve_seconds",
+    "Report submitted to resolved.",
+    ["category"],
+    buckets=_HOURS,
     registry=REGISTRY,
 )
 sla_breaches = Counter(
     "gridloop_sla_breaches", "Deadlines missed.", ["station", "deadline"], registry=REGISTRY
 )
 report_to_queue = Histogram(
-    "gridloop_report_to_queue_seconds", "Report accepted to case visible in the station queue.",
-    buckets=_FAST, registry=REGISTRY,
+    "gridloop_report_to_queue_seconds",
+    "Report accepted to case visible in the station queue.",
+    buckets=_FAST,
+    registry=REGISTRY,
 )
 consumer_lag = Gauge(
-    "gridloop_consumer_lag", "Messages behind the high watermark.", ["group", "topic"],
+    "gridloop_consumer_lag",
+    "Messages behind the high watermark.",
+    ["group", "topic"],
     registry=REGISTRY,
 )
 deadletter_total = Counter(
     "gridloop_deadletter", "Messages sent to the dead-letter topic.", ["topic"], registry=REGISTRY
 )
 events_consumed = Counter(
-    "gridloop_events_consumed", "Events applied by a consumer (duplicates excluded).",
-    ["group", "topic"], registry=REGISTRY,
+    "gridloop_events_consumed",
+    "Events applied by a consumer (duplicates excluded).",
+    ["group", "topic"],
+    registry=REGISTRY,
 )
 events_duplicate = Counter(
-    "gridloop_events_duplicate", "Redelivered events skipped by a consumer.", ["group", "topic"],
+    "gridloop_events_duplicate",
+    "Redelivered events skipped by a consumer.",
+    ["group", "topic"],
     registry=REGISTRY,
 )
 outbox_published = Counter(
-    "gridloop_outbox_published", "Outbox rows acknowledged by the broker.", ["service", "topic"],
+    "gridloop_outbox_published",
+    "Outbox rows acknowledged by the broker.",
+    ["service", "topic"],
     registry=REGISTRY,
 )
 http_requests = Counter(
-    "gridloop_http_requests", "HTTP requests by route template and status class.",
-    ["service", "method", "route", "status"], registry=REGISTRY,
+    "gridloop_http_requests",
+    "HTTP requests by route template and status class.",
+    ["service", "method", "route", "status"],
+    registry=REGISTRY,
 )
 http_duration = Histogram(
-    "gridloop_http_request_duration_seconds", "HTTP request duration by route template.",
-    ["service", "method", "route"], buckets=_FAST, registry=REGISTRY,
+    "gridloop_http_request_duration_seconds",
+    "HTTP request duration by route template.",
+    ["service", "method", "route"],
+    buckets=_FAST,
+    registry=REGISTRY,
 )

@@ -21,7 +21,9 @@ from schemas.envelope import CloudEvent
 log = logging.getLogger(__name__)
 
 
-def add_event(session: Session, tables: PlumbingTables, topic: str, key: str | None, event: CloudEvent) -> None:
+def add_event(
+    session: Session, tables: PlumbingTables, topic: str, key: str | None, event: CloudEvent
+) -> None:
     """Queue an event for publication in the caller's transaction."""
     add_raw(session, tables, topic, key, event.id, event.model_dump_json())
 
@@ -178,7 +180,7 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def _fetch(self) -> Sequence[Row[Any]]:
+    def _fetch(self) -> Sequence[Row[Any, Any, Any, Any]]:
         ob = self.tables.outbox
         with self.db.engine.connect() as conn:
             rows = conn.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -52,7 +52,7 @@ class Runtime:
             logger=logging.getLogger(f"gridloop.{service}.broker"),
         )
         self.consumers: list[IdempotentConsumer] = []
-        self.background: list[Callable[[], Awaitable[None]]] = []
+        self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self.broker_started = False
 
@@ -60,8 +60,8 @@ class Runtime:
         self,
         group: str,
         topics: list[str],
-        handlers: dict[str, Handler],
-        replays: dict[str, Handler] | None = None,
+        handlers: Mapping[str, Handler],
+        replays: Mapping[str, Handler] | None = None,
     ) -> IdempotentConsumer:
         """Declare an idempotent consumer group on the broker."""
         consumer = IdempotentConsumer(
@@ -87,7 +87,12 @@ class Runtime:
 
     def document_publication(self, topic: str, model: type[Any], description: str) -> None:
         """List a topic this service publishes (through the outbox) in its AsyncAPI document."""
-        publisher = self.broker.publisher(self.settings.topic_prefix + topic, title=f"{self.service}:{topic}", description=description, schema=model)
+        publisher = self.broker.publisher(
+            self.settings.topic_prefix + topic,
+            title=f"{self.service}:{topic}",
+            description=description,
+            schema=model,
+        )
         del publisher
 
     async def _start_broker(self) -> None:
@@ -192,7 +197,9 @@ def create_app(
         """Ready when the database and the broker are reachable."""
         checks = await runtime.readiness()
         ok = all(checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+        )
 
     @app.get("/metrics", tags=["ops"])
     async def metrics_endpoint() -> Response:

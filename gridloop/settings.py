@@ -44,7 +44,9 @@ class Settings(BaseSettings):
     jurisdiction_dir: Path = Field(
         REPO_ROOT / "data" / "jurisdictions", description="Reference data: grids, stations, categories."
     )
-    jwt_secret: str | None = Field(None, description="Signing key for staff tokens (default: var/jwt.secret).")
+    jwt_secret: str | None = Field(
+        None, description="Signing key for staff tokens (default: var/jwt.secret)."
+    )
     token_ttl_seconds: int = Field(8 * 3600, description="Lifetime of a staff bearer token.")
     topic_prefix: str = Field(
         "", description="Prepended to every topic name (several deployments or test runs on one cluster)."

@@ -16,9 +16,9 @@ import httpx
 
 from gridloop import demo, migrate
 from gridloop.brokers.kafka import KafkaCluster, java_available
-from gridloop.procs import spawn, tail, terminate
 from gridloop.brokers.ports import free_port, wait_for_kafka
 from gridloop.brokers.tansu import TansuBroker
+from gridloop.procs import spawn, tail, terminate
 from gridloop.settings import SERVICES, Settings
 from gridloop.topics import ensure_topics
 from schemas.reference import Jurisdiction, load_jurisdiction
@@ -78,8 +78,9 @@ class Stack:
             self.bootstrap_servers = self.settings.kafka_bootstrap_servers
             wait_for_kafka(self.bootstrap_servers, timeout=30)
         elif kind == "kafka":
-            self.kafka = KafkaCluster(self.var_dir / "kafka", brokers=1, ports=self._kafka_ports(),
-                                      log_dir=self.log_dir)
+            self.kafka = KafkaCluster(
+                self.var_dir / "kafka", brokers=1, ports=self._kafka_ports(), log_dir=self.log_dir
+            )
             self.kafka.start()
             self.bootstrap_servers = self.kafka.bootstrap_servers
         else:
@@ -102,8 +103,12 @@ class Stack:
 
     def prepare(self) -> None:
         """Create topics, migrate the three databases and load the demo data."""
-        ensure_topics(self.bootstrap_servers, self.settings.topic_partitions,
-                      self.settings.topic_replication, prefix=self.settings.topic_prefix)
+        ensure_topics(
+            self.bootstrap_servers,
+            self.settings.topic_partitions,
+            self.settings.topic_replication,
+            prefix=self.settings.topic_prefix,
+        )
         for service in SERVICES:
             migrate.upgrade(service, self.settings.db_url(service))
         self.jurisdiction = load_jurisdiction(self.settings.jurisdiction_dir)
@@ -114,20 +119,22 @@ class Stack:
         """The environment of one service process."""
         env = dict(os.environ)
         env.pop("DATABASE_URL", None)
-        env.update({
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
-            "DATABASE_URL": self.settings.db_url(service),
-            "GRIDLOOP_VAR_DIR": str(self.var_dir),
-            "GRIDLOOP_REPORTER_PORT": str(self.settings.reporter_port),
-            "GRIDLOOP_ROUTER_PORT": str(self.settings.router_port),
-            "GRIDLOOP_CLOSER_PORT": str(self.settings.closer_port),
-            "GRIDLOOP_HOST": self.settings.host,
-            "GRIDLOOP_PUBLIC_BASE_URL": self.settings.public_base_url,
-            "GRIDLOOP_JURISDICTION_DIR": str(self.settings.jurisdiction_dir),
-            "GRIDLOOP_REDRIVE_AFTER_SECONDS": str(self.settings.redrive_after_seconds),
-            "GRIDLOOP_TOPIC_PREFIX": self.settings.topic_prefix,
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+                "DATABASE_URL": self.settings.db_url(service),
+                "GRIDLOOP_VAR_DIR": str(self.var_dir),
+                "GRIDLOOP_REPORTER_PORT": str(self.settings.reporter_port),
+                "GRIDLOOP_ROUTER_PORT": str(self.settings.router_port),
+                "GRIDLOOP_CLOSER_PORT": str(self.settings.closer_port),
+                "GRIDLOOP_HOST": self.settings.host,
+                "GRIDLOOP_PUBLIC_BASE_URL": self.settings.public_base_url,
+                "GRIDLOOP_JURISDICTION_DIR": str(self.settings.jurisdiction_dir),
+                "GRIDLOOP_REDRIVE_AFTER_SECONDS": str(self.settings.redrive_after_seconds),
+                "GRIDLOOP_TOPIC_PREFIX": self.settings.topic_prefix,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(self.extra_env)
         return env
 

@@ -84,7 +84,9 @@ def ensure_topics(
         for name in names:
             if name in existing:
                 action = "grown" if name in grow else "exists"
-                states.append(TopicState(name, max(existing[name], partitions if name in grow else 0), action))
+                states.append(
+                    TopicState(name, max(existing[name], partitions if name in grow else 0), action)
+                )
         _wait_for_leaders(admin, names, timeout)
         return states
     finally:

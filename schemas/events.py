@@ -149,8 +149,18 @@ class DeadLetter(EventData):
 
 # name -> (version, model). Transition events share one model.
 _TRANSITIONS = (
-    "acknowledged", "dispatched", "resolved", "returned", "transferred", "extension_requested",
-    "extension_decided", "on_hold", "escalated", "reopened", "closed", "rejected",
+    "acknowledged",
+    "dispatched",
+    "resolved",
+    "returned",
+    "transferred",
+    "extension_requested",
+    "extension_decided",
+    "on_hold",
+    "escalated",
+    "reopened",
+    "closed",
+    "rejected",
 )
 REGISTRY: dict[str, tuple[int, type[EventData]]] = {
     "report.submitted": (1, ReportSubmitted),

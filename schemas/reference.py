@@ -65,9 +65,7 @@ RULES_FILE = "rules.json"
 class ReferenceError(ValueError):  # the contract name; it shadows the weakref builtin
     """Bad reference data; the message names the file and the entry."""
 
-    def __init__(
-        self, problem: str, *, file: str | Path | None = None, entry: str | None = None
-    ) -> None:
+    def __init__(self, problem: str, *, file: str | Path | None = None, entry: str | None = None) -> None:
         parts = [str(file)] if file is not None else []
         if entry is not None:
             parts.append(entry)
@@ -565,9 +563,7 @@ def _cross_check(
     grid_by_id = {g.id: g for g, _, _ in grids}
     station_by_id = {s.id: s for s, _, _ in stations}
 
-    def need(
-        kind: str, ident: str, table: dict[str, Any], street_id: str, path: Path, entry: str
-    ) -> None:
+    def need(kind: str, ident: str, table: dict[str, Any], street_id: str, path: Path, entry: str) -> None:
         """The named grid or station exists and belongs to the same street."""
         found = table.get(ident)
         if found is None:

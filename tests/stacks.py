@@ -16,16 +16,17 @@ from gridloop.stack import Stack
 
 def stack_settings(var_dir: Path, bootstrap: str, prefix: str, **extra: Any) -> Settings:
     """Settings for an isolated stack: own var dir, free ports, own topic prefix."""
-    ports = {f"{s}_port": free_port() for s in ("reporter", "router", "closer")}
-    return Settings(
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        var_dir=var_dir,
-        topic_prefix=prefix,
-        public_base_url=f"http://127.0.0.1:{ports['reporter_port']}",
-        session_timeout_ms=6000,
+    ports: dict[str, Any] = {f"{s}_port": free_port() for s in ("reporter", "router", "closer")}
+    values: dict[str, Any] = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "var_dir": var_dir,
+        "topic_prefix": prefix,
+        "public_base_url": f"http://127.0.0.1:{ports['reporter_port']}",
+        "session_timeout_ms": 6000,
         **ports,
         **extra,
-    )
+    }
+    return Settings(**values)
 
 
 def start_stack(settings: Settings, broker: str = "external", demo: bool = True, **env: str) -> Stack:
@@ -39,7 +40,9 @@ def start_stack(settings: Settings, broker: str = "external", demo: bool = True,
     return stack
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.1, what: str = "condition") -> Any:
+def wait_for(
+    check: Callable[[], Any], timeout: float = 30.0, every: float = 0.1, what: str = "condition"
+) -> Any:
     """Poll until check() returns a truthy value; return it, or fail after timeout."""
     deadline = time.monotonic() + timeout
     last: Any = None

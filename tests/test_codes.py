@@ -17,9 +17,7 @@ bodies = st.text(alphabet=ALPHABET, min_size=CODE_LENGTH - 1, max_size=CODE_LENG
 
 def _substitutions(code: str) -> list[str]:
     """Every code that differs from ``code`` in exactly one character."""
-    return [
-        code[:i] + c + code[i + 1 :] for i in range(len(code)) for c in ALPHABET if c != code[i]
-    ]
+    return [code[:i] + c + code[i + 1 :] for i in range(len(code)) for c in ALPHABET if c != code[i]]
 
 
 def _transpositions(code: str, adjacent_only: bool) -> list[str]:

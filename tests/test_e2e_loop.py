@@ -24,14 +24,17 @@ PLACES = load_places(DEMO_PLACES)
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One embedded stack for this module, on the session's Kafka."""
     prefix = f"e2e{uuid.uuid4().hex[:6]}."
-    settings = stack_settings(tmp_path_factory.mktemp("e2e"), kafka_bootstrap, prefix, redrive_after_seconds=5)
+    settings = stack_settings(
+        tmp_path_factory.mktemp("e2e"), kafka_bootstrap, prefix, redrive_after_seconds=5
+    )
     s = start_stack(settings)
     yield s
     s.stop()
 
 
-def post_report(base: str, code: str, category: str = "manhole_cover", key: str | None = None,
-                **extra: object) -> httpx.Response:
+def post_report(
+    base: str, code: str, category: str = "manhole_cover", key: str | None = None, **extra: object
+) -> httpx.Response:
     """POST one report."""
     headers = {"Idempotency-Key": key} if key else {}
     body = {"code": code, "category": category, **extra}
@@ -42,8 +45,9 @@ def test_report_reaches_station_queue_and_rider_sees_case(stack: Stack) -> None:
     """POST a report; it shows in that grid station's queue; the reporter shows the case, status new."""
     place = next(p for p in PLACES if p.grid_id == "yh-g2")
     reporter, closer = stack.url("reporter"), stack.url("closer")
-    r = post_report(reporter, place.code, "fire_lane_blocked", key=str(uuid.uuid4()),
-                    description="消防通道被三轮车堵住")
+    r = post_report(
+        reporter, place.code, "fire_lane_blocked", key=str(uuid.uuid4()), description="消防通道被三轮车堵住"
+    )
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["case_id"] is None and body["status"] == "received"
@@ -149,7 +153,9 @@ def test_kill_router_mid_stream_loses_nothing(stack: Stack) -> None:
     assert len([r for r in accepted if r in in_cases]) == 150  # primary key: at most one case each
 
     def rider_sees_all() -> bool:
-        return all(httpx.get(f"{base}/api/v1/reports/{rid}").json()["case_id"] == in_cases[rid]
-                   for rid in accepted[::10])
+        return all(
+            httpx.get(f"{base}/api/v1/reports/{rid}").json()["case_id"] == in_cases[rid]
+            for rid in accepted[::10]
+        )
 
     wait_for(rider_sees_all, timeout=30, every=0.5, what="the reporter's read model")

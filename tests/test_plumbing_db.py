@@ -19,8 +19,9 @@ from schemas.events import ReportFeedback, make_event
 
 Base = service_base("plumbingtest")
 TABLES = define_plumbing(Base.metadata)
-APPLIED = Table("applied", Base.metadata, Column("event_id", String(64), primary_key=True),
-                Column("comment", String(100)))
+APPLIED = Table(
+    "applied", Base.metadata, Column("event_id", String(64), primary_key=True), Column("comment", String(100))
+)
 
 
 @pytest.fixture
@@ -34,15 +35,25 @@ def db(db_url: str) -> Iterator[Database]:
 
 def feedback_raw(offset: int, comment: str = "ok", event_id: str | None = None) -> _Raw:
     """A `report.feedback` message as it would come off the topic."""
-    data = ReportFeedback(report_id="r1", case_id="c1", fixed=True, comment=comment,
-                          at=datetime(2026, 11, 24, tzinfo=UTC))
-    event = make_event("report.feedback", data, source="reporter", subject="c1",
-                       time=datetime(2026, 11, 24, tzinfo=UTC), event_id=event_id)
+    data = ReportFeedback(
+        report_id="r1", case_id="c1", fixed=True, comment=comment, at=datetime(2026, 11, 24, tzinfo=UTC)
+    )
+    event = make_event(
+        "report.feedback",
+        data,
+        source="reporter",
+        subject="c1",
+        time=datetime(2026, 11, 24, tzinfo=UTC),
+        event_id=event_id,
+    )
     return _Raw("reports.feedback", 0, offset, "c1", event.model_dump_json().encode())
 
 
-def make_consumer(db: Database, fail_on: str | None = None, replays: list[str] | None = None) -> IdempotentConsumer:
+def make_consumer(
+    db: Database, fail_on: str | None = None, replays: list[str] | None = None
+) -> IdempotentConsumer:
     """A consumer whose handler records each event (and fails on one comment, if asked)."""
+
     def handler(session: Session, item: Incoming) -> None:
         comment = item.data.comment  # type: ignore[attr-defined]
         if comment == fail_on:
@@ -53,9 +64,16 @@ def make_consumer(db: Database, fail_on: str | None = None, replays: list[str] |
         if replays is not None:
             replays.append(item.event.id)
 
-    return IdempotentConsumer(group="g", topics=["reports.feedback"], db=db, tables=TABLES,
-                              handlers={"report.feedback": handler}, replays={"report.feedback": replay},
-                              service="test", attempts=3)
+    return IdempotentConsumer(
+        group="g",
+        topics=["reports.feedback"],
+        db=db,
+        tables=TABLES,
+        handlers={"report.feedback": handler},
+        replays={"report.feedback": replay},
+        service="test",
+        attempts=3,
+    )
 
 
 def applied(db: Database) -> list[str]:
@@ -115,9 +133,13 @@ def test_failing_handler_retries_then_dead_letters(db: Database) -> None:
 
 def test_outbox_row_commits_with_the_state_change(db: Database) -> None:
     """An outbox row written in a failed transaction is gone with it."""
-    event = make_event("report.feedback", ReportFeedback(report_id="r", case_id="c", fixed=False,
-                       at=datetime(2026, 11, 24, tzinfo=UTC)), source="reporter", subject="c",
-                       time=datetime(2026, 11, 24, tzinfo=UTC))
+    event = make_event(
+        "report.feedback",
+        ReportFeedback(report_id="r", case_id="c", fixed=False, at=datetime(2026, 11, 24, tzinfo=UTC)),
+        source="reporter",
+        subject="c",
+        time=datetime(2026, 11, 24, tzinfo=UTC),
+    )
     with pytest.raises(RuntimeError), db.session(write=True) as session:
         add_event(session, TABLES, "reports.feedback", "c", event)
         raise RuntimeError("the state change failed")

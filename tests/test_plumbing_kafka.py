@@ -26,27 +26,45 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 def feedback_event(i: int) -> object:
     """A distinct event to put through the outbox."""
-    data = ReportFeedback(report_id=f"r{i}", case_id=f"c{i % 3}", fixed=True, comment=str(i),
-                          at=datetime(2026, 11, 24, tzinfo=UTC))
-    return make_event("report.feedback", data, source="reporter", subject=f"c{i % 3}",
-                      time=datetime(2026, 11, 24, tzinfo=UTC))
+    data = ReportFeedback(
+        report_id=f"r{i}",
+        case_id=f"c{i % 3}",
+        fixed=True,
+        comment=str(i),
+        at=datetime(2026, 11, 24, tzinfo=UTC),
+    )
+    return make_event(
+        "report.feedback",
+        data,
+        source="reporter",
+        subject=f"c{i % 3}",
+        time=datetime(2026, 11, 24, tzinfo=UTC),
+    )
 
 
 def pending(db: Database) -> int:
     """Outbox rows not yet acknowledged."""
     with db.engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(TABLES.outbox)
-                                .where(TABLES.outbox.c.sent_at.is_(None))).scalar_one())
+        return int(
+            conn.execute(
+                select(func.count()).select_from(TABLES.outbox).where(TABLES.outbox.c.sent_at.is_(None))
+            ).scalar_one()
+        )
 
 
-async def read_all(bootstrap: str, topic: str, expect: int, timeout: float = 30) -> list[bytes]:
+async def read_all(bootstrap: str, topic: str, expect: int, wait: float = 30) -> list[bytes]:
     """Read a topic from the beginning until `expect` messages arrived."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
     await consumer.start()
     out: list[bytes] = []
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait
         while len(out) < expect and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():

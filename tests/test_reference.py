@@ -253,9 +253,7 @@ def test_sla_missing_a_priority(root: Path) -> None:
 
 def test_sla_ack_longer_than_resolve(root: Path) -> None:
     """Signing for cannot be allowed longer than resolving."""
-    edit(
-        root / "categories.json", lambda c: by_id(c, "other")["sla"]["ack_hours"].update(normal=99)
-    )
+    edit(root / "categories.json", lambda c: by_id(c, "other")["sla"]["ack_hours"].update(normal=99))
     refused(root, "categories.json", "'other'", "ack_hours[normal]")
 
 
@@ -323,17 +321,13 @@ def test_grid_whose_station_does_not_list_it(root: Path) -> None:
 
 def test_station_listing_unknown_grid(root: Path) -> None:
     """A station serving a grid that does not exist."""
-    edit(
-        root / "yinhang" / "stations.json", lambda s: by_id(s, "yh-s1")["grid_ids"].append("yh-g42")
-    )
+    edit(root / "yinhang" / "stations.json", lambda s: by_id(s, "yh-s1")["grid_ids"].append("yh-g42"))
     refused(root, "stations.json", "'yh-s1'", "unknown grid 'yh-g42'")
 
 
 def test_grid_station_listing_another_stations_grid(root: Path) -> None:
     """A grid station claiming a grid that names a different station."""
-    edit(
-        root / "yinhang" / "stations.json", lambda s: by_id(s, "yh-s1")["grid_ids"].append("yh-g2")
-    )
+    edit(root / "yinhang" / "stations.json", lambda s: by_id(s, "yh-s1")["grid_ids"].append("yh-g2"))
     refused(root, "stations.json", "'yh-s1'", "'yh-g2'", "'yh-s2'")
 
 

@@ -34,17 +34,27 @@ def case_view(case: Case, now: datetime) -> dict[str, Any]:
     """A case as the queue and the detail API show it."""
     due = as_utc(case.due_at) if case.due_at else None
     return {
-        "case_id": case.case_id, "station_id": case.station_id, "category": case.category,
-        "status": case.status, "priority": case.priority, "triage": case.triage,
-        "version": case.version, "place_name": case.place_name, "description": case.description,
-        "lat": case.lat, "lon": case.lon, "grid_id": case.grid_id,
+        "case_id": case.case_id,
+        "station_id": case.station_id,
+        "category": case.category,
+        "status": case.status,
+        "priority": case.priority,
+        "triage": case.triage,
+        "version": case.version,
+        "place_name": case.place_name,
+        "description": case.description,
+        "lat": case.lat,
+        "lon": case.lon,
+        "grid_id": case.grid_id,
         "submitted_at": as_utc(case.submitted_at).isoformat(),
         "ack_due": as_utc(case.ack_due).isoformat() if case.ack_due else None,
         "resolve_due": as_utc(case.resolve_due).isoformat() if case.resolve_due else None,
         "due_at": due.isoformat() if due else None,
         "colour": sla.colour(as_utc(case.submitted_at), due, now),
-        "distinct_riders": case.distinct_riders, "report_count": case.report_count,
-        "common_issue": case.common_issue, "danger_now": case.danger_now,
+        "distinct_riders": case.distinct_riders,
+        "report_count": case.report_count,
+        "common_issue": case.common_issue,
+        "danger_now": case.danger_now,
         "route_reason": case.route_reason,
     }
 
@@ -80,8 +90,12 @@ def build(settings: Settings | None = None) -> FastAPI:
     runtime = Runtime(SERVICE, Base.metadata, PLUMBING, settings)
     jurisdiction = load_jurisdiction(settings.jurisdiction_dir)
     intake = CaseIntake(jurisdiction)
-    runtime.consumer("closer", [REPORTS_ROUTED], {"report.routed": intake.on_routed},
-                     replays={"report.routed": intake.replay})
+    runtime.consumer(
+        "closer",
+        [REPORTS_ROUTED],
+        {"report.routed": intake.on_routed},
+        replays={"report.routed": intake.replay},
+    )
     runtime.document_publication(CASES_EVENTS, CaseOpened, "Case lifecycle events, keyed by case id.")
     secret = settings.signing_key()
     app = create_app(runtime, "GridLoop closer", "Cases, staff, SLAs, the queue and consoles.")
@@ -92,22 +106,27 @@ def build(settings: Settings | None = None) -> FastAPI:
     @app.post("/api/v1/auth/token", tags=["auth"])
     async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> dict[str, Any]:
         """Exchange a username and password for an expiring bearer token."""
+
         def work() -> tuple[Any, float]:
             with runtime.db.session(write=True) as session:
                 staff, delay = check_login(session, form.username, form.password)
                 if staff is None:
                     return None, delay
                 return (staff.username, staff.role, staff.station_ids), 0.0
+
         found, delay = await asyncio.to_thread(work)
         if found is None:
             await asyncio.sleep(delay)
-            raise ApiError(401, "bad_credentials", "Wrong username or password.",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401, "bad_credentials", "Wrong username or password.", headers={"WWW-Authenticate": "Bearer"}
+            )
         username, role, stations = found
         return {
             "access_token": issue_token(username, role, stations, secret, settings.token_ttl_seconds),
-            "token_type": "bearer", "expires_in": settings.token_ttl_seconds,
-            "role": role, "stations": stations,
+            "token_type": "bearer",
+            "expires_in": settings.token_ttl_seconds,
+            "role": role,
+            "stations": stations,
         }
 
     @app.get("/api/v1/queue", tags=["cases"])
@@ -147,12 +166,16 @@ def build(settings: Settings | None = None) -> FastAPI:
                 if due is None:
                     query = query.where(col(Case.due_at).is_(None), col(Case.case_id) > cid)
                 else:
-                    query = query.where(or_(
-                        col(Case.due_at) > due,
-                        and_(col(Case.due_at) == due, col(Case.case_id) > cid),
-                        col(Case.due_at).is_(None),
-                    ))
-            query = query.order_by(col(Case.due_at).is_(None), col(Case.due_at), col(Case.case_id)).limit(limit + 1)
+                    query = query.where(
+                        or_(
+                            col(Case.due_at) > due,
+                            and_(col(Case.due_at) == due, col(Case.case_id) > cid),
+                            col(Case.due_at).is_(None),
+                        )
+                    )
+            query = query.order_by(col(Case.due_at).is_(None), col(Case.due_at), col(Case.case_id)).limit(
+                limit + 1
+            )
             with runtime.db.session() as session:
                 rows = list(session.exec(query))
             now = utcnow()
@@ -163,6 +186,7 @@ def build(settings: Settings | None = None) -> FastAPI:
                 "items": [case_view(c, now) for c in rows],
                 "next_cursor": _encode_cursor(rows[-1]) if more and rows else None,
             }
+
         return await asyncio.to_thread(work)
 
     def _load_case(case_id: str, who: Principal) -> Case:
@@ -182,6 +206,7 @@ def build(settings: Settings | None = None) -> FastAPI:
         def reports() -> list[str]:
             with runtime.db.session() as session:
                 return list(session.exec(select(CaseReport.report_id).where(CaseReport.case_id == case_id)))
+
         view["report_ids"] = await asyncio.to_thread(reports)
         return view
 
@@ -193,10 +218,21 @@ def build(settings: Settings | None = None) -> FastAPI:
         def work() -> list[dict[str, Any]]:
             with runtime.db.session() as session:
                 rows = session.exec(
-                    select(TimelineEntry).where(TimelineEntry.case_id == case_id).order_by(col(TimelineEntry.id))
+                    select(TimelineEntry)
+                    .where(TimelineEntry.case_id == case_id)
+                    .order_by(col(TimelineEntry.id))
                 )
-                return [{"at": as_utc(r.at).isoformat(), "action": r.action, "status": r.status,
-                         "actor": r.actor, "note": r.note} for r in rows]
+                return [
+                    {
+                        "at": as_utc(r.at).isoformat(),
+                        "action": r.action,
+                        "status": r.status,
+                        "actor": r.actor,
+                        "note": r.note,
+                    }
+                    for r in rows
+                ]
+
         return {"case_id": case_id, "timeline": await asyncio.to_thread(work)}
 
     return app

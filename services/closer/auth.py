@@ -50,8 +50,12 @@ def issue_token(username: str, role: Role, stations: list[str], secret: str, ttl
     """A signed token that expires after ttl_seconds."""
     now = utcnow()
     claims = {
-        "sub": username, "role": role, "stations": stations, "iat": int(now.timestamp()),
-        "exp": int((now + timedelta(seconds=ttl_seconds)).timestamp()), "jti": uuid.uuid4().hex,
+        "sub": username,
+        "role": role,
+        "stations": stations,
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=ttl_seconds)).timestamp()),
+        "jti": uuid.uuid4().hex,
         "iss": "gridloop-closer",
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
@@ -61,15 +65,22 @@ def read_token(token: str, secret: str) -> Principal:
     """Verify a token's signature and expiry (on the process clock); 401 otherwise."""
     try:
         claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], issuer="gridloop-closer",
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer="gridloop-closer",
             options={"verify_exp": False, "require": ["exp", "sub", "role"]},
         )
     except jwt.PyJWTError as exc:
-        raise ApiError(401, "invalid_token", "The token is not valid.", headers={"WWW-Authenticate": "Bearer"}) from exc
+        raise ApiError(
+            401, "invalid_token", "The token is not valid.", headers={"WWW-Authenticate": "Bearer"}
+        ) from exc
     # expiry is checked against the injectable clock, so tests can move time
     if int(claims["exp"]) <= int(utcnow().timestamp()):
         raise ApiError(401, "token_expired", "The token has expired.", headers={"WWW-Authenticate": "Bearer"})
     role = claims["role"]
     if role not in ROLES:
-        raise ApiError(401, "invalid_token", "The token is not valid.", headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401, "invalid_token", "The token is not valid.", headers={"WWW-Authenticate": "Bearer"}
+        )
     return Principal(claims["sub"], role, tuple(claims.get("stations") or ()))

@@ -35,26 +35,53 @@ class CaseIntake:
         case = session.get(Case, d.case_id)
         if case is None:
             # a merge that arrives for a case we never saw (redelivery order) opens it just the same
-            ack_due, resolve_due = sla.deadlines(self.j.categories.get(d.category), d.priority, d.submitted_at)
+            ack_due, resolve_due = sla.deadlines(
+                self.j.categories.get(d.category), d.priority, d.submitted_at
+            )
             case = Case(
-                case_id=d.case_id, station_id=d.station_id, category=d.category, status="new",
-                priority=d.priority, triage=d.decision == "triage", version=1, grid_id=d.grid_id,
-                street_id=d.street_id, place_id=d.place_id, place_name=d.place_name,
-                lat=d.location.lat if d.location else None, lon=d.location.lon if d.location else None,
-                description=d.description, danger_now=d.danger_now, route_reason=d.reason,
-                submitted_at=d.submitted_at, opened_at=now, updated_at=now, ack_due=ack_due,
-                resolve_due=resolve_due, due_at=ack_due, distinct_riders=d.distinct_riders,
-                report_count=1, common_issue=d.common_issue,
+                case_id=d.case_id,
+                station_id=d.station_id,
+                category=d.category,
+                status="new",
+                priority=d.priority,
+                triage=d.decision == "triage",
+                version=1,
+                grid_id=d.grid_id,
+                street_id=d.street_id,
+                place_id=d.place_id,
+                place_name=d.place_name,
+                lat=d.location.lat if d.location else None,
+                lon=d.location.lon if d.location else None,
+                description=d.description,
+                danger_now=d.danger_now,
+                route_reason=d.reason,
+                submitted_at=d.submitted_at,
+                opened_at=now,
+                updated_at=now,
+                ack_due=ack_due,
+                resolve_due=resolve_due,
+                due_at=ack_due,
+                distinct_riders=d.distinct_riders,
+                report_count=1,
+                common_issue=d.common_issue,
             )
             session.add(case)
             session.flush()
             action = "triage" if case.triage else "opened"
-            session.add(TimelineEntry(case_id=case.case_id, at=now, action=action, status=case.status,
-                                      note=d.reason))
+            session.add(
+                TimelineEntry(case_id=case.case_id, at=now, action=action, status=case.status, note=d.reason)
+            )
             opened = CaseOpened(
-                case_id=case.case_id, report_id=d.report_id, station_id=case.station_id,
-                category=case.category, status=case.status, priority=d.priority,  # type: ignore[arg-type]
-                triage=case.triage, version=case.version, opened_at=now, ack_due=ack_due,
+                case_id=case.case_id,
+                report_id=d.report_id,
+                station_id=case.station_id,
+                category=case.category,
+                status=case.status,
+                priority=d.priority,
+                triage=case.triage,
+                version=case.version,
+                opened_at=now,
+                ack_due=ack_due,
                 resolve_due=resolve_due,
             )
             event = make_event("case.opened", opened, source=SERVICE, subject=case.case_id, time=now)
@@ -68,17 +95,31 @@ class CaseIntake:
             case.updated_at = now
             session.add(case)
             note = "共性问题" if d.common_issue else None
-            session.add(TimelineEntry(case_id=case.case_id, at=now, action="report_merged",
-                                      status=case.status, note=note))
+            session.add(
+                TimelineEntry(
+                    case_id=case.case_id, at=now, action="report_merged", status=case.status, note=note
+                )
+            )
             merged = CaseReportMerged(
-                case_id=case.case_id, report_id=d.report_id, station_id=case.station_id,
-                status=case.status, distinct_riders=case.distinct_riders,
-                common_issue=case.common_issue, version=case.version,
+                case_id=case.case_id,
+                report_id=d.report_id,
+                station_id=case.station_id,
+                status=case.status,
+                distinct_riders=case.distinct_riders,
+                common_issue=case.common_issue,
+                version=case.version,
             )
             event = make_event("case.report_merged", merged, source=SERVICE, subject=case.case_id, time=now)
-        session.add(CaseReport(report_id=d.report_id, case_id=case.case_id, rider_ref=d.rider_ref,
-                               submitted_at=d.submitted_at, event_id=event.id,
-                               envelope=event.model_dump_json()))
+        session.add(
+            CaseReport(
+                report_id=d.report_id,
+                case_id=case.case_id,
+                rider_ref=d.rider_ref,
+                submitted_at=d.submitted_at,
+                event_id=event.id,
+                envelope=event.model_dump_json(),
+            )
+        )
         add_event(session, PLUMBING, CASES_EVENTS, case.case_id, event)
         metrics.report_to_queue.observe(max((now - as_utc(d.submitted_at)).total_seconds(), 0.0))
 

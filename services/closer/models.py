@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Column, DateTime, Index, Text
-from sqlmodel import Field
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
 
-from gridloop.db import service_base
 from gridloop.plumbing import define_plumbing
 
-Base = service_base("closer")
+
+class Base(SQLModel, registry=registry()):
+    """The closer's tables: a MetaData of its own, so its migrations see only these."""
+
 PLUMBING = define_plumbing(Base.metadata)
 
 
@@ -18,7 +21,7 @@ def _ts(nullable: bool = False) -> Column[datetime]:
     return Column(DateTime(timezone=True), nullable=nullable)
 
 
-class Case(Base, table=True):  # type: ignore[call-arg]
+class Case(Base, table=True):
     """One issue at one place, worked by one station from 立案 to 结案."""
 
     __tablename__ = "case"
@@ -59,7 +62,7 @@ class Case(Base, table=True):  # type: ignore[call-arg]
     common_issue: bool = False
 
 
-class CaseReport(Base, table=True):  # type: ignore[call-arg]
+class CaseReport(Base, table=True):
     """A report in a case, and the event that told the reporter so (re-sent on redelivery)."""
 
     __tablename__ = "case_report"
@@ -72,7 +75,7 @@ class CaseReport(Base, table=True):  # type: ignore[call-arg]
     envelope: str = Field(sa_column=Column(Text, nullable=False))
 
 
-class TimelineEntry(Base, table=True):  # type: ignore[call-arg]
+class TimelineEntry(Base, table=True):
     """One step in a case's history."""
 
     __tablename__ = "timeline"
@@ -86,7 +89,7 @@ class TimelineEntry(Base, table=True):  # type: ignore[call-arg]
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
-class Staff(Base, table=True):  # type: ignore[call-arg]
+class Staff(Base, table=True):
     """A staff account: grid staff, a centre supervisor, or an admin."""
 
     __tablename__ = "staff"

@@ -21,8 +21,8 @@ def deadlines(category: Category | None, priority: str, start: datetime) -> tupl
         return start + timedelta(hours=2), start + timedelta(hours=24)
     p = priority if priority in category.sla.ack_hours else "normal"
     return (
-        start + timedelta(hours=category.sla.ack(p)),  # type: ignore[arg-type]
-        start + timedelta(hours=category.sla.resolve(p)),  # type: ignore[arg-type]
+        start + timedelta(hours=category.sla.ack(p)),
+        start + timedelta(hours=category.sla.resolve(p)),
     )
 
 

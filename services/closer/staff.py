@@ -54,8 +54,12 @@ def check_login(session: Session, username: str, password: str) -> tuple[Staff |
         return None, 0.5
     if staff.locked_until is not None and as_utc(staff.locked_until) > now:
         wait = int((as_utc(staff.locked_until) - now).total_seconds()) + 1
-        raise ApiError(429, "account_locked", "Too many failed logins; try again later.",
-                       headers={"Retry-After": str(wait)})
+        raise ApiError(
+            429,
+            "account_locked",
+            "Too many failed logins; try again later.",
+            headers={"Retry-After": str(wait)},
+        )
     if not verify_password(staff.password_hash, password):
         staff.failed_logins += 1
         if staff.failed_logins >= LOCK_AFTER:

@@ -37,8 +37,9 @@ RIDER_COOKIE = "gl_rider"
 log = logging.getLogger(__name__)
 
 
-def _set_status(session: Session, report: Report, status: str, action: str, at: Any, version: int,
-                note: str | None = None) -> None:
+def _set_status(
+    session: Session, report: Report, status: str, action: str, at: Any, version: int, note: str | None = None
+) -> None:
     if version and version < report.case_version:
         return  # an older event arriving late must not move the status back
     report.status = status
@@ -131,10 +132,23 @@ def build(settings: Settings | None = None) -> FastAPI:
         {
             "case.opened": on_case_opened,
             "case.report_merged": on_report_merged,
-            **{f"case.{n}": on_case_transition for n in (
-                "acknowledged", "dispatched", "resolved", "returned", "transferred", "on_hold",
-                "reopened", "closed", "rejected", "escalated", "extension_requested",
-                "extension_decided")},
+            **{
+                f"case.{n}": on_case_transition
+                for n in (
+                    "acknowledged",
+                    "dispatched",
+                    "resolved",
+                    "returned",
+                    "transferred",
+                    "on_hold",
+                    "reopened",
+                    "closed",
+                    "rejected",
+                    "escalated",
+                    "extension_requested",
+                    "extension_decided",
+                )
+            },
         },
     )
     runtime.document_publication(REPORTS_SUBMITTED, ReportSubmitted, "Accepted reports, keyed by grid id.")
@@ -144,9 +158,11 @@ def build(settings: Settings | None = None) -> FastAPI:
         while True:
             await asyncio.sleep(every)
             try:
+
                 def work() -> int:
                     with runtime.db.session(write=True) as session:
                         return redrive_unfinished(session, timedelta(seconds=settings.redrive_after_seconds))
+
                 count = await asyncio.to_thread(work)
                 if count:
                     log.info("re-driving %d reports without a case", count)
@@ -176,8 +192,9 @@ def build(settings: Settings | None = None) -> FastAPI:
             for attempt in range(2):
                 try:
                     with runtime.db.session(write=True) as session:
-                        return accept_report(session, body, ctx, jurisdiction, idempotency_key,
-                                             settings.public_base_url)
+                        return accept_report(
+                            session, body, ctx, jurisdiction, idempotency_key, settings.public_base_url
+                        )
                 except IntegrityError:
                     if attempt:  # a concurrent request with the same key won: answer as it did
                         raise
@@ -190,15 +207,21 @@ def build(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/v1/reports/{report_id}", tags=["reports"])
     async def get_report(report_id: str) -> JSONResponse:
         """Public status and timeline of a report."""
+
         def work() -> dict[str, Any] | None:
             with runtime.db.session() as session:
                 report = session.get(Report, report_id)
                 if report is None:
                     return None
-                events = list(session.exec(
-                    select(ReportEvent).where(ReportEvent.report_id == report_id).order_by(col(ReportEvent.id))
-                ))
+                events = list(
+                    session.exec(
+                        select(ReportEvent)
+                        .where(ReportEvent.report_id == report_id)
+                        .order_by(col(ReportEvent.id))
+                    )
+                )
                 return public_report(report, events, settings.public_base_url)
+
         view = await asyncio.to_thread(work)
         if view is None:
             raise ApiError(404, "not_found", "No such report.")

@@ -92,15 +92,21 @@ def resolve_place(session: Session, raw_code: str) -> tuple[str, Place]:
         code = codes.validate(raw_code)
     except codes.CodeError as exc:
         if exc.reason == "check":
-            raise _reject("mistyped_code", 422, "check_the_code",
-                          "请核对报告码 — check the code: it has a typo.") from exc
+            raise _reject(
+                "mistyped_code", 422, "check_the_code", "请核对报告码 — check the code: it has a typo."
+            ) from exc
         raise _reject("bad_code", 422, "bad_code", "This is not a report code.") from exc
     row = session.get(ReportCode, code)
     if row is None:
         raise _reject("unknown_code", 404, "unknown_code", "No place has this report code.")
     if not row.active:
-        raise _reject("code_deactivated", 410, "code_deactivated",
-                      "This report code is no longer in use.", {"replaced_by": row.replaced_by})
+        raise _reject(
+            "code_deactivated",
+            410,
+            "code_deactivated",
+            "This report code is no longer in use.",
+            {"replaced_by": row.replaced_by},
+        )
     place = session.get(Place, row.place_id)
     if place is None or not place.active:
         raise _reject("unknown_code", 404, "unknown_code", "No place has this report code.")
@@ -110,16 +116,31 @@ def resolve_place(session: Session, raw_code: str) -> tuple[str, Place]:
 def submitted_event(report: Report, place_name: str | None, event_time: Any) -> Any:
     """The `report.submitted` event of a stored report (same id every time it is built)."""
     data = ReportSubmitted(
-        report_id=report.report_id, channel=report.channel,  # type: ignore[arg-type]
-        category=report.category, code=report.code, place_id=report.place_id, place_name=place_name,
+        report_id=report.report_id,
+        channel=report.channel,
+        category=report.category,
+        code=report.code,
+        place_id=report.place_id,
+        place_name=place_name,
         grid_id=report.grid_id,
-        location=Location(lat=report.lat, lon=report.lon) if report.lat is not None and report.lon is not None else None,
-        description=report.description, danger_now=report.danger_now, rider_ref=report.rider_ref,
-        platform=report.platform, submitted_at=report.submitted_at,
+        location=Location(lat=report.lat, lon=report.lon)
+        if report.lat is not None and report.lon is not None
+        else None,
+        description=report.description,
+        danger_now=report.danger_now,
+        rider_ref=report.rider_ref,
+        platform=report.platform,
+        submitted_at=report.submitted_at,
         plus_one_case_id=report.plus_one_case_id,
     )
-    return make_event("report.submitted", data, source=SERVICE, subject=report.report_id,
-                      time=event_time, event_id=report.submitted_event_id)
+    return make_event(
+        "report.submitted",
+        data,
+        source=SERVICE,
+        subject=report.report_id,
+        time=event_time,
+        event_id=report.submitted_event_id,
+    )
 
 
 def accept_report(
@@ -136,14 +157,23 @@ def accept_report(
         previous = session.exec(select(Report).where(Report.idempotency_key == idempotency_key)).first()
         if previous is not None:
             if previous.request_hash != digest:
-                raise _reject("idempotency_conflict", 409, "idempotency_key_reused",
-                              "This Idempotency-Key was used for a different report.")
+                raise _reject(
+                    "idempotency_conflict",
+                    409,
+                    "idempotency_key_reused",
+                    "This Idempotency-Key was used for a different report.",
+                )
             return _answer(previous, base_url), False
     if body.website:
         raise _reject("honeypot", 422, "invalid", "The request is not valid.")
     if body.category not in jurisdiction.categories:
-        raise _reject("unknown_category", 422, "unknown_category", f"Unknown category {body.category!r}.",
-                      {"known": sorted(jurisdiction.categories)})
+        raise _reject(
+            "unknown_category",
+            422,
+            "unknown_category",
+            f"Unknown category {body.category!r}.",
+            {"known": sorted(jurisdiction.categories)},
+        )
     if body.platform is not None and body.platform not in PLATFORMS:
         raise _reject("bad_platform", 422, "invalid", "Unknown platform.", {"known": list(PLATFORMS)})
     place: Place | None = None
@@ -151,19 +181,32 @@ def accept_report(
     if body.code:
         code, place = resolve_place(session, body.code)
     elif body.location is None:
-        raise _reject("no_location", 422, "code_or_location_required",
-                      "Give the report code, or your location.")
+        raise _reject(
+            "no_location", 422, "code_or_location_required", "Give the report code, or your location."
+        )
     now = utcnow()
     report = Report(
-        report_id=new_report_id(), idempotency_key=idempotency_key, request_hash=digest,
+        report_id=new_report_id(),
+        idempotency_key=idempotency_key,
+        request_hash=digest,
         channel=ctx.channel if place or ctx.channel == "open311" else "manual",
-        category=body.category, code=code,
-        place_id=place.place_id if place else None, grid_id=place.grid_id if place else None,
+        category=body.category,
+        code=code,
+        place_id=place.place_id if place else None,
+        grid_id=place.grid_id if place else None,
         lat=body.location.lat if body.location else (place.lat if place else None),
         lon=body.location.lon if body.location else (place.lon if place else None),
-        description=body.description, danger_now=body.danger_now, platform=body.platform,
-        rider_no=body.rider_no, rider_ref=ctx.rider_ref, plus_one_case_id=body.plus_one_case_id,
-        submitted_at=now, submitted_event_id="", last_published_at=now, status="received", status_at=now,
+        description=body.description,
+        danger_now=body.danger_now,
+        platform=body.platform,
+        rider_no=body.rider_no,
+        rider_ref=ctx.rider_ref,
+        plus_one_case_id=body.plus_one_case_id,
+        submitted_at=now,
+        submitted_event_id="",
+        last_published_at=now,
+        status="received",
+        status_at=now,
     )
     event = submitted_event(report, place.name_zh if place else None, now)
     report.submitted_event_id = event.id
@@ -177,6 +220,8 @@ def accept_report(
 
 def _answer(report: Report, base_url: str) -> ReportAccepted:
     return ReportAccepted(
-        report_id=report.report_id, case_id=report.case_id, status=report.status,
+        report_id=report.report_id,
+        case_id=report.case_id,
+        status=report.status,
         tracking_url=f"{base_url.rstrip('/')}/t/{report.report_id}",
     )

@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Column, DateTime, Index, Text
-from sqlmodel import Field
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
 
-from gridloop.db import service_base
 from gridloop.plumbing import define_plumbing
 
-Base = service_base("reporter")
+
+class Base(SQLModel, registry=registry()):
+    """The reporter's tables: a MetaData of its own, so its migrations see only these."""
+
 PLUMBING = define_plumbing(Base.metadata)
 
 
@@ -18,7 +21,7 @@ def _ts(nullable: bool = False) -> Column[datetime]:
     return Column(DateTime(timezone=True), nullable=nullable)
 
 
-class Place(Base, table=True):  # type: ignore[call-arg]
+class Place(Base, table=True):
     """A spot where a report code is posted: a gate, a lamppost, a rider station."""
 
     __tablename__ = "place"
@@ -34,7 +37,7 @@ class Place(Base, table=True):  # type: ignore[call-arg]
     created_at: datetime = Field(sa_column=_ts())
 
 
-class ReportCode(Base, table=True):  # type: ignore[call-arg]
+class ReportCode(Base, table=True):
     """A printed QR/short code that opens the report page of a place."""
 
     __tablename__ = "report_code"
@@ -47,7 +50,7 @@ class ReportCode(Base, table=True):  # type: ignore[call-arg]
     replaced_by: str | None = Field(default=None, max_length=16)
 
 
-class Report(Base, table=True):  # type: ignore[call-arg]
+class Report(Base, table=True):
     """A rider's report, stored before the 202 answer; its case arrives later from `cases.events`."""
 
     __tablename__ = "report"
@@ -78,7 +81,7 @@ class Report(Base, table=True):  # type: ignore[call-arg]
     case_version: int = 0
 
 
-class ReportEvent(Base, table=True):  # type: ignore[call-arg]
+class ReportEvent(Base, table=True):
     """One step of a report's public timeline (no personal data)."""
 
     __tablename__ = "report_event"

@@ -51,8 +51,16 @@ class RouterLogic:
             if plus is not None and plus.open and plus not in cases:
                 cases.append(plus)
         return [
-            Candidate(c.case_id, c.category, c.station_id, c.lat, c.lon, c.place_id,
-                      as_utc(c.last_report_at), frozenset(self._riders(session, c.case_id, data)))
+            Candidate(
+                c.case_id,
+                c.category,
+                c.station_id,
+                c.lat,
+                c.lon,
+                c.place_id,
+                as_utc(c.last_report_at),
+                frozenset(self._riders(session, c.case_id, data)),
+            )
             for c in cases
         ]
 
@@ -60,7 +68,9 @@ class RouterLogic:
         since = data.submitted_at - COMMON_ISSUE_WINDOW
         rows = session.exec(
             select(CaseRider.rider_ref).where(
-                CaseRider.case_id == case_id, col(CaseRider.at) >= since, col(CaseRider.rider_ref).is_not(None)
+                CaseRider.case_id == case_id,
+                col(CaseRider.at) >= since,
+                col(CaseRider.rider_ref).is_not(None),
             )
         )
         return {r for r in rows if r}
@@ -75,9 +85,15 @@ class RouterLogic:
             return
         loc = data.location
         facts = ReportFacts(
-            category=data.category, grid_id=data.grid_id, lat=loc.lat if loc else None,
-            lon=loc.lon if loc else None, place_id=data.place_id, danger_now=data.danger_now,
-            rider_ref=data.rider_ref, submitted_at=data.submitted_at, plus_one_case_id=data.plus_one_case_id,
+            category=data.category,
+            grid_id=data.grid_id,
+            lat=loc.lat if loc else None,
+            lon=loc.lon if loc else None,
+            place_id=data.place_id,
+            danger_now=data.danger_now,
+            rider_ref=data.rider_ref,
+            submitted_at=data.submitted_at,
+            plus_one_case_id=data.plus_one_case_id,
         )
         result = decide(self.j, facts, self._candidates(session, data))
         case_id = result.merge_case_id or new_case_id()
@@ -87,14 +103,24 @@ class RouterLogic:
             case.last_report_at = max(as_utc(case.last_report_at), data.submitted_at)
         else:
             case = OpenCase(
-                case_id=case_id, category=data.category, station_id=result.station_id,
-                grid_id=result.grid_id, street_id=result.street_id, place_id=data.place_id,
-                lat=facts.lat, lon=facts.lon, opened_at=data.submitted_at,
-                last_report_at=data.submitted_at, open=result.decision == "open",
+                case_id=case_id,
+                category=data.category,
+                station_id=result.station_id,
+                grid_id=result.grid_id,
+                street_id=result.street_id,
+                place_id=data.place_id,
+                lat=facts.lat,
+                lon=facts.lon,
+                opened_at=data.submitted_at,
+                last_report_at=data.submitted_at,
+                open=result.decision == "open",
                 triage=result.decision == "triage",
             )
-        session.add(CaseRider(report_id=data.report_id, case_id=case_id, rider_ref=data.rider_ref,
-                              at=data.submitted_at))
+        session.add(
+            CaseRider(
+                report_id=data.report_id, case_id=case_id, rider_ref=data.rider_ref, at=data.submitted_at
+            )
+        )
         session.add(case)
         session.flush()
         riders = self._riders(session, case_id, data)
@@ -102,19 +128,41 @@ class RouterLogic:
         common = distinct >= COMMON_ISSUE_RIDERS
         case.common_issue = case.common_issue or common
         routed = ReportRouted(
-            report_id=data.report_id, case_id=case_id, decision=result.decision,
-            category=data.category, station_id=result.station_id, grid_id=result.grid_id,
-            street_id=result.street_id, location=Location(lat=facts.lat, lon=facts.lon)
-            if facts.lat is not None and facts.lon is not None else None,
-            place_id=data.place_id, place_name=data.place_name, description=data.description,
-            danger_now=data.danger_now, photo_ids=data.photo_ids, rider_ref=data.rider_ref,
-            priority=result.priority, submitted_at=data.submitted_at, reason=result.reason,
-            rule_id=result.rule_id, distinct_riders=distinct, common_issue=case.common_issue,
+            report_id=data.report_id,
+            case_id=case_id,
+            decision=result.decision,
+            category=data.category,
+            station_id=result.station_id,
+            grid_id=result.grid_id,
+            street_id=result.street_id,
+            location=Location(lat=facts.lat, lon=facts.lon)
+            if facts.lat is not None and facts.lon is not None
+            else None,
+            place_id=data.place_id,
+            place_name=data.place_name,
+            description=data.description,
+            danger_now=data.danger_now,
+            photo_ids=data.photo_ids,
+            rider_ref=data.rider_ref,
+            priority=result.priority,
+            submitted_at=data.submitted_at,
+            reason=result.reason,
+            rule_id=result.rule_id,
+            distinct_riders=distinct,
+            common_issue=case.common_issue,
         )
         event = make_event("report.routed", routed, source=SERVICE, subject=case_id, time=utcnow())
         add_event(session, PLUMBING, REPORTS_ROUTED, case_id, event)
-        session.add(RouteDecision(report_id=data.report_id, case_id=case_id, decision=result.decision,
-                                  event_id=event.id, envelope=event.model_dump_json(), decided_at=utcnow()))
+        session.add(
+            RouteDecision(
+                report_id=data.report_id,
+                case_id=case_id,
+                decision=result.decision,
+                event_id=event.id,
+                envelope=event.model_dump_json(),
+                decided_at=utcnow(),
+            )
+        )
         metrics.route_decisions.labels(result.decision).inc()
         metrics.route_duration.observe(time.perf_counter() - started)
 
@@ -146,10 +194,16 @@ def build(settings: Settings | None = None) -> FastAPI:
     runtime = Runtime(SERVICE, Base.metadata, PLUMBING, settings)
     jurisdiction = load_jurisdiction(settings.jurisdiction_dir)
     logic = RouterLogic(jurisdiction)
-    runtime.consumer("router", [REPORTS_SUBMITTED], {"report.submitted": logic.on_submitted},
-                     replays={"report.submitted": logic.replay})
-    case_handlers = {name: logic.on_case_event for name in (
-        "case.closed", "case.rejected", "case.transferred", "case.reopened", "case.triaged")}
+    runtime.consumer(
+        "router",
+        [REPORTS_SUBMITTED],
+        {"report.submitted": logic.on_submitted},
+        replays={"report.submitted": logic.replay},
+    )
+    case_handlers = {
+        name: logic.on_case_event
+        for name in ("case.closed", "case.rejected", "case.transferred", "case.reopened", "case.triaged")
+    }
     runtime.consumer("router-cases", [CASES_EVENTS], case_handlers)
     runtime.document_publication(REPORTS_ROUTED, ReportRouted, "One decision per report, keyed by case id.")
     app = create_app(runtime, "GridLoop router", "Routes reports to grid stations; explains decisions.")
@@ -165,20 +219,36 @@ def build(settings: Settings | None = None) -> FastAPI:
         if (lat is None) != (lon is None):
             raise ApiError(422, "invalid", "Give both lat and lon, or neither.")
         now = utcnow()
-        data = ReportSubmitted(report_id="explain", channel="manual", category=category,
-                               location=Location(lat=lat, lon=lon) if lat is not None and lon is not None else None,
-                               submitted_at=now)
+        data = ReportSubmitted(
+            report_id="explain",
+            channel="manual",
+            category=category,
+            location=Location(lat=lat, lon=lon) if lat is not None and lon is not None else None,
+            submitted_at=now,
+        )
         with runtime.db.session() as session:
             candidates = logic._candidates(session, data)
-        facts = ReportFacts(category=category, grid_id=None, lat=lat, lon=lon, place_id=None,
-                            danger_now=False, rider_ref=None, submitted_at=now)
+        facts = ReportFacts(
+            category=category,
+            grid_id=None,
+            lat=lat,
+            lon=lon,
+            place_id=None,
+            danger_now=False,
+            rider_ref=None,
+            submitted_at=now,
+        )
         result = decide(jurisdiction, facts, candidates)
         return {
-            "decision": result.decision, "grid_id": result.grid_id, "street_id": result.street_id,
+            "decision": result.decision,
+            "grid_id": result.grid_id,
+            "street_id": result.street_id,
             "station_id": result.station_id,
             "station_name": jurisdiction.stations[result.station_id].name_zh,
-            "rule_id": result.rule_id, "duplicate_case_id": result.merge_case_id,
-            "duplicate_distance_m": result.distance_m, "priority": result.priority,
+            "rule_id": result.rule_id,
+            "duplicate_case_id": result.merge_case_id,
+            "duplicate_distance_m": result.distance_m,
+            "priority": result.priority,
             "reasons": result.reasons,
         }
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Column, DateTime, Index, Text
-from sqlmodel import Field
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
 
-from gridloop.db import service_base
 from gridloop.plumbing import define_plumbing
 
-Base = service_base("router")
+
+class Base(SQLModel, registry=registry()):
+    """The router's tables: a MetaData of its own, so its migrations see only these."""
+
 PLUMBING = define_plumbing(Base.metadata)
 
 
-class OpenCase(Base, table=True):  # type: ignore[call-arg]
+class OpenCase(Base, table=True):
     """A case that new reports of the same category nearby may merge into."""
 
     __tablename__ = "open_case"
@@ -36,7 +39,7 @@ class OpenCase(Base, table=True):  # type: ignore[call-arg]
     common_issue: bool = False
 
 
-class CaseRider(Base, table=True):  # type: ignore[call-arg]
+class CaseRider(Base, table=True):
     """A report on a case, with its pseudonymous rider, for counting distinct riders."""
 
     __tablename__ = "case_rider"
@@ -47,7 +50,7 @@ class CaseRider(Base, table=True):  # type: ignore[call-arg]
     at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
-class RouteDecision(Base, table=True):  # type: ignore[call-arg]
+class RouteDecision(Base, table=True):
     """The decision taken for a report, kept so a redelivered report re-emits the same answer."""
 
     __tablename__ = "route_decision"

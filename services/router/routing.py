@@ -88,10 +88,10 @@ def place(j: Jurisdiction, facts: ReportFacts) -> Placement:
         return Placement(grid.id, grid.street_id, f"report code's place is in grid {grid.name_zh}")
     if facts.lat is None or facts.lon is None:
         return Placement(None, None, "no location and no known report code")
-    grid = j.grid_at(facts.lat, facts.lon)
-    if grid is None:
+    found = j.grid_at(facts.lat, facts.lon)
+    if found is None:
         return Placement(None, None, f"({facts.lat:.5f}, {facts.lon:.5f}) lies outside every grid")
-    return Placement(grid.id, grid.street_id, f"the point lies in grid {grid.name_zh}")
+    return Placement(found.id, found.street_id, f"the point lies in grid {found.name_zh}")
 
 
 def _bump(priority: Priority, steps: int = 1) -> Priority:
@@ -139,12 +139,22 @@ def decide(j: Jurisdiction, facts: ReportFacts, candidates: list[Candidate]) -> 
     centre = j.centre_for(where.street_id)
     if category is None:
         reasons.append(f"unknown category {facts.category!r}: sent to {centre.name_zh} for triage")
-        return RouteResult("triage", centre.id, where.grid_id, where.street_id, None, None, None,
-                           "normal", reasons)
+        return RouteResult(
+            "triage", centre.id, where.grid_id, where.street_id, None, None, None, "normal", reasons
+        )
     if where.grid_id is None:
         reasons.append(f"sent to {centre.name_zh} for triage")
-        return RouteResult("triage", centre.id, None, None, None, None, None,
-                           priority_for(category, facts.danger_now, 1), reasons)
+        return RouteResult(
+            "triage",
+            centre.id,
+            None,
+            None,
+            None,
+            None,
+            None,
+            priority_for(category, facts.danger_now, 1),
+            reasons,
+        )
     station, rule = j.station_for(category.id, where.grid_id)
     if rule is not None:
         reasons.append(f"rule {rule.id}: {rule.reason_zh or rule.reason_en}")
@@ -158,13 +168,31 @@ def decide(j: Jurisdiction, facts: ReportFacts, candidates: list[Candidate]) -> 
         if facts.rider_ref:
             riders.add(facts.rider_ref)
         reasons.append(
-            f"rider chose +1 on case {cand.case_id}" if plus_one
+            f"rider chose +1 on case {cand.case_id}"
+            if plus_one
             else f"open case {cand.case_id} of the same category {dist:.0f} m away "
             f"(radius {category.dup_radius_m:.0f} m)"
         )
-        return RouteResult("merge", cand.station_id, where.grid_id, where.street_id,
-                           rule.id if rule else None, cand.case_id, dist,
-                           priority_for(category, facts.danger_now, len(riders)), reasons)
+        return RouteResult(
+            "merge",
+            cand.station_id,
+            where.grid_id,
+            where.street_id,
+            rule.id if rule else None,
+            cand.case_id,
+            dist,
+            priority_for(category, facts.danger_now, len(riders)),
+            reasons,
+        )
     reasons.append("no open case of this category nearby: a new case")
-    return RouteResult("open", station.id, where.grid_id, where.street_id, rule.id if rule else None,
-                       None, None, priority_for(category, facts.danger_now, 1), reasons)
+    return RouteResult(
+        "open",
+        station.id,
+        where.grid_id,
+        where.street_id,
+        rule.id if rule else None,
+        None,
+        None,
+        priority_for(category, facts.danger_now, 1),
+        reasons,
+    )

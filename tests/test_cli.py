@@ -1,0 +1,69 @@
+"""The `gridloop` command: topics, migrations, demo data and staff accounts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient
+
+GRIDLOOP = [sys.executable, "-m", "gridloop.cli"]
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a subprocess, as a user would."""
+    import os
+
+    return subprocess.run(
+        [*GRIDLOOP, *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.kafka
+def test_topics_created_with_explicit_partitions(kafka_bootstrap: str, topic_prefix: str) -> None:
+    """`gridloop topics` creates every topic with the configured partitions; a second run verifies."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "GRIDLOOP_TOPIC_PREFIX": topic_prefix,
+        "GRIDLOOP_TOPIC_PARTITIONS": "4",
+    }
+    first = run(["topics"], env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("created") == 5
+    second = run(["topics"], env)
+    assert second.stdout.count("exists") == 5
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
+    finally:
+        admin.close()
+    for name in ("reports.submitted", "reports.routed", "reports.feedback", "cases.events", "deadletter"):
+        assert described[topic_prefix + name] == 4
+    grown = run(["topics", "--partitions", "6"], env)
+    assert grown.stdout.count("grown") == 5
+
+
+def test_db_upgrade_demo_and_staff(tmp_path: Path) -> None:
+    """`db upgrade` migrates three databases; `demo load` and `staff add` fill them."""
+    env = {"GRIDLOOP_VAR_DIR": str(tmp_path), "GRIDLOOP_STAFF_PASSWORD": "s3cret-pass"}
+    up = run(["db", "upgrade"], env)
+    assert up.returncode == 0, up.stderr
+    assert {p.name for p in tmp_path.glob("*.db")} == {"reporter.db", "router.db", "closer.db"}
+    demo = run(["demo", "load"], env)
+    assert demo.returncode == 0 and "places with codes" in demo.stdout
+    added = run(["staff", "add", "wang", "--role", "staff", "--station", "yh-s1"], env)
+    assert added.returncode == 0, added.stderr
+    short = run(["staff", "add", "li", "--password", "short"], env)
+    assert short.returncode == 2 and "8 characters" in short.stderr
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "closer.db") as conn:
+        row = conn.execute("SELECT role, stations, password_hash FROM staff WHERE username='wang'").fetchone()
+    assert row[0] == "staff" and row[1] == "yh-s1" and row[2].startswith("$argon2id$")
