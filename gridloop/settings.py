@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +31,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "GRIDLOOP_DATABASE_URL"),
         description="This service's database; default: a SQLite file per service under var/.",
     )
+    reporter_database_url: str | None = Field(None, description="The reporter's database.")
+    router_database_url: str | None = Field(None, description="The router's database.")
+    closer_database_url: str | None = Field(None, description="The closer's database.")
     var_dir: Path = Field(REPO_ROOT / "var", description="Where SQLite files, broker data and logs live.")
     host: str = Field("127.0.0.1", description="Address the HTTP services bind to.")
     reporter_port: int = 8001
@@ -66,7 +68,7 @@ class Settings(BaseSettings):
 
     def db_url(self, service: str) -> str:
         """Database URL for one service: GRIDLOOP_<SERVICE>_DATABASE_URL, DATABASE_URL, or SQLite."""
-        specific = os.environ.get(f"GRIDLOOP_{service.upper()}_DATABASE_URL")
+        specific = getattr(self, f"{service}_database_url", None)
         if specific:
             return specific
         if self.database_url:

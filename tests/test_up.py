@@ -1,0 +1,67 @@
+"""`gridloop up` as a new user runs it: banner, a working rider code, and Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from gridloop.brokers import free_port
+from tests.stacks import staff_token, wait_for
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def test_up_prints_working_urls_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """The printed rider code takes a report that shows in the printed station's queue; SIGINT cleans up."""
+    ports = {s: free_port() for s in ("REPORTER", "ROUTER", "CLOSER")}
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
+    env.update({f"GRIDLOOP_{s}_PORT": str(p) for s, p in ports.items()})
+    env.update({"GRIDLOOP_VAR_DIR": str(tmp_path / "var"), "GRIDLOOP_SESSION_TIMEOUT_MS": "6000",
+                "GRIDLOOP_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['REPORTER']}"})
+    out = tmp_path / "up.out"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "gridloop.cli", "up"], env=env, stdout=sink,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "Press Ctrl-C" in out.read_text(), timeout=150, every=0.5, what="the banner")
+        text = out.read_text()
+        assert "broker: kafka" in text
+        rider = re.search(r"Rider page \(scan this code\):\s+(\S+)/r/(\w+)", text)
+        login = re.search(r"sign in as (\S+) / (\S+)", text)
+        assert rider and login, text
+        base, code = rider.groups()
+        assert "█" in text  # the QR in the terminal
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 4  # broker + three services
+
+        r = httpx.post(f"{base}/api/v1/reports", json={"code": code, "category": "ebike_flying_wire",
+                                                      "description": "飞线充电 from up"})
+        assert r.status_code == 202, r.text
+        closer = f"http://127.0.0.1:{ports['CLOSER']}"
+        auth = {"Authorization": f"Bearer {staff_token(closer, login.group(1), login.group(2))}"}
+
+        def queued() -> bool:
+            items = httpx.get(f"{closer}/api/v1/queue", headers=auth).json()["items"]
+            return any(i["description"] == "飞线充电 from up" for i in items)
+
+        wait_for(queued, timeout=30, what="the report in the printed station's queue")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, out.read_text()[-2000:]
+    time.sleep(0.5)
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"left behind: {alive}"
