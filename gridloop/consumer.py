@@ -139,6 +139,19 @@ class IdempotentConsumer:
             await self.process(msg)
 
         subscriber(handle)
+        self.subscriber = subscriber
+
+    def highwaters(self) -> dict[tuple[str, int], int]:
+        """High watermarks seen by this process's consumer, per (topic on the broker, partition)."""
+        consumer = getattr(getattr(self, "subscriber", None), "consumer", None)
+        if consumer is None:
+            return {}
+        out: dict[tuple[str, int], int] = {}
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            if hw is not None:
+                out[(tp.topic, tp.partition)] = hw
+        return out
 
     async def process(self, msg: Any) -> None:
         """Apply one FastStream batch message; ack after commit, rewind on a transient failure."""

@@ -20,6 +20,7 @@ from gridloop import metrics
 from gridloop.consumer import Handler, IdempotentConsumer
 from gridloop.db import Database
 from gridloop.errors import install_error_handlers
+from gridloop.lag import GroupTopics, LagMonitor
 from gridloop.outbox import OutboxRelay
 from gridloop.plumbing import PlumbingTables
 from gridloop.settings import Settings, get_settings
@@ -115,10 +116,34 @@ class Runtime:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    async def _measure_lag(self) -> None:
+        from kafka import TopicPartition
+
+        prefix = self.settings.topic_prefix
+        groups = [GroupTopics(c.group, tuple(prefix + t for t in c.topics)) for c in self.consumers]
+        monitor = LagMonitor(self.settings.kafka_bootstrap_servers, groups, self.settings.lag_source)
+        try:
+            while True:
+                await asyncio.sleep(self.settings.lag_interval_seconds)
+                for consumer in self.consumers:
+                    for (topic, partition), hw in consumer.highwaters().items():
+                        monitor.highwaters[TopicPartition(topic, partition)] = hw
+                try:
+                    lags = await asyncio.to_thread(monitor.measure)
+                except Exception as exc:
+                    log.debug("%s: lag not measured: %s", self.service, exc)
+                    continue
+                for (group, topic), lag in lags.items():
+                    metrics.consumer_lag.labels(group, topic.removeprefix(prefix)).set(lag)
+        finally:
+            await asyncio.to_thread(monitor.close)
+
     async def start(self) -> None:
         """Start the relay, the broker connection and any background loops."""
         await self.relay.start()
         self._tasks.append(asyncio.create_task(self._start_broker(), name=f"{self.service}-broker"))
+        if self.consumers:
+            self._tasks.append(asyncio.create_task(self._measure_lag(), name=f"{self.service}-lag"))
         for loop in self.background:
             self._tasks.append(asyncio.create_task(loop(), name=f"{self.service}-{loop.__name__}"))
 

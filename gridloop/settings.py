@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     redrive_after_seconds: float = Field(
         60.0, description="A report without a case after this long is published again."
     )
+    lag_source: Literal["list_offsets", "highwater"] = Field(
+        "list_offsets",
+        description="Where consumer lag takes high watermarks from (highwater on Tansu: its ListOffsets errs).",
+    )
+    lag_interval_seconds: float = Field(10.0, description="How often consumer lag is measured.")
     log_level: str = "INFO"
 
     def db_url(self, service: str) -> str:

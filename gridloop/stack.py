@@ -132,6 +132,8 @@ class Stack:
                 "GRIDLOOP_JURISDICTION_DIR": str(self.settings.jurisdiction_dir),
                 "GRIDLOOP_REDRIVE_AFTER_SECONDS": str(self.settings.redrive_after_seconds),
                 "GRIDLOOP_TOPIC_PREFIX": self.settings.topic_prefix,
+            "GRIDLOOP_LAG_SOURCE": "highwater" if self.broker_kind == "tansu" else self.settings.lag_source,
+            "GRIDLOOP_LAG_INTERVAL_SECONDS": str(self.settings.lag_interval_seconds),
                 "PYTHONUNBUFFERED": "1",
             }
         )

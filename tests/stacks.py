@@ -23,6 +23,7 @@ def stack_settings(var_dir: Path, bootstrap: str, prefix: str, **extra: Any) -> 
         "topic_prefix": prefix,
         "public_base_url": f"http://127.0.0.1:{ports['reporter_port']}",
         "session_timeout_ms": 6000,
+        "lag_interval_seconds": 1.0,
         **ports,
         **extra,
     }

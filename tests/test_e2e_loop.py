@@ -106,6 +106,15 @@ def test_bad_codes_are_clear_errors(stack: Stack) -> None:
 
 def test_every_service_exports_contract_metrics(stack: Stack) -> None:
     """Each /metrics serves the contract names; readiness reports database and broker."""
+    assert post_report(stack.url("reporter"), PLACES[5].code, "sanitation").status_code == 202
+    wait_for(
+        lambda: (
+            "gridloop_report_to_queue_seconds_count" in httpx.get(stack.url("closer") + "/metrics").text
+            and "gridloop_route_decisions_total{" in httpx.get(stack.url("router") + "/metrics").text
+        ),
+        timeout=30,
+        what="the report routed and queued",
+    )
     reporter = httpx.get(stack.url("reporter") + "/metrics").text
     assert "gridloop_reports_received_total{" in reporter
     assert 'gridloop_outbox_pending{service="reporter"}' in reporter
@@ -117,6 +126,30 @@ def test_every_service_exports_contract_metrics(stack: Stack) -> None:
         ready = httpx.get(stack.url(service) + "/readyz").json()
         assert ready["checks"] == {"database": True, "broker": True}
         assert httpx.get(stack.url(service) + "/asyncapi").json()["asyncapi"]
+
+
+def test_consumer_lag_is_measured_per_group_and_topic(stack: Stack) -> None:
+    """Each consuming service exports lag per group and topic, back to zero once it caught up."""
+    import re
+
+    def lags() -> dict[tuple[str, str], float]:
+        found: dict[tuple[str, str], float] = {}
+        for service in ("reporter", "router", "closer"):
+            text = httpx.get(stack.url(service) + "/metrics").text
+            for group, topic, value in re.findall(
+                r'gridloop_consumer_lag\{group="([^"]+)",topic="([^"]+)"\} (\S+)', text
+            ):
+                found[(group, topic)] = float(value)
+        return found
+
+    expected = {
+        ("router", "reports.submitted"),
+        ("router-cases", "cases.events"),
+        ("closer", "reports.routed"),
+        ("reporter", "cases.events"),
+    }
+    wait_for(lambda: expected <= set(lags()), timeout=30, what="lag series for every group")
+    wait_for(lambda: all(v == 0 for v in lags().values()), timeout=30, what="lag back to zero")
 
 
 def _closer_reports(stack: Stack) -> dict[str, str]:
