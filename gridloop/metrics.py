@@ -35,8 +35,16 @@ route_duration = Histogram(
     buckets=_FAST,
     registry=REGISTRY,
 )
+route_late_merges = Counter(
+    "gridloop_route_late_merges",
+    "Reports the router merged into a case the closer had already closed or rejected (a race).",
+    registry=REGISTRY,
+)
 cases_open = Gauge(
     "gridloop_cases_open", "Open cases by station and state.", ["station", "status"], registry=REGISTRY
+)
+cases_red = Gauge(
+    "gridloop_cases_red", "Open cases past a deadline, by station.", ["station"], registry=REGISTRY
 )
 case_transitions = Counter(
     "gridloop_case_transitions", "Case transitions by action.", ["action"], registry=REGISTRY

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData
@@ -51,6 +52,10 @@ class Runtime:
             self.settings.kafka_bootstrap_servers.split(","),
             client_id=f"gridloop-{service}",
             logger=logging.getLogger(f"gridloop.{service}.broker"),
+            # FastStream's own consumer/publisher metrics go on the same registry as ours
+            middlewares=[
+                KafkaPrometheusMiddleware(registry=metrics.REGISTRY, app_name=f"gridloop-{service}")
+            ],
         )
         self.consumers: list[IdempotentConsumer] = []
         self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []

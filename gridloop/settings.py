@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     )
     lag_source: Literal["list_offsets", "highwater"] = Field(
         "list_offsets",
-        description="Where consumer lag takes high watermarks from (highwater on Tansu: its ListOffsets errs).",
+        description="Where lag takes high watermarks from (highwater on Tansu: its ListOffsets errs).",
     )
     lag_interval_seconds: float = Field(10.0, description="How often consumer lag is measured.")
     log_level: str = "INFO"

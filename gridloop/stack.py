@@ -15,7 +15,7 @@ from typing import Literal
 import httpx
 
 from gridloop import demo, migrate
-from gridloop.brokers.kafka import KafkaCluster, java_available
+from gridloop.brokers.kafka import KafkaCluster, kafka_available
 from gridloop.brokers.ports import free_port, wait_for_kafka
 from gridloop.brokers.tansu import TansuBroker
 from gridloop.procs import spawn, tail, terminate
@@ -69,7 +69,7 @@ class Stack:
             return self.broker
         if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
             return "external"
-        return "kafka" if java_available() else "tansu"
+        return "kafka" if kafka_available() else "tansu"
 
     def start_broker(self) -> str:
         """Start (or locate) the broker and return its bootstrap servers."""

