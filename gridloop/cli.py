@@ -177,6 +177,25 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("stopped.", flush=True)
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Drive realistic rider and staff traffic against a running stack."""
+    import asyncio
+
+    from gridloop.simulate import simulate, summary
+
+    settings = get_settings()
+    reporter = args.reporter or f"http://{settings.host}:{settings.reporter_port}"
+    closer = args.closer or f"http://{settings.host}:{settings.closer_port}"
+    print(f"simulating {args.rate}/s for {args.duration}s against {reporter} and {closer} …", flush=True)
+    tally = asyncio.run(
+        simulate(
+            reporter, closer, args.rate, args.duration, args.staff_every, args.seed, staff=not args.no_staff
+        )
+    )
+    print(summary(tally, args.duration))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="gridloop", description=__doc__)
@@ -198,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int)
         p.add_argument("--workers", type=int, default=1)
         p.set_defaults(func=cmd_service)
+
+    sim = sub.add_parser("simulate", help="realistic rider traffic and staff work against a running stack")
+    sim.add_argument("--rate", type=float, default=2.0, help="reports per second")
+    sim.add_argument("--duration", type=float, default=60.0, help="seconds")
+    sim.add_argument("--staff-every", type=float, default=5.0, help="seconds between staff rounds")
+    sim.add_argument("--no-staff", action="store_true", help="riders only")
+    sim.add_argument("--seed", type=int)
+    sim.add_argument("--reporter", help="reporter base URL (default from settings)")
+    sim.add_argument("--closer", help="closer base URL (default from settings)")
+    sim.set_defaults(func=cmd_simulate)
 
     topics = sub.add_parser("topics", help="create or verify the Kafka topics")
     topics.add_argument("--partitions", type=int)

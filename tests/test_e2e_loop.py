@@ -192,3 +192,26 @@ def test_kill_router_mid_stream_loses_nothing(stack: Stack) -> None:
         )
 
     wait_for(rider_sees_all, timeout=30, every=0.5, what="the reporter's read model")
+
+
+def test_simulate_drives_realistic_traffic(stack: Stack) -> None:
+    """`gridloop simulate` sends a category mix with duplicates and a few bad inputs; intake answers all."""
+    import asyncio
+
+    from gridloop.simulate import simulate
+
+    tally = asyncio.run(
+        simulate(stack.url("reporter"), stack.url("closer"), rate=20, duration=4, seed=7, staff=False)
+    )
+    accepted = sum(v for k, v in tally.sent.items() if k.endswith(":202"))
+    assert accepted >= 60
+    assert not [k for k in tally.sent if ":5" in k or "error" in k], tally.sent
+    assert tally.sent["hot:202"] > 5  # hot places draw duplicates
+    wait_for(
+        lambda: (
+            'gridloop_route_decisions_total{decision="merge"}'
+            in httpx.get(stack.url("router") + "/metrics").text
+        ),
+        timeout=30,
+        what="merges from the hot places",
+    )
