@@ -55,6 +55,15 @@ class Incoming:
 Handler = Callable[[Session, Incoming], None]
 
 
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run callback once the consumer's batch transaction has committed (e.g. a latency metric)."""
+    callbacks = session.info.get("after_commit")
+    if callbacks is None:
+        callback()  # not inside a consumer batch: nothing to wait for
+    else:
+        callbacks.append(callback)
+
+
 class RetryBatch(Exception):
     """A handler failed but has attempts left: roll back, rewind, try the batch again."""
 
@@ -182,7 +191,9 @@ class IdempotentConsumer:
             except Exception as exc:
                 dead.append((raw, f"unparseable: {exc}", 1))
         pt = self.tables.processed
+        callbacks: list[Callable[[], None]] = []
         with self.db.session(write=True) as session:
+            session.info["after_commit"] = callbacks
             ids = [p.event.id for p in parsed]
             seen: set[str] = set()
             if ids:
@@ -226,6 +237,8 @@ class IdempotentConsumer:
                     metrics.events_consumed.labels(self.group, item.topic).inc()
             for raw, error, tries in dead:
                 self._dead_letter(session, raw, error, tries)
+        for callback in callbacks:
+            callback()
 
     def _dead_letter(self, session: Session, raw: _Raw, error: str, attempts: int) -> None:
         data = DeadLetter(

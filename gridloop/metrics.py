@@ -12,6 +12,8 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 # hour-scale buckets (seconds) for case handling times
 _HOURS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0, 432000.0)
 _FAST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# report-to-queue is the pipeline's headline latency: fine buckets around its 1 s objective
+_PIPELINE = (0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 reports_received = Counter(
     "gridloop_reports_received",
@@ -69,7 +71,7 @@ sla_breaches = Counter(
 report_to_queue = Histogram(
     "gridloop_report_to_queue_seconds",
     "Report accepted to case visible in the station queue.",
-    buckets=_FAST,
+    buckets=_PIPELINE,
     registry=REGISTRY,
 )
 consumer_lag = Gauge(

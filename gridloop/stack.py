@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -25,6 +25,21 @@ from schemas.reference import Jurisdiction, load_jurisdiction
 
 log = logging.getLogger(__name__)
 BrokerChoice = Literal["auto", "kafka", "tansu", "external"]
+
+
+def isolated_settings(var_dir: Path, bootstrap: str, prefix: str = "", **extra: Any) -> Settings:
+    """Settings for a stack of its own (tests, benchmarks): own var dir, free ports, own topic prefix."""
+    ports: dict[str, Any] = {f"{s}_port": free_port() for s in SERVICES}
+    values: dict[str, Any] = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "var_dir": var_dir,
+        "topic_prefix": prefix,
+        "public_base_url": f"http://127.0.0.1:{ports['reporter_port']}",
+        "session_timeout_ms": 6000,
+        **ports,
+        **extra,
+    }
+    return Settings(**values)
 
 
 def _port_or_free(preferred: int) -> int:
@@ -132,8 +147,10 @@ class Stack:
                 "GRIDLOOP_JURISDICTION_DIR": str(self.settings.jurisdiction_dir),
                 "GRIDLOOP_REDRIVE_AFTER_SECONDS": str(self.settings.redrive_after_seconds),
                 "GRIDLOOP_TOPIC_PREFIX": self.settings.topic_prefix,
-            "GRIDLOOP_LAG_SOURCE": "highwater" if self.broker_kind == "tansu" else self.settings.lag_source,
-            "GRIDLOOP_LAG_INTERVAL_SECONDS": str(self.settings.lag_interval_seconds),
+                "GRIDLOOP_LAG_SOURCE": "highwater"
+                if self.broker_kind == "tansu"
+                else self.settings.lag_source,
+                "GRIDLOOP_LAG_INTERVAL_SECONDS": str(self.settings.lag_interval_seconds),
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -9,25 +9,13 @@ from typing import Any
 
 import httpx
 
-from gridloop.brokers import free_port
 from gridloop.settings import Settings
-from gridloop.stack import Stack
+from gridloop.stack import Stack, isolated_settings
 
 
 def stack_settings(var_dir: Path, bootstrap: str, prefix: str, **extra: Any) -> Settings:
-    """Settings for an isolated stack: own var dir, free ports, own topic prefix."""
-    ports: dict[str, Any] = {f"{s}_port": free_port() for s in ("reporter", "router", "closer")}
-    values: dict[str, Any] = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "var_dir": var_dir,
-        "topic_prefix": prefix,
-        "public_base_url": f"http://127.0.0.1:{ports['reporter_port']}",
-        "session_timeout_ms": 6000,
-        "lag_interval_seconds": 1.0,
-        **ports,
-        **extra,
-    }
-    return Settings(**values)
+    """Settings for an isolated stack, measuring lag every second."""
+    return isolated_settings(var_dir, bootstrap, prefix, **{"lag_interval_seconds": 1.0, **extra})
 
 
 def start_stack(settings: Settings, broker: str = "external", demo: bool = True, **env: str) -> Stack:

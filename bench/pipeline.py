@@ -1,0 +1,413 @@
+"""End-to-end pipeline benchmark, with this machine's ceilings measured in the same run.
+
+    python -m bench.pipeline                    # Apache Kafka, rates 50,100,200,500,1000
+    python -m bench.pipeline --broker tansu     # the embedded fallback broker
+    python -m bench.pipeline --rates 200 --step-seconds 10
+
+Starts its own broker and the three services (SQLite, as `gridloop up` does), drives riders over HTTP
+at rising rates, and reports accepted reports/s, errors, report-to-queue latency (p50/p95/p99, from
+the closer's histogram: accepted → case committed in the station queue), the end-to-end rate
+including the time to drain, and the CPU of every process. Ceilings: raw aiokafka produce and
+consume, a one-hop FastStream consume-and-publish, and a bare FastAPI POST. Prints a table and
+writes JSON to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench.loadgen import run_load
+from gridloop.brokers import KafkaCluster, TansuBroker, free_port
+from gridloop.demo import DEMO_PLACES
+from gridloop.procs import spawn, terminate
+from gridloop.stack import Stack, isolated_settings
+from gridloop.topics import ensure_topics
+from schemas.reference import load_places
+
+RESULTS = Path(__file__).parent / "results"
+PAYLOAD = b"x" * 700  # about the size of a report.submitted envelope
+
+
+@dataclass
+class Step:
+    """One offered rate."""
+
+    offered_per_s: float
+    seconds: float
+    accepted: int
+    errors: dict[str, int]
+    accepted_per_s: float
+    drain_seconds: float
+    end_to_end_per_s: float
+    post_p50_ms: float
+    post_p99_ms: float
+    queue_p50_ms: float
+    queue_p95_ms: float
+    queue_p99_ms: float
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float]:
+    """Cumulative buckets [(le, count)] and the count of a Prometheus histogram in exposition text."""
+    buckets = []
+    for le, value in re.findall(rf'{name}_bucket\{{le="([^"]+)"\}} (\S+)', text):
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(value)))
+    count = re.search(rf"^{name}_count (\S+)$", text, re.M)
+    return sorted(buckets), float(count.group(1)) if count else 0.0
+
+
+def quantile(q: float, before: list[tuple[float, float]], after: list[tuple[float, float]]) -> float:
+    """histogram_quantile over the difference of two scrapes (linear inside a bucket)."""
+    prev = dict(before)
+    delta = [(le, c - prev.get(le, 0.0)) for le, c in after]
+    total = delta[-1][1] if delta else 0.0
+    if total <= 0:
+        return 0.0
+    rank = q * total
+    lower_le, lower_count = 0.0, 0.0
+    for le, count in delta:
+        if count >= rank:
+            if le == float("inf"):
+                return lower_le
+            return lower_le + (le - lower_le) * (rank - lower_count) / max(count - lower_count, 1e-9)
+        lower_le, lower_count = le, count
+    return lower_le
+
+
+def cpu_of(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system, children included) per named process group."""
+    out: dict[str, float] = {}
+    for name, group in pids.items():
+        total = 0.0
+        for pid in group:
+            try:
+                proc = psutil.Process(pid)
+                procs = [proc, *proc.children(recursive=True)]
+                for p in procs:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+            except psutil.Error:
+                continue
+        out[name] = total
+    return out
+
+
+# ---------------------------------------------------------------------------------------- ceilings
+
+
+async def ceiling_aiokafka(bootstrap: str, n: int) -> dict[str, float]:
+    """Raw aiokafka: produce n messages (acks=all), then consume them."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    topic = f"bench.raw.{uuid.uuid4().hex[:6]}"
+    ensure_topics_raw(bootstrap, [topic])
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    start = time.perf_counter()
+    futures = [await producer.send(topic, PAYLOAD, key=str(i % 64).encode()) for i in range(n)]
+    await asyncio.gather(*futures)
+    produce_s = time.perf_counter() - start
+    await producer.stop()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    got = 0
+    start = time.perf_counter()
+    while got < n:
+        batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+        got += sum(len(v) for v in batch.values())
+    consume_s = time.perf_counter() - start
+    await consumer.stop()
+    return {"aiokafka_produce_per_s": n / produce_s, "aiokafka_consume_per_s": n / consume_s}
+
+
+def ensure_topics_raw(bootstrap: str, topics: list[str], partitions: int = 6) -> None:
+    """Create bench topics."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    try:
+        admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+    finally:
+        admin.close()
+    time.sleep(1.0)
+
+
+async def ceiling_faststream_hop(bootstrap: str, n: int) -> dict[str, float]:
+    """One hop through FastStream: consume each message from A and publish it to B (awaited)."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from faststream import AckPolicy
+    from faststream.kafka import KafkaBroker
+
+    a, b = f"bench.hop.a.{uuid.uuid4().hex[:6]}", f"bench.hop.b.{uuid.uuid4().hex[:6]}"
+    ensure_topics_raw(bootstrap, [a, b])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    await asyncio.gather(*[await producer.send(a, PAYLOAD, key=str(i % 64).encode()) for i in range(n)])
+    await producer.stop()
+    broker = KafkaBroker(bootstrap, acks="all")
+
+    @broker.subscriber(
+        a, group_id="bench-hop", auto_offset_reset="earliest", ack_policy=AckPolicy.ACK, fetch_max_wait_ms=50
+    )
+    async def hop(body: bytes) -> None:
+        await broker.publish(body, b)
+
+    consumer = AIOKafkaConsumer(
+        b,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    start = time.perf_counter()
+    await broker.start()
+    got = 0
+    first = None
+    while got < n:
+        batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+        count = sum(len(v) for v in batch.values())
+        if count and first is None:
+            first = time.perf_counter()
+        got += count
+        if time.perf_counter() - start > 300:
+            break
+    end = time.perf_counter()
+    await broker.stop()
+    await consumer.stop()
+    return {
+        "faststream_one_hop_per_s": got / (end - (first or start)),
+        "faststream_one_hop_incl_join_per_s": got / (end - start),
+    }
+
+
+async def ceiling_bare_fastapi(seconds: float) -> dict[str, float]:
+    """A bare FastAPI POST under uvicorn (uvloop, httptools), closed loop."""
+    port = free_port()
+    log = Path(tempfile.gettempdir()) / "gridloop-bench-bare.log"
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.bare_app:app",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        log,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        for _ in range(100):
+            try:
+                httpx.post(f"http://127.0.0.1:{port}/api/v1/reports", json={"code": "x", "category": "y"})
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        result = await run_load(
+            f"http://127.0.0.1:{port}/api/v1/reports",
+            lambda i: {"code": "W7Q23QVD", "category": "sanitation", "description": "x" * 40},
+            None,
+            seconds,
+            connections=32,
+            idempotency=False,
+        )
+        cpu = cpu_of({"bare": [proc.pid]})["bare"]
+    finally:
+        terminate([proc], timeout=5)
+    return {
+        "bare_fastapi_post_per_s": result.ok() / result.seconds,
+        "bare_fastapi_p99_ms": result.percentile(0.99) * 1000,
+        "bare_fastapi_cpu_s": cpu,
+    }
+
+
+# ---------------------------------------------------------------------------------------- pipeline
+
+
+def closer_scrape(stack: Stack) -> str:
+    """The closer's metrics text."""
+    return httpx.get(stack.url("closer") + "/metrics", timeout=10).text
+
+
+async def pipeline_step(stack: Stack, rate: float, seconds: float, pids: dict[str, list[int]]) -> Step:
+    """Offer `rate` reports/s for `seconds`, then wait for the pipeline to drain."""
+    places = load_places(DEMO_PLACES)
+    categories = ("sanitation", "shared_bikes", "fire_lane_blocked", "ebike_flying_wire", "other")
+
+    def body(i: int) -> dict[str, object]:
+        place = places[i % len(places)]
+        return {
+            "code": place.code,
+            "category": categories[(i // len(places)) % len(categories)],
+            "description": f"bench {i}",
+        }
+
+    before_buckets, before_count = histogram(closer_scrape(stack), "gridloop_report_to_queue_seconds")
+    cpu_before = cpu_of(pids)
+    start = time.perf_counter()
+    result = await run_load(stack.url("reporter") + "/api/v1/reports", body, rate, seconds, connections=64)
+    load_end = time.perf_counter()
+    accepted = result.ok()
+    target = before_count + accepted
+    deadline = time.perf_counter() + 120
+    text = closer_scrape(stack)
+    while histogram(text, "gridloop_report_to_queue_seconds")[1] < target and time.perf_counter() < deadline:
+        await asyncio.sleep(0.2)
+        text = closer_scrape(stack)
+    end = time.perf_counter()
+    after_buckets, _ = histogram(text, "gridloop_report_to_queue_seconds")
+    cpu_after = cpu_of(pids)
+    return Step(
+        offered_per_s=rate,
+        seconds=round(load_end - start, 2),
+        accepted=accepted,
+        errors={**{str(k): v for k, v in result.statuses.items() if k != 202}, **result.errors},
+        accepted_per_s=round(accepted / (load_end - start), 1),
+        drain_seconds=round(end - load_end, 2),
+        end_to_end_per_s=round(accepted / (end - start), 1),
+        post_p50_ms=round(result.percentile(0.5) * 1000, 1),
+        post_p99_ms=round(result.percentile(0.99) * 1000, 1),
+        queue_p50_ms=round(quantile(0.5, before_buckets, after_buckets) * 1000, 1),
+        queue_p95_ms=round(quantile(0.95, before_buckets, after_buckets) * 1000, 1),
+        queue_p99_ms=round(quantile(0.99, before_buckets, after_buckets) * 1000, 1),
+        cpu_seconds={k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after},
+    )
+
+
+def print_table(meta: dict[str, Any], ceilings: dict[str, float], steps: list[Step]) -> None:
+    """The human-readable summary."""
+    print(f"\nGridLoop pipeline benchmark — {meta['date']} — {meta['machine']} — commit {meta['commit']}")
+    print(f"broker: {meta['broker']}\n\nceilings (same run, same machine):")
+    for k, v in ceilings.items():
+        print(f"  {k:38} {v:10.1f}")
+    hop = ceilings.get("faststream_one_hop_per_s", 0.0)
+    print(
+        "\n offered  accepted/s  e2e/s  drain s  errors  POST p50/p99 ms  queue p50/p95/p99 ms  e2e/hop  "
+        "CPU s (reporter router closer broker loadgen)"
+    )
+    for s in steps:
+        cpu = s.cpu_seconds
+        errs = sum(s.errors.values())
+        print(
+            f" {s.offered_per_s:7.0f} {s.accepted_per_s:11.1f} {s.end_to_end_per_s:6.1f}"
+            f" {s.drain_seconds:8.2f} {errs:7d}  {s.post_p50_ms:6.1f}/{s.post_p99_ms:<7.1f}"
+            f"  {s.queue_p50_ms:6.0f}/{s.queue_p95_ms:5.0f}/"
+            f"{s.queue_p99_ms:<6.0f}  {s.end_to_end_per_s / hop if hop else 0:7.2f}  "
+            f"{cpu.get('reporter', 0):5.1f} {cpu.get('router', 0):5.1f} {cpu.get('closer', 0):5.1f} "
+            f"{cpu.get('broker', 0):5.1f} {cpu.get('loadgen', 0):5.1f}"
+        )
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the ceilings and the pipeline steps; return everything measured."""
+    work = Path(tempfile.mkdtemp(prefix="gridloop-bench-"))
+    broker: KafkaCluster | TansuBroker
+    if args.broker == "kafka":
+        broker = KafkaCluster(work / "kafka", brokers=1, log_dir=work / "logs", heap="1g")
+    else:
+        broker = TansuBroker(port=free_port(), log_path=work / "logs" / "tansu.log")
+    broker.start()
+    try:
+        bootstrap = broker.bootstrap_servers
+        ceilings: dict[str, float] = {}
+        if not args.skip_ceilings:
+            print("measuring ceilings …", flush=True)
+            ceilings |= await ceiling_aiokafka(bootstrap, args.ceiling_messages)
+            ceilings |= await ceiling_faststream_hop(bootstrap, args.hop_messages)
+            ceilings |= await ceiling_bare_fastapi(args.step_seconds)
+        settings = isolated_settings(work / "var", bootstrap, "", topic_partitions=args.partitions)
+        ensure_topics(bootstrap, args.partitions)
+        stack = Stack(
+            settings=settings, broker="external", demo=True, extra_env={"GRIDLOOP_LOG_LEVEL": "WARNING"}
+        )
+        stack.start()
+        try:
+            broker_pids = broker.pids() if isinstance(broker, KafkaCluster) else [broker._proc.pid]  # type: ignore[union-attr]
+            pids = {name: [proc.pid] for name, proc in stack.procs.items()}
+            pids["broker"] = broker_pids
+            pids["loadgen"] = [os.getpid()]
+            steps = []
+            for rate in args.rates:
+                print(f"offering {rate}/s for {args.step_seconds}s …", flush=True)
+                steps.append(await pipeline_step(stack, rate, args.step_seconds, pids))
+        finally:
+            stack.stop()
+    finally:
+        broker.stop()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit,
+        "broker": args.broker,
+        "machine": f"{platform.machine()} {psutil.cpu_count()} cores "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",
+        "step_seconds": args.step_seconds,
+        "partitions": args.partitions,
+    }
+    print_table(meta, ceilings, steps)
+    return {"meta": meta, "ceilings": ceilings, "steps": [asdict(s) for s in steps]}
+
+
+def main() -> None:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--broker", choices=["kafka", "tansu"], default="kafka")
+    parser.add_argument(
+        "--rates",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[50.0, 100.0, 200.0, 500.0, 1000.0],
+    )
+    parser.add_argument("--step-seconds", type=float, default=15.0)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--ceiling-messages", type=int, default=50_000)
+    parser.add_argument("--hop-messages", type=int, default=10_000)
+    parser.add_argument("--skip-ceilings", action="store_true")
+    args = parser.parse_args()
+    result = asyncio.run(main_async(args))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"pipeline-{args.broker}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwritten {out}")
+
+
+if __name__ == "__main__":
+    main()
