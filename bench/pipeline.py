@@ -91,14 +91,15 @@ def quantile(q: float, before: list[tuple[float, float]], after: list[tuple[floa
 
 
 def cpu_of(pids: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds (user + system, children included) per named process group."""
+    """CPU seconds (user + system) per named process group; children count except for this process."""
     out: dict[str, float] = {}
     for name, group in pids.items():
         total = 0.0
         for pid in group:
             try:
                 proc = psutil.Process(pid)
-                procs = [proc, *proc.children(recursive=True)]
+                # this process started the services and the broker: they are measured on their own
+                procs = [proc] if pid == os.getpid() else [proc, *proc.children(recursive=True)]
                 for p in procs:
                     t = p.cpu_times()
                     total += t.user + t.system
