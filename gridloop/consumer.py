@@ -131,7 +131,8 @@ class IdempotentConsumer:
         self.topic_prefix = topic_prefix
         subscriber = broker.subscriber(
             *(topic_prefix + t for t in self.topics),
-            group_id=self.group,
+            # the prefix separates groups as it separates topics (several deployments on one cluster)
+            group_id=topic_prefix + self.group,
             batch=True,
             max_records=max_records,
             batch_timeout_ms=max(fetch_max_wait_ms, 10),

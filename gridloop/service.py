@@ -125,7 +125,7 @@ class Runtime:
         from kafka import TopicPartition
 
         prefix = self.settings.topic_prefix
-        groups = [GroupTopics(c.group, tuple(prefix + t for t in c.topics)) for c in self.consumers]
+        groups = [GroupTopics(prefix + c.group, tuple(prefix + t for t in c.topics)) for c in self.consumers]
         monitor = LagMonitor(self.settings.kafka_bootstrap_servers, groups, self.settings.lag_source)
         try:
             while True:
@@ -139,7 +139,7 @@ class Runtime:
                     log.debug("%s: lag not measured: %s", self.service, exc)
                     continue
                 for (group, topic), lag in lags.items():
-                    metrics.consumer_lag.labels(group, topic.removeprefix(prefix)).set(lag)
+                    metrics.consumer_lag.labels(group.removeprefix(prefix), topic.removeprefix(prefix)).set(lag)
         finally:
             await asyncio.to_thread(monitor.close)
 

@@ -198,6 +198,35 @@ class Grid(_Ref):
         return self.name_en if lang.startswith("en") else self.name_zh
 
 
+class GridIndex:
+    """Point-in-polygon over many grids with a shapely STRtree.
+
+    Border rule: grids may share borders and corners, and a point there is covered by several
+    grids. It lands in exactly one, the covering grid whose id sorts first. Ids are stable names,
+    unlike file order, so editing a data file never moves a border point to another station.
+    """
+
+    def __init__(self, grids: Sequence[Grid]) -> None:
+        # sorted by id: the first covering grid in this order is the border rule's winner
+        self.grids: tuple[Grid, ...] = tuple(sorted(grids, key=lambda g: g.id))
+        self.tree = shapely.STRtree([g.shape for g in self.grids])
+
+    def covering(self, lat: float, lon: float) -> list[Grid]:
+        """Every grid containing the point or having it on its border, by id."""
+        hits = self.tree.query(Point(lon, lat), predicate="covered_by")
+        return [self.grids[i] for i in sorted(int(h) for h in hits)]
+
+    def grid_at(self, lat: float, lon: float) -> Grid | None:
+        """The one grid a point belongs to (see the border rule), or None outside every grid."""
+        found = self.covering(lat, lon)
+        return found[0] if found else None
+
+    def nearest(self, lat: float, lon: float) -> tuple[Grid, float]:
+        """The grid nearest the point (ties: the lower id) and its distance in degrees."""
+        point = Point(lon, lat)
+        return min(((g, float(g.shape.distance(point))) for g in self.grids), key=lambda t: (t[1], t[0].id))
+
+
 class RoutingRule(_Ref):
     """Send a category to another station, in one grid or (grid_id null) the whole street."""
 
@@ -287,13 +316,19 @@ class Jurisdiction(_Ref):
         """The stations of one street, in file order."""
         return [s for s in self.stations.values() if s.street_id == street_id]
 
+    @cached_property
+    def grid_index(self) -> GridIndex:
+        """The spatial index over every grid of every street (built once, on first use)."""
+        return GridIndex(list(self.grids.values()))
+
     def grid_at(self, lat: float, lon: float) -> Grid | None:
-        """The grid containing the point (on a shared border: the first in order), or None."""
-        point = Point(lon, lat)
-        for grid in self.grids.values():
-            if grid.shape.covers(point):
-                return grid
-        return None
+        """The grid containing the point, or None; on a shared border, the grid whose id sorts first."""
+        return self.grid_index.grid_at(lat, lon)
+
+    def nearest_street(self, lat: float, lon: float) -> tuple[Street, float]:
+        """The street whose grids lie nearest the point, and that distance in degrees (0 inside)."""
+        grid, distance = self.grid_index.nearest(lat, lon)
+        return self.streets[grid.street_id], distance
 
     def rule_for(self, category_id: str, grid_id: str) -> RoutingRule | None:
         """The rule for a category in a grid: a grid rule, else a street-wide one, else None."""

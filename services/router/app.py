@@ -1,29 +1,60 @@
-"""The router service: consumes submitted reports, decides their case, publishes `reports.routed`."""
+"""The router service: consumes submitted reports, decides their case, publishes `reports.routed`.
+
+The router names cases (so a later report can merge before the closer has answered) and keeps the
+index of cases in its own database (``services.router.index``). It learns from `cases.events` which
+cases closed, were rejected or moved.
+
+The close/merge race. The router hears of a closure only when `case.closed` (or `case.rejected`)
+reaches it; a report routed in between merges into a case the closer has just closed. The router's
+decision stands: a report gets exactly one answer, and re-routing it would give it two (the rider's
+receipt would point at one case, the closer and the reporter dedupe by report id and would keep
+the other). The closer, which owns case state, receives it as a report on a closed case. The router
+spots these late merges when the closure event arrives (its ``report_ids`` lack a report the
+router had merged), counts them in ``gridloop_route_late_merges_total``, keeps the count on the
+case row and logs them, so operators see how often the window bites; from then on the case is out
+of the index, and the next report there opens a new case.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI, Query
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from gridloop import metrics
 from gridloop.clock import as_utc, utcnow
 from gridloop.consumer import Incoming
+from gridloop.demo import DEMO_PLACES
 from gridloop.errors import ApiError
 from gridloop.outbox import add_event, add_raw
 from gridloop.service import Runtime, create_app
 from gridloop.settings import Settings, get_settings
 from gridloop.topics import CASES_EVENTS, REPORTS_ROUTED, REPORTS_SUBMITTED
-from schemas.events import CaseTransitioned, Location, ReportRouted, ReportSubmitted, make_event
+from schemas.events import REGISTRY, CaseTransitioned, ReportRouted, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction, load_jurisdiction
+from services.router import index
 from services.router.models import PLUMBING, Base, CaseRider, OpenCase, RouteDecision
-from services.router.routing import COMMON_ISSUE_RIDERS, COMMON_ISSUE_WINDOW, Candidate, ReportFacts, decide
+from services.router.places import CodePlace, PlaceBook
+from services.router.routing import (
+    Assessment,
+    Candidate,
+    ReportFacts,
+    RouteResult,
+    assess,
+    decide,
+    is_recurring,
+    reason_text,
+)
 
 SERVICE = "router"
-CLOSED_STATES = {"closed", "rejected"}
+log = logging.getLogger(__name__)
+CASE_STATE_EVENTS = tuple(name for name, (_, model) in REGISTRY.items() if model is CaseTransitioned)
 
 
 def new_case_id() -> str:
@@ -31,77 +62,81 @@ def new_case_id() -> str:
     return "c_" + uuid.uuid4().hex[:16]
 
 
+def facts_of(data: ReportSubmitted) -> ReportFacts:
+    """What routing needs from a submitted report."""
+    loc = data.location
+    return ReportFacts(
+        category=data.category,
+        grid_id=data.grid_id,
+        lat=loc.lat if loc else None,
+        lon=loc.lon if loc else None,
+        place_id=data.place_id,
+        danger_now=data.danger_now,
+        rider_ref=data.rider_ref,
+        submitted_at=as_utc(data.submitted_at),
+        plus_one_case_id=data.plus_one_case_id,
+        place_name=data.place_name,
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A routing decision before it is written: the decision and the candidates it chose from."""
+
+    facts: ReportFacts
+    result: RouteResult
+    candidates: list[Candidate]
+
+
 class RouterLogic:
     """Applies routing decisions to the router's database (called inside consumer transactions)."""
 
     def __init__(self, jurisdiction: Jurisdiction) -> None:
         self.j = jurisdiction
+        self.centre_ids = tuple(s.id for s in jurisdiction.stations.values() if s.kind == "centre")
 
-    def _candidates(self, session: Session, data: ReportSubmitted) -> list[Candidate]:
-        category = self.j.categories.get(data.category)
-        window = timedelta(hours=category.dup_window_hours if category else 72)
-        query = select(OpenCase).where(
-            OpenCase.open == True,  # noqa: E712
-            OpenCase.category == data.category,
-            OpenCase.last_report_at >= data.submitted_at - window,
-        )
-        cases = list(session.exec(query))
-        if data.plus_one_case_id:
-            plus = session.get(OpenCase, data.plus_one_case_id)
-            if plus is not None and plus.open and plus not in cases:
-                cases.append(plus)
-        return [
-            Candidate(
-                c.case_id,
-                c.category,
-                c.station_id,
-                c.lat,
-                c.lon,
-                c.place_id,
-                as_utc(c.last_report_at),
-                frozenset(self._riders(session, c.case_id, data)),
+    def plan(self, session: Session, facts: ReportFacts) -> Plan:
+        """Decide a report from the index as it stands in this transaction (reads only)."""
+        category = self.j.categories.get(facts.category)
+        candidates: list[Candidate] = []
+        if category is not None:
+            candidates = index.merge_candidates(
+                session, facts, category.dup_radius_m, timedelta(hours=category.dup_window_hours)
             )
-            for c in cases
-        ]
+        return Plan(facts, decide(self.j, facts, candidates), candidates)
 
-    def _riders(self, session: Session, case_id: str, data: ReportSubmitted) -> set[str]:
-        since = data.submitted_at - COMMON_ISSUE_WINDOW
-        rows = session.exec(
-            select(CaseRider.rider_ref).where(
-                CaseRider.case_id == case_id,
-                col(CaseRider.at) >= since,
-                col(CaseRider.rider_ref).is_not(None),
-            )
-        )
-        return {r for r in rows if r}
+    def assessment(
+        self, session: Session, facts: ReportFacts, result: RouteResult, case_id: str, was_common: bool
+    ) -> Assessment:
+        """Riders, common issue and priority for a case whose reports are in the index."""
+        category = self.j.categories.get(facts.category)
+        recurring = None
+        if category is not None and result.decision != "triage":
+            history = index.recurrence_history(session, facts, category.dup_radius_m)
+            recurring = is_recurring(category, facts, history, exclude_case=case_id)
+        return assess(category, facts, index.case_reports(session, case_id), was_common, recurring)
 
     def on_submitted(self, session: Session, item: Incoming) -> None:
         """Decide one report's case and queue `report.routed`."""
         started = time.perf_counter()
         data = item.data
         assert isinstance(data, ReportSubmitted)
+        index.lock_for_routing(session)
         if session.get(RouteDecision, data.report_id) is not None:
             self.replay(session, item)  # the same report under another event id: same answer
             return
-        loc = data.location
-        facts = ReportFacts(
-            category=data.category,
-            grid_id=data.grid_id,
-            lat=loc.lat if loc else None,
-            lon=loc.lon if loc else None,
-            place_id=data.place_id,
-            danger_now=data.danger_now,
-            rider_ref=data.rider_ref,
-            submitted_at=data.submitted_at,
-            plus_one_case_id=data.plus_one_case_id,
-        )
-        result = decide(self.j, facts, self._candidates(session, data))
-        case_id = result.merge_case_id or new_case_id()
+        PlaceBook.learn(session, data, as_utc(data.submitted_at))
+        facts = facts_of(data)
+        plan = self.plan(session, facts)
+        result = plan.result
         if result.decision == "merge":
-            case = session.get(OpenCase, case_id)
+            assert result.merge_case_id is not None
+            case = session.get(OpenCase, result.merge_case_id)
             assert case is not None
-            case.last_report_at = max(as_utc(case.last_report_at), data.submitted_at)
+            case_id = case.case_id
+            case.last_report_at = max(as_utc(case.last_report_at), facts.submitted_at)
         else:
+            case_id = new_case_id()
             case = OpenCase(
                 case_id=case_id,
                 category=data.category,
@@ -111,22 +146,22 @@ class RouterLogic:
                 place_id=data.place_id,
                 lat=facts.lat,
                 lon=facts.lon,
-                opened_at=data.submitted_at,
-                last_report_at=data.submitted_at,
+                opened_at=facts.submitted_at,
+                last_report_at=facts.submitted_at,
                 open=result.decision == "open",
                 triage=result.decision == "triage",
             )
         session.add(
             CaseRider(
-                report_id=data.report_id, case_id=case_id, rider_ref=data.rider_ref, at=data.submitted_at
+                report_id=data.report_id, case_id=case_id, rider_ref=data.rider_ref, at=facts.submitted_at
             )
         )
         session.add(case)
         session.flush()
-        riders = self._riders(session, case_id, data)
-        distinct = max(len(riders), 1)
-        common = distinct >= COMMON_ISSUE_RIDERS
-        case.common_issue = case.common_issue or common
+        standing = self.assessment(session, facts, result, case_id, case.common_issue)
+        case.common_issue = standing.common_issue
+        session.add(case)
+        reasons = result.reasons + standing.reasons
         routed = ReportRouted(
             report_id=data.report_id,
             case_id=case_id,
@@ -135,21 +170,19 @@ class RouterLogic:
             station_id=result.station_id,
             grid_id=result.grid_id,
             street_id=result.street_id,
-            location=Location(lat=facts.lat, lon=facts.lon)
-            if facts.lat is not None and facts.lon is not None
-            else None,
+            location=data.location,
             place_id=data.place_id,
             place_name=data.place_name,
             description=data.description,
             danger_now=data.danger_now,
             photo_ids=data.photo_ids,
             rider_ref=data.rider_ref,
-            priority=result.priority,
+            priority=standing.priority,
             submitted_at=data.submitted_at,
-            reason=result.reason,
+            reason=reason_text(reasons),
             rule_id=result.rule_id,
-            distinct_riders=distinct,
-            common_issue=case.common_issue,
+            distinct_riders=standing.distinct_riders,
+            common_issue=standing.common_issue,
         )
         event = make_event("report.routed", routed, source=SERVICE, subject=case_id, time=utcnow())
         add_event(session, PLUMBING, REPORTS_ROUTED, case_id, event)
@@ -175,17 +208,85 @@ class RouterLogic:
             add_raw(session, PLUMBING, REPORTS_ROUTED, decision.case_id, decision.event_id, decision.envelope)
 
     def on_case_event(self, session: Session, item: Incoming) -> None:
-        """Keep the open-case index current: closed and rejected cases leave it, transfers move it."""
+        """Keep the index current: closed and rejected cases leave it, transfers move it."""
         data = item.data
         if not isinstance(data, CaseTransitioned):
             return
         case = session.get(OpenCase, data.case_id)
         if case is None:
+            log.warning("case event %s for case %s the router never named", item.event.type, data.case_id)
             return
-        case.status = data.status
-        case.station_id = data.station_id
-        case.open = data.status not in CLOSED_STATES and not case.triage
+        if not index.apply_case_state(case, data.status, data.station_id, data.version, self.centre_ids):
+            return  # an older event than one already applied
+        if data.status in index.FINAL_STATES and data.report_ids:
+            late = sorted(set(index.report_ids(session, case.case_id)) - set(data.report_ids))
+            if late:
+                case.late_reports += len(late)
+                metrics.route_late_merges.inc(len(late))
+                log.warning(
+                    "case %s was %s before reports %s merged into it reached the closer",
+                    case.case_id,
+                    data.status,
+                    ", ".join(late),
+                )
         session.add(case)
+
+
+def explain_view(
+    j: Jurisdiction,
+    plan: Plan,
+    standing: Assessment,
+    place: CodePlace | None,
+    duplicate: OpenCase | None,
+) -> dict[str, Any]:
+    """The explain answer: where, who, which rule, which duplicate, and why, in zh and en."""
+    result, facts = plan.result, plan.facts
+    category = j.categories.get(facts.category)
+    grid = j.grids.get(result.grid_id) if result.grid_id else None
+    street = j.streets.get(result.street_id) if result.street_id else None
+    station = j.stations[result.station_id]
+    rule = next((r for r in j.rules if r.id == result.rule_id), None)
+    reasons = result.reasons + standing.reasons
+    return {
+        "decision": result.decision,
+        "category": {"id": category.id, "name_zh": category.name_zh, "name_en": category.name_en}
+        if category
+        else None,
+        "place": {
+            "code": place.code,
+            "place_id": place.place_id,
+            "name": place.name,
+            "source": place.source,
+        }
+        if place
+        else None,
+        "point": {"lat": facts.lat, "lon": facts.lon} if facts.lat is not None else None,
+        "grid": {"id": grid.id, "name_zh": grid.name_zh, "name_en": grid.name_en} if grid else None,
+        "street": {"id": street.id, "name_zh": street.name_zh, "name_en": street.name_en} if street else None,
+        "station": {
+            "id": station.id,
+            "name_zh": station.name_zh,
+            "name_en": station.name_en,
+            "kind": station.kind,
+        },
+        "rule": {"id": rule.id, "reason_zh": rule.reason_zh, "reason_en": rule.reason_en} if rule else None,
+        "duplicate": {
+            "case_id": duplicate.case_id,
+            "distance_m": round(result.distance_m or 0.0, 1),
+            "station_id": duplicate.station_id,
+            "status": duplicate.status,
+            "last_report_at": as_utc(duplicate.last_report_at).isoformat(),
+            "distinct_riders": standing.distinct_riders,
+            "common_issue": standing.common_issue,
+        }
+        if duplicate
+        else None,
+        "priority": standing.priority,
+        "reason": reason_text(reasons, "zh"),
+        "reason_en": reason_text(reasons, "en"),
+        "reasons": [{"zh": r.zh, "en": r.en} for r in reasons],
+        "data_version": j.version,
+    }
 
 
 def build(settings: Settings | None = None) -> FastAPI:
@@ -194,62 +295,56 @@ def build(settings: Settings | None = None) -> FastAPI:
     runtime = Runtime(SERVICE, Base.metadata, PLUMBING, settings)
     jurisdiction = load_jurisdiction(settings.jurisdiction_dir)
     logic = RouterLogic(jurisdiction)
+    places = PlaceBook(jurisdiction, DEMO_PLACES)
     runtime.consumer(
         "router",
         [REPORTS_SUBMITTED],
         {"report.submitted": logic.on_submitted},
         replays={"report.submitted": logic.replay},
     )
-    case_handlers = {
-        name: logic.on_case_event
-        for name in ("case.closed", "case.rejected", "case.transferred", "case.reopened", "case.triaged")
-    }
-    runtime.consumer("router-cases", [CASES_EVENTS], case_handlers)
+    runtime.consumer(
+        "router-cases", [CASES_EVENTS], {name: logic.on_case_event for name in CASE_STATE_EVENTS}
+    )
     runtime.document_publication(REPORTS_ROUTED, ReportRouted, "One decision per report, keyed by case id.")
+    for decision in ("open", "merge", "triage"):
+        metrics.route_decisions.labels(decision)  # every series exists from the start, at 0
     app = create_app(runtime, "GridLoop router", "Routes reports to grid stations; explains decisions.")
     app.state.jurisdiction = jurisdiction
+    app.state.logic = logic
 
     @app.get("/api/v1/route/explain", tags=["routing"])
-    async def explain(
-        lat: float | None = Query(None, ge=-90, le=90),
-        lon: float | None = Query(None, ge=-180, le=180),
-        category: str = Query(..., min_length=1, max_length=40),
-    ) -> dict[str, object]:
+    def explain(
+        category: str = Query(..., min_length=1, max_length=40, description="Category id."),
+        lat: float | None = Query(None, ge=-90, le=90, description="Latitude (WGS84)."),
+        lon: float | None = Query(None, ge=-180, le=180, description="Longitude (WGS84)."),
+        code: str | None = Query(None, min_length=1, max_length=20, description="A report code."),
+    ) -> dict[str, Any]:
         """Which grid, station, rule and duplicate candidate a report here would get, and why."""
         if (lat is None) != (lon is None):
             raise ApiError(422, "invalid", "Give both lat and lon, or neither.")
-        now = utcnow()
-        data = ReportSubmitted(
-            report_id="explain",
-            channel="manual",
-            category=category,
-            location=Location(lat=lat, lon=lon) if lat is not None and lon is not None else None,
-            submitted_at=now,
-        )
+        if code is None and lat is None:
+            raise ApiError(422, "invalid", "Give a report code (code=) or a point (lat= and lon=).")
         with runtime.db.session() as session:
-            candidates = logic._candidates(session, data)
-        facts = ReportFacts(
-            category=category,
-            grid_id=None,
-            lat=lat,
-            lon=lon,
-            place_id=None,
-            danger_now=False,
-            rider_ref=None,
-            submitted_at=now,
-        )
-        result = decide(jurisdiction, facts, candidates)
-        return {
-            "decision": result.decision,
-            "grid_id": result.grid_id,
-            "street_id": result.street_id,
-            "station_id": result.station_id,
-            "station_name": jurisdiction.stations[result.station_id].name_zh,
-            "rule_id": result.rule_id,
-            "duplicate_case_id": result.merge_case_id,
-            "duplicate_distance_m": result.distance_m,
-            "priority": result.priority,
-            "reasons": result.reasons,
-        }
+            place = places.resolve(session, code) if code is not None else None
+            facts = ReportFacts(
+                category=category,
+                grid_id=place.grid_id if place else None,
+                lat=lat if lat is not None else (place.lat if place else None),
+                lon=lon if lon is not None else (place.lon if place else None),
+                place_id=place.place_id if place else None,
+                place_name=place.name if place else None,
+                danger_now=False,
+                rider_ref=None,
+                submitted_at=utcnow(),
+            )
+            plan = logic.plan(session, facts)
+            duplicate = None
+            case_id = "explain"
+            if plan.result.merge_case_id is not None:
+                duplicate = session.get(OpenCase, plan.result.merge_case_id)
+                case_id = plan.result.merge_case_id
+            was_common = duplicate.common_issue if duplicate else False
+            standing = logic.assessment(session, facts, plan.result, case_id, was_common)
+        return explain_view(jurisdiction, plan, standing, place, duplicate)
 
     return app

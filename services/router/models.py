@@ -1,4 +1,8 @@
-"""The router's tables: the index of open cases (for duplicate merging) and its decisions."""
+"""The router's tables: the index of cases (for duplicate merging), its decisions, places it has seen.
+
+Everything the router decides from lives here, none of it in process memory: two replicas in one
+consumer group, or a replica that took over partitions from a dead one, see the same index.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +18,20 @@ from gridloop.plumbing import define_plumbing
 class Base(SQLModel, registry=registry()):
     """The router's tables: a MetaData of its own, so its migrations see only these."""
 
+
 PLUMBING = define_plumbing(Base.metadata)
 
 
 class OpenCase(Base, table=True):
-    """A case that new reports of the same category nearby may merge into."""
+    """A case the router named: open ones take merges; closed ones stay as evidence of recurrence."""
 
     __tablename__ = "open_case"
-    __table_args__ = (Index("ix_open_case_cat_status", "category", "open"),)
+    __table_args__ = (
+        Index("ix_open_case_cat_status", "category", "open"),
+        # duplicate and recurrence lookups: a category, then a latitude band (bounding box)
+        Index("ix_open_case_cat_lat", "category", "lat"),
+        Index("ix_open_case_place", "place_id", "category"),
+    )
 
     case_id: str = Field(primary_key=True, max_length=40)
     category: str = Field(max_length=40)
@@ -37,6 +47,8 @@ class OpenCase(Base, table=True):
     status: str = Field(default="new", max_length=20)
     triage: bool = False
     common_issue: bool = False
+    version: int = Field(default=0, description="The closer's case version last applied (stale events skip).")
+    late_reports: int = Field(default=0, description="Reports merged after the closer had closed the case.")
 
 
 class CaseRider(Base, table=True):
@@ -61,3 +73,17 @@ class RouteDecision(Base, table=True):
     event_id: str = Field(max_length=64)
     envelope: str = Field(sa_column=Column(Text, nullable=False))
     decided_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class KnownPlace(Base, table=True):
+    """A report code's place as last seen on a report, so `explain?code=` needs no other service's data."""
+
+    __tablename__ = "known_place"
+
+    code: str = Field(primary_key=True, max_length=20)
+    place_id: str = Field(max_length=40)
+    name: str | None = Field(default=None, max_length=200)
+    grid_id: str | None = Field(default=None, max_length=40)
+    lat: float
+    lon: float
+    seen_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -1,0 +1,460 @@
+"""The router's case index on a real database (SQLite and PostgreSQL), through the real consumer.
+
+Merging, common issues, redelivery, `cases.events` upkeep, the close/merge race, and the race-free
+guarantee when two router replicas decide concurrently from one database.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+from sqlmodel import select as orm_select
+
+from gridloop import metrics, migrate
+from gridloop.consumer import IdempotentConsumer, _Raw
+from gridloop.db import Database
+from gridloop.demo import DEMO_PLACES
+from gridloop.settings import REPO_ROOT
+from schemas.envelope import CloudEvent
+from schemas.events import CaseTransitioned, Location, ReportSubmitted, make_event
+from schemas.reference import Jurisdiction, Place, load_jurisdiction, load_places
+from services.router.app import CASE_STATE_EVENTS, RouterLogic
+from services.router.models import PLUMBING, Base, CaseRider, OpenCase, RouteDecision
+from services.router.routing import distance_m
+
+J: Jurisdiction = load_jurisdiction(REPO_ROOT / "data" / "jurisdictions")
+PLACES: list[Place] = load_places(DEMO_PLACES, J)
+T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+MANHOLE = next(p for p in PLACES if p.grid_id == "yh-g1")
+
+
+@dataclass
+class Router:
+    """One router replica: its own engine and logic on a shared database, fed through the real consumer."""
+
+    url: str
+    db: Database = field(init=False)
+    logic: RouterLogic = field(init=False)
+    reports: IdempotentConsumer = field(init=False)
+    cases: IdempotentConsumer = field(init=False)
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        self.db = Database(self.url, Base.metadata)
+        self.logic = RouterLogic(J)
+        self.reports = IdempotentConsumer(
+            group="router",
+            topics=["reports.submitted"],
+            db=self.db,
+            tables=PLUMBING,
+            handlers={"report.submitted": self.logic.on_submitted},
+            replays={"report.submitted": self.logic.replay},
+            service="router",
+        )
+        self.cases = IdempotentConsumer(
+            group="router-cases",
+            topics=["cases.events"],
+            db=self.db,
+            tables=PLUMBING,
+            handlers={name: self.logic.on_case_event for name in CASE_STATE_EVENTS},
+            service="router",
+        )
+
+    def feed(self, events: list[CloudEvent], topic: str = "reports.submitted") -> None:
+        """Apply events as one consumer batch (one transaction)."""
+        raws = []
+        for event in events:
+            self.offset += 1
+            raws.append(_Raw(topic, 0, self.offset, event.subject, event.model_dump_json().encode()))
+        (self.reports if topic == "reports.submitted" else self.cases).apply_batch(raws)
+
+    def close(self) -> None:
+        """Release the engine."""
+        self.db.dispose()
+
+
+@pytest.fixture
+def router(db_url: str) -> Iterator[Router]:
+    """A migrated router database (SQLite, then PostgreSQL) and one replica on it."""
+    migrate.upgrade("router", db_url)
+    r = Router(db_url)
+    yield r
+    r.close()
+
+
+def submitted(
+    report_id: str,
+    rider: str | None,
+    *,
+    place: Place | None = None,
+    at: datetime = T0,
+    category: str = "manhole_cover",
+    lat: float | None = None,
+    lon: float | None = None,
+    **extra: object,
+) -> CloudEvent:
+    """A `report.submitted` event shaped as the reporter builds it (code → place, grid, point)."""
+    if place is not None:
+        lat = place.lat if lat is None else lat
+        lon = place.lon if lon is None else lon
+    data = ReportSubmitted(
+        report_id=report_id,
+        channel="scan" if place else "manual",
+        category=category,
+        code=place.code if place else None,
+        place_id=place.place_id if place else None,
+        place_name=place.name_zh if place else None,
+        grid_id=place.grid_id if place else None,
+        location=Location(lat=lat, lon=lon) if lat is not None and lon is not None else None,
+        rider_ref=rider,
+        submitted_at=at,
+        **extra,
+    )
+    return make_event("report.submitted", data, source="reporter", subject=report_id, time=at)
+
+
+def transition(
+    case_id: str, action: str, status: str, version: int, station: str, reports: list[str]
+) -> CloudEvent:
+    """A closer `case.<action>` event."""
+    data = CaseTransitioned(
+        case_id=case_id,
+        action=action,
+        status=status,
+        station_id=station,
+        version=version,
+        at=T0,
+        report_ids=reports,
+    )
+    name = {"close": "case.closed", "reject": "case.rejected", "transfer": "case.transferred"}[action]
+    return make_event(name, data, source="closer", subject=case_id, time=T0)
+
+
+def decisions(db: Database) -> dict[str, dict[str, object]]:
+    """Every routed event's data by report id, as stored with the decision."""
+    with db.session() as s:
+        rows = s.exec(orm_select(RouteDecision))
+        return {r.report_id: json.loads(r.envelope)["data"] for r in rows}
+
+
+def outbox_routed(db: Database) -> list[tuple[str, str]]:
+    """(event id, key) of every `reports.routed` outbox row, in order."""
+    ob = PLUMBING.outbox
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            select(ob.c.event_id, ob.c.key).where(ob.c.topic == "reports.routed").order_by(ob.c.id)
+        )
+        return [(r.event_id, r.key) for r in rows]
+
+
+# --- merging and common issues ---------------------------------------------------------------
+
+
+def test_three_riders_at_one_code_make_one_common_issue(router: Router) -> None:
+    """Three riders scan the same manhole's code: one case, three riders, 共性问题, priority kept urgent."""
+    router.feed([submitted("r1", "rider-a", place=MANHOLE)])
+    router.feed([submitted("r2", "rider-b", place=MANHOLE, at=T0 + timedelta(minutes=5))])
+    router.feed([submitted("r3", "rider-b", place=MANHOLE, at=T0 + timedelta(minutes=6))])  # same rider again
+    router.feed([submitted("r4", "rider-c", place=MANHOLE, at=T0 + timedelta(minutes=9))])
+    d = decisions(router.db)
+    assert [d[r]["decision"] for r in ("r1", "r2", "r3", "r4")] == ["open", "merge", "merge", "merge"]
+    assert len({d[r]["case_id"] for r in d}) == 1
+    assert [d[r]["distinct_riders"] for r in ("r1", "r2", "r3", "r4")] == [1, 2, 2, 3]
+    assert [d[r]["common_issue"] for r in ("r1", "r2", "r3", "r4")] == [False, False, False, True]
+    assert "共性问题" in str(d["r4"]["reason"])
+    assert d["r4"]["station_id"] == "yh-s1"
+    with router.db.session() as s:
+        case = s.get(OpenCase, d["r1"]["case_id"])
+        assert case is not None and case.common_issue and case.open
+
+
+def test_common_issue_raises_priority(router: Router) -> None:
+    """Sanitation is normal; the third distinct rider makes it a common issue at high priority."""
+    place = PLACES[3]
+    for i, rider in enumerate(("a", "b", "c")):
+        router.feed(
+            [submitted(f"s{i}", rider, place=place, category="sanitation", at=T0 + timedelta(hours=i))]
+        )
+    d = decisions(router.db)
+    assert [d[f"s{i}"]["priority"] for i in range(3)] == ["normal", "normal", "high"]
+
+
+def test_gps_outside_every_grid_goes_to_triage_and_never_merges(router: Router) -> None:
+    """A GPS report outside the street is triaged at the centre; a second one there is its own case."""
+    router.feed([submitted("t1", "a", lat=31.36, lon=121.52)])
+    router.feed([submitted("t2", "b", lat=31.36, lon=121.52)])
+    d = decisions(router.db)
+    assert d["t1"]["decision"] == d["t2"]["decision"] == "triage"
+    assert d["t1"]["station_id"] == "yh-centre"
+    assert d["t1"]["case_id"] != d["t2"]["case_id"]
+    assert "outside every grid" not in str(d["t1"]["reason"])  # the event's reason speaks Chinese
+    assert "不在任何网格内" in str(d["t1"]["reason"])
+
+
+def test_redelivery_gives_the_same_answer(router: Router) -> None:
+    """The same event again, or the same report under a new event id: no second decision, same event."""
+    first = submitted("r1", "a", place=MANHOLE)
+    router.feed([first])
+    router.feed([first])  # redelivered: skipped by the ledger, its stored decision re-published
+    again = submitted("r1", "a", place=MANHOLE)  # re-driven under another event id
+    assert again.id != first.id
+    router.feed([again])
+    assert len(decisions(router.db)) == 1
+    rows = outbox_routed(router.db)
+    assert len(rows) == 3 and len({event_id for event_id, _ in rows}) == 1
+    with router.db.session() as s:
+        assert s.execute(select(func.count()).select_from(OpenCase)).scalar_one() == 1
+
+
+# --- cases.events -------------------------------------------------------------------------------
+
+
+def _case_of(router: Router, report_id: str) -> str:
+    return str(decisions(router.db)[report_id]["case_id"])
+
+
+def test_closed_case_leaves_the_index_and_the_next_report_is_recurring(router: Router) -> None:
+    """After case.closed a new report opens a new case, marked recurring (same place within 30 days)."""
+    place = PLACES[5]
+    router.feed([submitted("a1", "a", place=place, category="sanitation")])
+    case = _case_of(router, "a1")
+    router.feed([transition(case, "close", "closed", 5, "yh-s1", ["a1"])], "cases.events")
+    router.feed([submitted("a2", "b", place=place, category="sanitation", at=T0 + timedelta(days=3))])
+    d = decisions(router.db)
+    assert d["a2"]["decision"] == "open" and d["a2"]["case_id"] != case
+    assert d["a2"]["priority"] == "high"  # normal + recurring hazard
+    assert "30天内" in str(d["a2"]["reason"])
+
+
+def test_rejected_case_leaves_and_is_not_a_recurrence(router: Router) -> None:
+    """A rejected case (invalid) takes no merges and does not count as a recurring hazard."""
+    place = PLACES[6]
+    router.feed([submitted("b1", "a", place=place, category="sanitation")])
+    router.feed(
+        [transition(_case_of(router, "b1"), "reject", "rejected", 2, "yh-s1", ["b1"])], "cases.events"
+    )
+    router.feed([submitted("b2", "b", place=place, category="sanitation", at=T0 + timedelta(hours=1))])
+    d = decisions(router.db)
+    assert d["b2"]["decision"] == "open" and d["b2"]["priority"] == "normal"
+
+
+def test_transfer_moves_the_case_and_stale_events_are_ignored(router: Router) -> None:
+    """A transfer moves the case (later merges follow it); an older event after it changes nothing."""
+    router.feed([submitted("c1", "a", place=MANHOLE)])
+    case = _case_of(router, "c1")
+    router.feed([transition(case, "transfer", "new", 3, "yh-s2", ["c1"])], "cases.events")
+    router.feed([transition(case, "close", "closed", 2, "yh-s1", ["c1"])], "cases.events")  # stale
+    router.feed([submitted("c2", "b", place=MANHOLE, at=T0 + timedelta(minutes=1))])
+    d = decisions(router.db)
+    assert d["c2"]["case_id"] == case and d["c2"]["station_id"] == "yh-s2"
+
+
+def test_triage_case_sent_to_a_station_joins_the_index(router: Router) -> None:
+    """A supervisor triages a case to a station: later reports nearby merge into it."""
+    router.feed([submitted("d1", "a", lat=31.36, lon=121.52)])  # outside: triage
+    case = _case_of(router, "d1")
+    router.feed([submitted("d2", "b", lat=31.36, lon=121.52)])
+    assert _case_of(router, "d2") != case
+    router.feed([transition(case, "transfer", "new", 2, "yh-s2", ["d1"])], "cases.events")
+    with router.db.session() as s:
+        row = s.get(OpenCase, case)
+        assert row is not None and row.open and not row.triage and row.station_id == "yh-s2"
+    # outside every grid, a report is still triaged; it is the index that changed (explain shows it)
+
+
+def test_late_merge_into_a_closed_case_is_counted(router: Router) -> None:
+    """The closer closed the case before a merged report reached it: the router counts the late merge."""
+    router.feed([submitted("e1", "a", place=MANHOLE)])
+    case = _case_of(router, "e1")
+    router.feed([submitted("e2", "b", place=MANHOLE, at=T0 + timedelta(minutes=1))])  # merged, in flight
+    before = metrics.route_late_merges._value.get()
+    router.feed([transition(case, "close", "closed", 4, "yh-s1", ["e1"])], "cases.events")
+    assert metrics.route_late_merges._value.get() == before + 1
+    with router.db.session() as s:
+        row = s.get(OpenCase, case)
+        assert row is not None and row.late_reports == 1 and not row.open
+    router.feed([submitted("e3", "c", place=MANHOLE, at=T0 + timedelta(minutes=2))])
+    assert _case_of(router, "e3") != case  # the decision of e2 stands; e3 opens a new case
+
+
+# --- replicas: no in-memory state, race-free -------------------------------------------------
+
+
+def test_two_replicas_alternating_agree_with_one(db_url: str) -> None:
+    """Reports split between two replicas in any interleaving group exactly as with one replica."""
+    migrate.upgrade("router", db_url)
+    a, b = Router(db_url), Router(db_url)
+    try:
+        for i in range(12):
+            place = PLACES[i % 3]
+            (a if i % 2 else b).feed(
+                [submitted(f"x{i}", f"rider{i % 4}", place=place, at=T0 + timedelta(minutes=i))]
+            )
+        groups: dict[object, set[str]] = {}
+        for report_id, data in decisions(a.db).items():
+            groups.setdefault(data["case_id"], set()).add(report_id)
+        assert sorted(map(sorted, groups.values())) == sorted(
+            [sorted(f"x{i}" for i in range(12) if i % 3 == k) for k in range(3)]
+        )
+    finally:
+        a.close()
+        b.close()
+
+
+def test_concurrent_replicas_never_double_a_case(db_url: str) -> None:
+    """Two replicas route one cluster's reports at the same time (different partitions): one case each."""
+    migrate.upgrade("router", db_url)
+    replicas = [Router(db_url), Router(db_url)]
+    clusters = PLACES[:10]
+    work: list[list[CloudEvent]] = [[], []]
+    for k, place in enumerate(clusters):
+        for n in range(4):  # each cluster's reports are spread over both replicas
+            work[n % 2].append(submitted(f"p{k}-{n}", f"rider{n}", place=place, at=T0 + timedelta(seconds=n)))
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def run(replica: Router, events: list[CloudEvent]) -> None:
+        try:
+            barrier.wait()
+            for i in range(0, len(events), 2):
+                replica.feed(events[i : i + 2])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(r, w)) for r, w in zip(replicas, work, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    try:
+        assert not errors, errors
+        d = decisions(replicas[0].db)
+        assert len(d) == 40
+        for k in range(10):
+            cases = {d[f"p{k}-{n}"]["case_id"] for n in range(4)}
+            assert len(cases) == 1, f"cluster {k} split into {cases}"
+            assert sorted(str(d[f"p{k}-{n}"]["decision"]) for n in range(4)) == [
+                "merge",
+                "merge",
+                "merge",
+                "open",
+            ]
+        with replicas[0].db.session() as s:
+            assert s.execute(select(func.count()).select_from(OpenCase)).scalar_one() == 10
+            assert s.execute(select(func.count()).select_from(CaseRider)).scalar_one() == 40
+            assert all(c.common_issue for c in s.exec(orm_select(OpenCase)))
+    finally:
+        for r in replicas:
+            r.close()
+
+
+# --- merging is independent of arrival order (hypothesis) ------------------------------------
+
+SPOTS = PLACES[:8]
+CATEGORIES = ["manhole_cover", "sanitation", "gas_hazard", "shared_bikes"]
+_M_PER_DEG = 111_320.0
+
+
+@st.composite
+def report_sets(draw: st.DrawFn) -> list[dict[str, object]]:
+    """Reports in well-separated clusters (spot, category), each within a third of the radius."""
+    reports: list[dict[str, object]] = []
+    count = draw(st.integers(1, 14))
+    for i in range(count):
+        spot = draw(st.sampled_from(SPOTS))
+        category = draw(st.sampled_from(CATEGORIES))
+        by_code = draw(st.booleans())
+        radius = J.categories[category].dup_radius_m
+        dy, dx = draw(st.tuples(st.floats(-1, 1), st.floats(-1, 1)))
+        jitter = radius / 3 / 1.5  # both axes: at most radius/3 from the spot
+        reports.append(
+            {
+                "id": f"q{i}",
+                "spot": spot,
+                "category": category,
+                "by_code": by_code,
+                "lat": spot.lat + dy * jitter / _M_PER_DEG,
+                "lon": spot.lon + dx * jitter / _M_PER_DEG,
+                "rider": draw(st.sampled_from(["a", "b", "c", "d", None])),
+                "minute": draw(st.integers(0, 600)),
+                "danger": draw(st.booleans()),
+            }
+        )
+    return reports
+
+
+def _route_all(reports: list[dict[str, object]]) -> dict[str, object]:
+    """Route reports in the given order on a fresh database; the outcome in order-free terms."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'router.db'}"
+        Database(url, Base.metadata).create_all()
+        r = Router(url)
+        try:
+            for rep in reports:
+                spot = rep["spot"]
+                assert isinstance(spot, Place)
+                event = submitted(
+                    str(rep["id"]),
+                    rep["rider"],  # type: ignore[arg-type]
+                    place=spot if rep["by_code"] else None,
+                    category=str(rep["category"]),
+                    lat=rep["lat"],  # type: ignore[arg-type]
+                    lon=rep["lon"],  # type: ignore[arg-type]
+                    at=T0 + timedelta(minutes=int(rep["minute"])),  # type: ignore[call-overload]
+                    danger_now=rep["danger"],
+                )
+                r.feed([event])
+            d = decisions(r.db)
+            with r.db.session() as s:
+                common = {c.case_id: c.common_issue for c in s.exec(orm_select(OpenCase))}
+        finally:
+            r.close()
+    groups: dict[str, set[str]] = {}
+    rank = {"normal": 0, "high": 1, "urgent": 2}
+    top: dict[str, int] = {}
+    for report_id, data in d.items():
+        case = str(data["case_id"])
+        groups.setdefault(case, set()).add(report_id)
+        top[case] = max(top.get(case, 0), rank[str(data["priority"])])
+    return {
+        "cases": sorted(
+            (
+                sorted(members),
+                common[case],
+                top[case],
+                max(int(str(d[m]["distinct_riders"])) for m in members),
+            )
+            for case, members in groups.items()
+        )
+    }
+
+
+def test_spots_are_far_apart() -> None:
+    """The clusters cannot touch: spots are more than twice the largest radius apart."""
+    largest = max(J.categories[c].dup_radius_m for c in CATEGORIES)
+    for i, a in enumerate(SPOTS):
+        for b in SPOTS[i + 1 :]:
+            assert distance_m(a.lat, a.lon, b.lat, b.lon) > 2 * largest
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reports=report_sets(), seed=st.integers(0, 2**32 - 1))
+def test_merging_is_independent_of_arrival_order(reports: list[dict[str, object]], seed: int) -> None:
+    """Within a window, any arrival order gives the same cases, riders, common issues and top priority."""
+    shuffled = list(reports)
+    random.Random(seed).shuffle(shuffled)
+    first, second = _route_all(reports), _route_all(shuffled)
+    assert first == second
+    expected = {(str(r["spot"].place_id), r["category"]) for r in reports}  # type: ignore[attr-defined]
+    assert len(first["cases"]) == len(expected)  # type: ignore[arg-type]
