@@ -29,7 +29,7 @@ from sqlmodel import Session
 
 from gridloop import metrics
 from gridloop.clock import as_utc, utcnow
-from gridloop.consumer import Incoming
+from gridloop.consumer import Incoming, after_commit
 from gridloop.demo import DEMO_PLACES
 from gridloop.errors import ApiError
 from gridloop.outbox import add_event, add_raw
@@ -196,8 +196,15 @@ class RouterLogic:
                 decided_at=utcnow(),
             )
         )
-        metrics.route_decisions.labels(result.decision).inc()
-        metrics.route_duration.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        decision = result.decision
+
+        def count() -> None:
+            # counted once the decision is committed: a retried batch must not count twice
+            metrics.route_decisions.labels(decision).inc()
+            metrics.route_duration.observe(elapsed)
+
+        after_commit(session, count)
 
     def replay(self, session: Session, item: Incoming) -> None:
         """A report seen before: publish the stored decision again (downstream dedupes by id)."""
@@ -222,7 +229,7 @@ class RouterLogic:
             late = sorted(set(index.report_ids(session, case.case_id)) - set(data.report_ids))
             if late:
                 case.late_reports += len(late)
-                metrics.route_late_merges.inc(len(late))
+                after_commit(session, lambda: metrics.route_late_merges.inc(len(late)))
                 log.warning(
                     "case %s was %s before reports %s merged into it reached the closer",
                     case.case_id,
