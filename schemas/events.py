@@ -120,7 +120,19 @@ class CaseTransitioned(EventData):
     at: datetime
     note: str | None = None
     report_ids: list[str] = Field(default_factory=list, description="Every report in the case.")
-    after_photo_ids: list[str] = Field(default_factory=list)
+    after_photo_ids: list[str] = Field(
+        default_factory=list,
+        description="After-photos, public at GRIDLOOP_CLOSER_PUBLIC_URL + /photos/{photo_id}.jpg.",
+    )
+    reason: str | None = Field(
+        None, description="Reason code: of a return, a rejection, or the deadline of an escalation."
+    )
+    assignee: str | None = Field(None, description="Who handles it (dispatch).")
+    from_station: str | None = Field(None, description="The station before a transfer, triage or ruling.")
+    deadline: Literal["ack", "resolve"] | None = Field(None, description="The deadline escalated.")
+    ack_due: datetime | None = Field(None, description="Sign-for deadline after the event.")
+    resolve_due: datetime | None = Field(None, description="Resolve deadline after the event.")
+    extension_hours: float | None = Field(None, description="Working hours asked for or granted.")
 
 
 class ReportFeedback(EventData):
@@ -161,6 +173,7 @@ _TRANSITIONS = (
     "reopened",
     "closed",
     "rejected",
+    "released",
 )
 REGISTRY: dict[str, tuple[int, type[EventData]]] = {
     "report.submitted": (1, ReportSubmitted),

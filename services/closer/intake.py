@@ -11,7 +11,7 @@ from gridloop.outbox import add_event, add_raw
 from gridloop.topics import CASES_EVENTS
 from schemas.events import CaseOpened, CaseReportMerged, ReportRouted, make_event
 from schemas.reference import Jurisdiction
-from services.closer import sla
+from services.closer.lifecycle import Lifecycle
 from services.closer.models import PLUMBING, Case, CaseReport, TimelineEntry
 
 SERVICE = "closer"
@@ -21,8 +21,9 @@ _RANK = {"normal": 0, "high": 1, "urgent": 2}
 class CaseIntake:
     """Applies `report.routed` decisions: a new case, or one more report on an existing one."""
 
-    def __init__(self, jurisdiction: Jurisdiction) -> None:
+    def __init__(self, jurisdiction: Jurisdiction, lifecycle: Lifecycle) -> None:
         self.j = jurisdiction
+        self.lifecycle = lifecycle
 
     def on_routed(self, session: Session, item: Incoming) -> None:
         """Open the case (or add the report to it) and tell the reporter on `cases.events`."""
@@ -35,9 +36,6 @@ class CaseIntake:
         case = session.get(Case, d.case_id)
         if case is None:
             # a merge that arrives for a case we never saw (redelivery order) opens it just the same
-            ack_due, resolve_due = sla.deadlines(
-                self.j.categories.get(d.category), d.priority, d.submitted_at
-            )
             case = Case(
                 case_id=d.case_id,
                 station_id=d.station_id,
@@ -58,18 +56,25 @@ class CaseIntake:
                 submitted_at=d.submitted_at,
                 opened_at=now,
                 updated_at=now,
-                ack_due=ack_due,
-                resolve_due=resolve_due,
-                due_at=ack_due,
                 distinct_riders=d.distinct_riders,
                 report_count=1,
                 common_issue=d.common_issue,
             )
+            self.lifecycle.set_budget(case)
+            self.lifecycle.refresh_sla(session, case)
             session.add(case)
             session.flush()
             action = "triage" if case.triage else "opened"
             session.add(
-                TimelineEntry(case_id=case.case_id, at=now, action=action, status=case.status, note=d.reason)
+                TimelineEntry(
+                    case_id=case.case_id,
+                    at=now,
+                    action=action,
+                    status=case.status,
+                    note=d.reason,
+                    station_id=case.station_id,
+                    version=case.version,
+                )
             )
             opened = CaseOpened(
                 case_id=case.case_id,
@@ -81,8 +86,8 @@ class CaseIntake:
                 triage=case.triage,
                 version=case.version,
                 opened_at=now,
-                ack_due=ack_due,
-                resolve_due=resolve_due,
+                ack_due=case.ack_due,
+                resolve_due=case.resolve_due,
             )
             event = make_event("case.opened", opened, source=SERVICE, subject=case.case_id, time=now)
         else:
@@ -90,14 +95,23 @@ class CaseIntake:
             case.distinct_riders = max(case.distinct_riders, d.distinct_riders)
             case.common_issue = case.common_issue or d.common_issue
             if _RANK.get(d.priority, 0) > _RANK.get(case.priority, 0):
+                # a higher priority (a common issue, a danger) tightens the deadlines
                 case.priority = d.priority
+                self.lifecycle.set_budget(case)
+                self.lifecycle.refresh_sla(session, case)
             case.version += 1
             case.updated_at = now
             session.add(case)
             note = "共性问题" if d.common_issue else None
             session.add(
                 TimelineEntry(
-                    case_id=case.case_id, at=now, action="report_merged", status=case.status, note=note
+                    case_id=case.case_id,
+                    at=now,
+                    action="report_merged",
+                    status=case.status,
+                    note=note,
+                    station_id=case.station_id,
+                    version=case.version,
                 )
             )
             merged = CaseReportMerged(
@@ -118,6 +132,8 @@ class CaseIntake:
                 submitted_at=d.submitted_at,
                 event_id=event.id,
                 envelope=event.model_dump_json(),
+                description=d.description,
+                photo_ids=",".join(d.photo_ids)[:400],
             )
         )
         add_event(session, PLUMBING, CASES_EVENTS, case.case_id, event)

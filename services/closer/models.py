@@ -1,10 +1,10 @@
-"""The closer's tables: cases, their reports and timeline, staff accounts."""
+"""The closer's tables: cases, their reports, timeline, holds, escalations, photos, staff accounts."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, Text
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -13,6 +13,7 @@ from gridloop.plumbing import define_plumbing
 
 class Base(SQLModel, registry=registry()):
     """The closer's tables: a MetaData of its own, so its migrations see only these."""
+
 
 PLUMBING = define_plumbing(Base.metadata)
 
@@ -26,15 +27,29 @@ class Case(Base, table=True):
 
     __tablename__ = "case"
     __table_args__ = (
-        # the station queue: filter by station (and state), order by due time, then id (cursor)
+        # The queue filters by station, then "open" (is_active) or one state, optionally a category,
+        # and orders by (due_at, case_id), which is also the cursor: each filter has its index.
         Index("ix_case_queue", "station_id", "status", "due_at", "case_id"),
-        Index("ix_case_station_due", "station_id", "due_at", "case_id"),
+        Index("ix_case_active_queue", "station_id", "is_active", "due_at", "case_id"),
+        Index("ix_case_active_category", "station_id", "category", "is_active", "due_at", "case_id"),
+        Index("ix_case_status_category", "station_id", "category", "status", "due_at", "case_id"),
+        # supervisors see every station
+        Index("ix_case_all_active", "is_active", "due_at", "case_id"),
+        Index("ix_case_all_status", "status", "due_at", "case_id"),
+        # the scheduler's two questions: what must escalate, what must close
+        Index("ix_case_escalate_at", "escalate_at"),
+        Index("ix_case_confirm_due", "status", "confirm_due"),
+        # CSV export by date range
+        Index("ix_case_submitted", "submitted_at"),
     )
 
     case_id: str = Field(primary_key=True, max_length=40)
     station_id: str = Field(max_length=40)
     category: str = Field(max_length=40, index=True)
     status: str = Field(max_length=20)
+    is_active: bool = Field(
+        default=True, description="The SLA clock runs: new, acknowledged, dispatched, returned."
+    )
     priority: str = Field(default="normal", max_length=10)
     triage: bool = False
     version: int = 1
@@ -50,13 +65,43 @@ class Case(Base, table=True):
     submitted_at: datetime = Field(sa_column=_ts())
     opened_at: datetime = Field(sa_column=_ts())
     updated_at: datetime = Field(sa_column=_ts())
+    # SLA: budgets in working hours (fixed when opened or when the priority changes), deadlines
+    ack_hours: float = 0.0
+    resolve_hours: float = 0.0
+    extension_hours: float = 0.0
     ack_due: datetime | None = Field(default=None, sa_column=_ts(True))
     resolve_due: datetime | None = Field(default=None, sa_column=_ts(True))
+    ack_warn: datetime | None = Field(default=None, sa_column=_ts(True))
+    resolve_warn: datetime | None = Field(default=None, sa_column=_ts(True))
     due_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    warn_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    escalate_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    ack_escalated_due: datetime | None = Field(default=None, sa_column=_ts(True))
+    resolve_escalated_due: datetime | None = Field(default=None, sa_column=_ts(True))
+    supervised: bool = Field(default=False, description="In the centre's supervision list (督办).")
+    confirm_due: datetime | None = Field(default=None, sa_column=_ts(True))
+    # milestones
     acknowledged_at: datetime | None = Field(default=None, sa_column=_ts(True))
     dispatched_at: datetime | None = Field(default=None, sa_column=_ts(True))
     resolved_at: datetime | None = Field(default=None, sa_column=_ts(True))
     closed_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    returned_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    rejected_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    reopened_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    escalated_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    held_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    # who and why
+    assignee: str | None = Field(default=None, max_length=60)
+    moves: int = Field(default=0, description="Returns and transfers so far (no ping-pong).")
+    returned_from: str | None = Field(default=None, max_length=20)
+    return_reason: str | None = Field(default=None, max_length=40)
+    held_from: str | None = Field(default=None, max_length=20)
+    reject_reason: str | None = Field(default=None, max_length=40)
+    extensions_granted: int = 0
+    extension_pending_hours: float | None = None
+    reopen_count: int = 0
+    rating: int | None = None
+    after_photo_ids: str = Field(default="", max_length=400, description="Comma-separated photo ids.")
     distinct_riders: int = 1
     report_count: int = 1
     common_issue: bool = False
@@ -73,12 +118,22 @@ class CaseReport(Base, table=True):
     submitted_at: datetime = Field(sa_column=_ts())
     event_id: str = Field(max_length=64)
     envelope: str = Field(sa_column=Column(Text, nullable=False))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    photo_ids: str = Field(default="", max_length=400, description="Comma-separated reporter photo ids.")
+    fixed: bool | None = Field(default=None, description="The rider's answer: fixed or not.")
+    rating: int | None = None
+    comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    feedback_at: datetime | None = Field(default=None, sa_column=_ts(True))
 
 
 class TimelineEntry(Base, table=True):
-    """One step in a case's history."""
+    """One step in a case's history; its id orders the live queue stream."""
 
     __tablename__ = "timeline"
+    __table_args__ = (
+        Index("ix_timeline_station", "station_id", "id"),
+        Index("ix_timeline_prev_station", "prev_station_id", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: str = Field(foreign_key="case.case_id", index=True, max_length=40)
@@ -87,6 +142,53 @@ class TimelineEntry(Base, table=True):
     status: str = Field(max_length=20)
     actor: str = Field(default="system", max_length=60)
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    station_id: str | None = Field(default=None, max_length=40, description="The case's station after it.")
+    prev_station_id: str | None = Field(
+        default=None, max_length=40, description="Set when the station changed."
+    )
+    reason: str | None = Field(default=None, max_length=40)
+    version: int | None = None
+
+
+class CaseHold(Base, table=True):
+    """A hold (挂账): the SLA clock stands still from start to end."""
+
+    __tablename__ = "case_hold"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(foreign_key="case.case_id", index=True, max_length=40)
+    start: datetime = Field(sa_column=_ts())
+    end: datetime | None = Field(default=None, sa_column=_ts(True))
+
+
+class Escalation(Base, table=True):
+    """A deadline missed and escalated: at most one row per case, deadline and due time."""
+
+    __tablename__ = "escalation"
+    __table_args__ = (UniqueConstraint("case_id", "deadline", "due_at", name="uq_escalation_once"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(foreign_key="case.case_id", max_length=40)
+    deadline: str = Field(max_length=10)
+    due_at: datetime = Field(sa_column=_ts())
+    at: datetime = Field(sa_column=_ts())
+    station_id: str = Field(max_length=40)
+    late: bool = Field(default=False, description="Noticed at a late milestone, not by the scheduler.")
+
+
+class CasePhoto(Base, table=True):
+    """An after-photo (re-encoded JPEG without metadata) stored under var/ and served publicly."""
+
+    __tablename__ = "case_photo"
+
+    photo_id: str = Field(primary_key=True, max_length=40)
+    case_id: str = Field(foreign_key="case.case_id", index=True, max_length=40)
+    kind: str = Field(default="after", max_length=10)
+    width: int
+    height: int
+    size: int
+    uploaded_by: str = Field(max_length=60)
+    created_at: datetime = Field(sa_column=_ts())
 
 
 class Staff(Base, table=True):

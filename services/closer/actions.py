@@ -1,0 +1,188 @@
+"""Taking an action on a case for a signed-in caller (shared by the API and the console)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, select
+
+from gridloop.clock import as_utc, utcnow
+from gridloop.errors import ApiError
+from services.closer import photos, queue
+from services.closer.auth import Principal
+from services.closer.context import Closer
+from services.closer.lifecycle import Applied, facts
+from services.closer.models import Case, CasePhoto, CaseReport, TimelineEntry
+from services.closer.transitions import Actor, Refused, Request, allowed_actions
+
+log = logging.getLogger(__name__)
+
+
+class TransitionBody(BaseModel):
+    """POST /api/v1/cases/{id}/transitions (JSON, or the same fields as a multipart form with `photo`)."""
+
+    action: str = Field(max_length=30, description="e.g. acknowledge, dispatch, resolve, return.")
+    version: int = Field(ge=1, description="The case version the caller saw; a stale one is 409.")
+    note: str | None = Field(None, max_length=1000)
+    assignee: str | None = Field(None, max_length=60)
+    to_station: str | None = Field(None, max_length=40)
+    reason: str | None = Field(None, max_length=40)
+    hours: float | None = Field(None, description="Working hours of an extension request.")
+
+    def request(self, has_photo: bool) -> Request:
+        """The table's view of this body."""
+        return Request(
+            self.action,
+            note=self.note,
+            assignee=self.assignee,
+            to_station=self.to_station,
+            reason=self.reason,
+            hours=self.hours,
+            has_photo=has_photo,
+        )
+
+
+def actor(who: Principal) -> Actor:
+    """The table's actor for a signed-in role."""
+    return who.role
+
+
+def load_visible(session: Session, who: Principal, case_id: str, lock: bool = False) -> Case:
+    """A case the caller may see; another station's case is 404, not 403 (its existence is private)."""
+    q = select(Case).where(Case.case_id == case_id)
+    case = session.exec(q.with_for_update() if lock else q).first()
+    if case is None or not who.can_see_station(case.station_id):
+        raise ApiError(404, "not_found", "No such case.")
+    return case
+
+
+def refused(exc: Refused) -> ApiError:
+    """The HTTP error of a refusal, naming the allowed actions."""
+    return ApiError(exc.status, exc.code, exc.message, {"allowed": exc.allowed, "field": exc.field})
+
+
+def take_action(
+    ctx: Closer, who: Principal, case_id: str, body: TransitionBody, photo: bytes | None = None
+) -> dict[str, Any]:
+    """Check and apply one action in one transaction; the photo is stored first and removed on failure."""
+    if photo is not None and body.action != "resolve":
+        raise ApiError(422, "invalid_input", "photo: only a resolve takes a photo.", {"field": "photo"})
+    stored = photos.store(ctx.settings.var_dir, photo, ctx.config.photo_max_side) if photo else None
+    try:
+        with ctx.runtime.db.session(write=True) as session:
+            case = load_visible(session, who, case_id, lock=True)
+            if body.version != case.version:
+                allowed = allowed_actions(facts(case, ctx.jurisdiction), actor(who))
+                raise ApiError(
+                    409,
+                    "stale_version",
+                    f"The case changed (version {case.version}, you sent {body.version}); reload it.",
+                    {"version": case.version, "status": case.status, "allowed": allowed},
+                )
+            now = utcnow()
+            try:
+                applied = ctx.lifecycle.transition(
+                    session,
+                    case,
+                    actor(who),
+                    who.username,
+                    body.request(stored is not None),
+                    now,
+                    photo_ids=[stored.photo_id] if stored else None,
+                )
+            except Refused as exc:
+                raise refused(exc) from exc
+            if stored is not None:
+                session.add(
+                    CasePhoto(
+                        photo_id=stored.photo_id,
+                        case_id=case.case_id,
+                        width=stored.width,
+                        height=stored.height,
+                        size=stored.size,
+                        uploaded_by=who.username,
+                        created_at=now,
+                    )
+                )
+            view = detail_view(ctx, session, who, case, now, with_related=False)
+    except BaseException:
+        if stored is not None:
+            stored.path.unlink(missing_ok=True)  # nothing half-written
+        raise
+    finish(ctx, [applied])
+    return view
+
+
+def finish(ctx: Closer, applied: list[Applied]) -> None:
+    """After the commit: metrics, live streams, the outbox relay."""
+    for a in applied:
+        a.done()
+    if applied:
+        ctx.changed()
+
+
+def bulk_acknowledge(ctx: Closer, who: Principal, items: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Sign for several cases; each succeeds or fails on its own (version checked per case)."""
+    results: list[dict[str, Any]] = []
+    for case_id, version in items:
+        try:
+            view = take_action(ctx, who, case_id, TransitionBody(action="acknowledge", version=version))
+            results.append({"case_id": case_id, "ok": True, "version": view["version"]})
+        except ApiError as exc:
+            results.append({"case_id": case_id, "ok": False, "code": exc.code, "message": exc.message})
+    return results
+
+
+def detail_view(
+    ctx: Closer, session: Session, who: Principal, case: Case, now: Any, with_related: bool = True
+) -> dict[str, Any]:
+    """A case with the actions the caller may take; with reports, photos and timeline on request."""
+    view = queue.case_view(case, now)
+    view["allowed_actions"] = allowed_actions(facts(case, ctx.jurisdiction), actor(who))
+    category = ctx.jurisdiction.categories.get(case.category)
+    view["needs_after_photo"] = bool(category and category.needs_after_photo)
+    if not with_related:
+        return view
+    reports = session.exec(
+        select(CaseReport).where(CaseReport.case_id == case.case_id).order_by(col(CaseReport.submitted_at))
+    ).all()
+    view["reports"] = [
+        {
+            "report_id": r.report_id,
+            "submitted_at": as_utc(r.submitted_at).isoformat(),
+            # a short, stable rider tag: enough to tell riders apart, nothing that identifies one
+            "rider": (r.rider_ref or r.report_id)[-6:],
+            "description": r.description,
+            "photo_ids": [p for p in r.photo_ids.split(",") if p],
+            "fixed": r.fixed,
+            "rating": r.rating,
+            "comment": r.comment,
+        }
+        for r in reports
+    ]
+    view["report_ids"] = [r["report_id"] for r in view["reports"]]
+    view["timeline"] = timeline(session, case.case_id)
+    return view
+
+
+def timeline(session: Session, case_id: str) -> list[dict[str, Any]]:
+    """A case's history, oldest first."""
+    rows = session.exec(
+        select(TimelineEntry).where(TimelineEntry.case_id == case_id).order_by(col(TimelineEntry.id))
+    )
+    return [
+        {
+            "at": as_utc(r.at).isoformat(),
+            "action": r.action,
+            "status": r.status,
+            "actor": r.actor,
+            "note": r.note,
+            "reason": r.reason,
+            "station_id": r.station_id,
+            "prev_station_id": r.prev_station_id,
+            "version": r.version,
+        }
+        for r in rows
+    ]

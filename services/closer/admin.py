@@ -1,0 +1,107 @@
+"""The admin API for staff accounts (the `gridloop staff` command does the same from a shell)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from sqlmodel import col, select
+
+from gridloop.clock import as_utc
+from gridloop.errors import ApiError
+from services.closer.auth import Principal, Role
+from services.closer.context import Ctx, Who
+from services.closer.models import Staff
+from services.closer.staff import add_staff
+
+router = APIRouter(tags=["staff"])
+
+
+class StaffBody(BaseModel):
+    """Create or update an account."""
+
+    username: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,59}$")
+    password: str = Field(min_length=8, max_length=200)
+    role: Role
+    stations: list[str] = Field(default_factory=list, max_length=20)
+    display_name: str = Field("", max_length=80)
+
+
+def _admin(who: Principal) -> None:
+    if who.role != "admin":
+        raise ApiError(403, "forbidden", "Only an admin manages accounts.")
+
+
+def staff_view(s: Staff) -> dict[str, Any]:
+    """An account without its password hash."""
+    return {
+        "username": s.username,
+        "display_name": s.display_name,
+        "role": s.role,
+        "stations": s.station_ids,
+        "active": s.active,
+        "locked_until": as_utc(s.locked_until).isoformat() if s.locked_until else None,
+    }
+
+
+@router.get("/api/v1/staff")
+async def list_staff(ctx: Ctx, who: Who) -> dict[str, Any]:
+    """Every account."""
+    _admin(who)
+
+    def work() -> list[dict[str, Any]]:
+        with ctx.runtime.db.session() as session:
+            return [staff_view(s) for s in session.exec(select(Staff).order_by(col(Staff.username)))]
+
+    return {"staff": await asyncio.to_thread(work)}
+
+
+@router.post("/api/v1/staff")
+async def put_staff(ctx: Ctx, who: Who, body: StaffBody) -> dict[str, Any]:
+    """Create an account, or reset an existing one's password, role and stations."""
+    _admin(who)
+    unknown = [s for s in body.stations if s not in ctx.jurisdiction.stations]
+    if unknown:
+        raise ApiError(422, "unknown_station", f"No such station: {', '.join(unknown)}.")
+    if body.role == "staff" and not body.stations:
+        raise ApiError(422, "station_required", "Grid staff work for at least one station.")
+
+    def work() -> dict[str, Any]:
+        with ctx.runtime.db.session(write=True) as session:
+            return staff_view(
+                add_staff(session, body.username, body.password, body.role, body.stations, body.display_name)
+            )
+
+    return await asyncio.to_thread(work)
+
+
+async def _set(ctx: Any, username: str, **values: Any) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        with ctx.runtime.db.session(write=True) as session:
+            staff = session.exec(select(Staff).where(Staff.username == username)).first()
+            if staff is None:
+                raise ApiError(404, "not_found", "No such account.")
+            for k, v in values.items():
+                setattr(staff, k, v)
+            session.add(staff)
+            return staff_view(staff)
+
+    return await asyncio.to_thread(work)
+
+
+@router.post("/api/v1/staff/{username}/disable")
+async def disable_staff(ctx: Ctx, who: Who, username: str) -> dict[str, Any]:
+    """Disable an account: its tokens stop working at once."""
+    _admin(who)
+    if username == who.username:
+        raise ApiError(409, "conflict", "You cannot disable your own account.")
+    return await _set(ctx, username, active=False)
+
+
+@router.post("/api/v1/staff/{username}/unlock")
+async def unlock_staff(ctx: Ctx, who: Who, username: str) -> dict[str, Any]:
+    """Lift a lock-out after failed logins."""
+    _admin(who)
+    return await _set(ctx, username, failed_logins=0, locked_until=None)

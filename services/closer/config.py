@@ -1,0 +1,35 @@
+"""The closer's own settings (environment variables with the GRIDLOOP_ prefix)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CloserConfig(BaseSettings):
+    """Working calendar, rider confirm window, scheduler cadence, uploads and the console cookie."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDLOOP_", extra="ignore")
+
+    work_hours: str = Field(
+        "09:00-12:00,13:00-18:00", description="Daily working hours on working days, local time."
+    )
+    work_timezone: str = Field("Asia/Shanghai", description="Time zone of the working hours.")
+    confirm_window_hours: float = Field(
+        72.0, gt=0, description="A resolved case the rider has not answered closes after this long."
+    )
+    scheduler_interval_seconds: float = Field(
+        5.0, gt=0, description="How often the escalation scheduler looks for due work."
+    )
+    gauge_interval_seconds: float = Field(15.0, gt=0, description="How often gridloop_cases_open is counted.")
+    photo_max_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest after-photo upload accepted.")
+    photo_max_side: int = Field(2048, gt=0, description="After-photos are scaled down to this many pixels.")
+    cookie_secure: bool = Field(True, description="Mark the console session cookie Secure.")
+    stream_poll_seconds: float = Field(
+        1.0, gt=0, description="How often the live queue stream checks the database (other replicas)."
+    )
+
+
+def get_config() -> CloserConfig:
+    """The closer's settings from the environment."""
+    return CloserConfig()

@@ -1,0 +1,161 @@
+"""Console strings: Chinese first (zh-CN), English on request."""
+
+from __future__ import annotations
+
+from services.closer.transitions import REJECT_REASONS, RETURN_REASONS
+
+LANGS = ("zh", "en")
+
+_T: dict[str, tuple[str, str]] = {
+    "app": ("网格工作台", "Grid console"),
+    "sign_in": ("登录", "Sign in"),
+    "sign_out": ("退出", "Sign out"),
+    "username": ("账号", "Username"),
+    "password": ("密码", "Password"),
+    "queue": ("案件队列", "Queue"),
+    "triage": ("待分拨", "Triage"),
+    "returns": ("退单裁决", "Returns"),
+    "extensions": ("延期审批", "Extensions"),
+    "supervision": ("督办", "Supervision"),
+    "common": ("共性问题", "Common issues"),
+    "export": ("导出", "Export"),
+    "export_csv": ("导出 CSV", "Export CSV"),
+    "from": ("起", "From"),
+    "to": ("止", "To"),
+    "filter": ("筛选", "Filter"),
+    "all_states": ("全部在办", "All open"),
+    "all": ("全部", "All"),
+    "all_categories": ("全部类别", "All categories"),
+    "all_stations": ("全部站点", "All stations"),
+    "station": ("站点", "Station"),
+    "status": ("状态", "Status"),
+    "category": ("类别", "Category"),
+    "place": ("地点", "Place"),
+    "due": ("时限", "Due"),
+    "case": ("案件", "Case"),
+    "riders": ("骑手", "Riders"),
+    "none": ("暂无案件", "No cases"),
+    "more": ("更多", "More"),
+    "bulk_ack": ("批量签收", "Sign for selected"),
+    "bulk_confirm": ("确认签收所选案件", "Confirm: sign for the selected cases"),
+    "select_all": ("全选新案件", "Select all new"),
+    "live": ("实时", "Live"),
+    "new_case": ("有新案件", "New case"),
+    "red": ("超期", "Overdue"),
+    "yellow": ("临期", "Due soon"),
+    "green": ("正常", "On time"),
+    "description": ("描述", "Description"),
+    "submitted": ("上报时间", "Reported"),
+    "ack_due": ("签收时限", "Sign-for due"),
+    "resolve_due": ("办结时限", "Resolve due"),
+    "assignee": ("处置人", "Assignee"),
+    "priority": ("优先级", "Priority"),
+    "moves": ("退单/转派次数", "Returns and transfers"),
+    "extensions_granted": ("已批延期", "Extensions granted"),
+    "pending_ext": ("待批延期(小时)", "Pending extension (hours)"),
+    "rating": ("骑手评分", "Rider rating"),
+    "map": ("位置", "Location"),
+    "photos": ("照片", "Photos"),
+    "after_photos": ("处置后照片", "After-photos"),
+    "rider_photos": ("上报照片", "Reported photos"),
+    "reports": ("上报骑手", "Riders' reports"),
+    "timeline": ("办理经过", "Timeline"),
+    "actions": ("可办操作", "Actions"),
+    "no_actions": ("当前无可办操作", "No action possible now"),
+    "note": ("说明", "Note"),
+    "reason": ("原因", "Reason"),
+    "to_station": ("目标站点", "To station"),
+    "hours": ("延期工作小时", "Extra working hours"),
+    "photo": ("处置后照片", "After-photo"),
+    "photo_needed": ("(本类别必须上传)", "(required for this category)"),
+    "confirm": ("确认", "Confirm"),
+    "back": ("返回队列", "Back to the queue"),
+    "done": ("已完成", "Done"),
+    "error": ("未能完成", "Could not do that"),
+    "common_issue": ("共性问题", "Common issue"),
+    "danger": ("紧急危险", "Danger now"),
+    "supervised": ("督办", "Supervised"),
+    "triage_flag": ("待分拨", "Needs triage"),
+    "version": ("版本", "Version"),
+    "lang_switch": ("English", "中文"),
+    "keys": ("快捷键:j/k 上下移动,Enter 打开,/ 筛选", "Keys: j/k move, Enter opens, / filters"),
+    "forbidden": ("只有城运中心督办人员可以查看此页。", "Only the centre's supervisors see this page."),
+    "login_failed": ("账号或密码错误。", "Wrong username or password."),
+    "locked": ("失败次数过多,请稍后再试。", "Too many failed logins; try again later."),
+    "stale": ("表单已过期,请重新操作。", "The form is stale; try again."),
+    "counts": ("在办统计", "Open cases"),
+    "not_found": ("没有这个案件。", "No such case."),
+}
+
+STATES: dict[str, tuple[str, str]] = {
+    "new": ("待签收", "New"),
+    "acknowledged": ("已签收", "Signed for"),
+    "dispatched": ("处置中", "Dispatched"),
+    "resolved": ("已办结", "Resolved"),
+    "closed": ("已结案", "Closed"),
+    "returned": ("已退单", "Returned"),
+    "on_hold": ("挂账", "On hold"),
+    "rejected": ("已驳回", "Rejected"),
+}
+
+ACTIONS: dict[str, tuple[str, str]] = {
+    "opened": ("立案", "Opened"),
+    "triage": ("分拨", "Triage to a station"),
+    "report_merged": ("合并上报", "Report merged"),
+    "acknowledge": ("签收", "Sign for"),
+    "dispatch": ("派遣", "Dispatch"),
+    "resolve": ("办结", "Resolve"),
+    "return": ("退单", "Return"),
+    "transfer": ("转派", "Transfer"),
+    "request_extension": ("申请延期", "Request extension"),
+    "approve_extension": ("批准延期", "Approve extension"),
+    "deny_extension": ("驳回延期", "Deny extension"),
+    "reassign": ("改派", "Reassign"),
+    "send_back": ("退回原站", "Send back"),
+    "hold": ("挂账", "Put on hold"),
+    "release": ("解除挂账", "Release hold"),
+    "reject": ("驳回案件", "Reject"),
+    "escalate": ("超期督办", "Escalated"),
+    "confirm": ("骑手确认解决", "Rider confirmed"),
+    "auto_close": ("自动结案", "Closed automatically"),
+    "reopen": ("骑手反馈未解决", "Reopened by the rider"),
+    "feedback": ("骑手反馈", "Rider feedback"),
+}
+
+PRIORITIES: dict[str, tuple[str, str]] = {
+    "normal": ("一般", "Normal"),
+    "high": ("较急", "High"),
+    "urgent": ("紧急", "Urgent"),
+}
+
+
+class Translator:
+    """Strings of one language."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang if lang in LANGS else "zh"
+        self.i = 0 if self.lang == "zh" else 1
+
+    def __call__(self, key: str) -> str:
+        """A console string."""
+        pair = _T.get(key)
+        return pair[self.i] if pair else key
+
+    def state(self, key: str) -> str:
+        """A state's name."""
+        return STATES.get(key, (key, key))[self.i]
+
+    def action(self, key: str) -> str:
+        """An action's name."""
+        return ACTIONS.get(key, (key, key))[self.i]
+
+    def priority(self, key: str) -> str:
+        """A priority's name."""
+        return PRIORITIES.get(key, (key, key))[self.i]
+
+    def reason(self, key: str | None) -> str:
+        """A return or reject reason's name."""
+        if not key:
+            return ""
+        pair = RETURN_REASONS.get(key) or REJECT_REASONS.get(key)
+        return pair[self.i] if pair else key

@@ -1,0 +1,107 @@
+"""What the closer's routers share (kept on app.state.closer), and the caller's identity."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel import select
+
+from gridloop.errors import ApiError
+from gridloop.service import Runtime
+from gridloop.settings import Settings
+from schemas.reference import Jurisdiction
+from services.closer.auth import Principal, read_token
+from services.closer.config import CloserConfig
+from services.closer.lifecycle import Lifecycle
+from services.closer.models import Staff
+from services.closer.stream import ChangeFeed
+
+SESSION_COOKIE = "gl_session"
+
+
+@dataclass
+class Closer:
+    """The closer's shared parts: plumbing, reference data, lifecycle, live feed, secrets."""
+
+    runtime: Runtime
+    settings: Settings
+    config: CloserConfig
+    jurisdiction: Jurisdiction
+    lifecycle: Lifecycle
+    feed: ChangeFeed
+    secret: str
+
+    def changed(self) -> None:
+        """A change was committed: wake the live streams and the outbox relay."""
+        self.feed.notify()
+        self.runtime.relay.wake()
+
+    def csrf_token(self, who: Principal) -> str:
+        """The CSRF token of a console session: bound to the session's token id, unforgeable."""
+        return hmac.new(self.secret.encode(), f"csrf:{who.token_id}".encode(), hashlib.sha256).hexdigest()
+
+    def check_csrf(self, who: Principal, given: str | None) -> None:
+        """403 unless the form carried this session's CSRF token."""
+        if not given or not hmac.compare_digest(given, self.csrf_token(who)):
+            raise ApiError(403, "csrf_failed", "The form is stale or forged; reload the page.")
+
+    def station_scope(self, who: Principal, station: str | None) -> str | None:
+        """The station a request is about (None: all, for supervisors); 404 for one not theirs."""
+        if station is None:
+            if who.role == "staff":
+                if len(who.stations) != 1:
+                    raise ApiError(422, "station_required", "Name the station.")
+                return who.stations[0]
+            return None
+        if station not in self.jurisdiction.stations or not who.can_see_station(station):
+            raise ApiError(404, "not_found", "No such station.")
+        return station
+
+
+def closer(request: Request) -> Closer:
+    """The closer's shared parts."""
+    ctx: Closer = request.app.state.closer
+    return ctx
+
+
+def _check_active(ctx: Closer, who: Principal) -> None:
+    with ctx.runtime.db.session() as session:
+        staff = session.exec(select(Staff).where(Staff.username == who.username)).first()
+    # a disabled account or a changed role ends its tokens at once, not at their expiry
+    if staff is None or not staff.active or staff.role != who.role or staff.station_ids != list(who.stations):
+        raise ApiError(401, "invalid_token", "The account changed; sign in again.")
+
+
+async def identify(request: Request, allow_cookie: bool) -> Principal:
+    """The caller from a bearer token (or the console's cookie when allowed); 401 otherwise."""
+    ctx = closer(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        who = read_token(token.strip(), ctx.secret)
+    elif allow_cookie and request.cookies.get(SESSION_COOKIE):
+        who = read_token(request.cookies[SESSION_COOKIE], ctx.secret)
+    else:
+        raise ApiError(401, "unauthorized", "Sign in first.", headers={"WWW-Authenticate": "Bearer"})
+    await asyncio.to_thread(_check_active, ctx, who)
+    return who
+
+
+async def bearer(request: Request) -> Principal:
+    """The caller of an API endpoint: a bearer token (state-changing calls take no cookies: no CSRF)."""
+    return await identify(request, allow_cookie=False)
+
+
+async def reader(request: Request) -> Principal:
+    """The caller of a read-only endpoint: a bearer token or the console's session cookie."""
+    return await identify(request, allow_cookie=True)
+
+
+Ctx = Annotated[Closer, Depends(closer)]
+Who = Annotated[Principal, Depends(bearer)]
+Reader = Annotated[Principal, Depends(reader)]
