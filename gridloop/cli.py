@@ -37,6 +37,8 @@ def cmd_service(args: argparse.Namespace) -> int:
         http="httptools",
         log_level=settings.log_level.lower(),
         access_log=False,
+        # open live streams (the closer's server-sent events) never finish by themselves
+        timeout_graceful_shutdown=5,
     )
     return 0
 
@@ -98,6 +100,46 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
     finally:
         db.dispose()
     print(f"{args.username}: {args.role} {','.join(args.station or []) or '(all stations)'}")
+    return 0
+
+
+def cmd_staff_list(_args: argparse.Namespace) -> int:
+    """List the staff accounts."""
+    from sqlmodel import col, select
+
+    from gridloop.db import Database
+    from services.closer.models import Base, Staff
+
+    db = Database(get_settings().db_url("closer"), Base.metadata)
+    try:
+        with db.session() as session:
+            for s in session.exec(select(Staff).order_by(col(Staff.username))):
+                state = "active" if s.active else "disabled"
+                print(f"{s.username:20} {s.role:10} {','.join(s.station_ids) or '(all stations)':20} {state}")
+    finally:
+        db.dispose()
+    return 0
+
+
+def cmd_staff_disable(args: argparse.Namespace) -> int:
+    """Disable an account (its tokens stop working at once)."""
+    from sqlmodel import select
+
+    from gridloop.db import Database
+    from services.closer.models import Base, Staff
+
+    db = Database(get_settings().db_url("closer"), Base.metadata)
+    try:
+        with db.session(write=True) as session:
+            staff = session.exec(select(Staff).where(Staff.username == args.username)).first()
+            if staff is None:
+                print(f"error: no account {args.username}", file=sys.stderr)
+                return 2
+            staff.active = False
+            session.add(staff)
+    finally:
+        db.dispose()
+    print(f"{args.username}: disabled")
     return 0
 
 
@@ -252,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name")
     add.add_argument("--password", help="default: GRIDLOOP_STAFF_PASSWORD or a prompt")
     add.set_defaults(func=cmd_staff_add)
+    staff_sub.add_parser("list", help="list the accounts").set_defaults(func=cmd_staff_list)
+    disable = staff_sub.add_parser("disable", help="disable an account")
+    disable.add_argument("username")
+    disable.set_defaults(func=cmd_staff_disable)
+
+    from services.reporter.codes_cli import add_codes_parser  # imports its dependencies lazily
+
+    add_codes_parser(sub)
     return parser
 
 

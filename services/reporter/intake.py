@@ -6,7 +6,8 @@ import hashlib
 import json
 import re
 import secrets
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -19,7 +20,9 @@ from gridloop.outbox import add_event
 from gridloop.topics import REPORTS_SUBMITTED
 from schemas.events import Location, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction
-from services.reporter.models import PLUMBING, Place, Report, ReportCode, ReportEvent
+from services.reporter.models import PLUMBING, Photo, Place, Report, ReportCode, ReportEvent
+from services.reporter.photos import CleanPhoto
+from services.reporter.ratelimit import RateLimits, check, limits_for
 
 SERVICE = "reporter"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -40,6 +43,11 @@ class ReportIn(BaseModel):
     location: Location | None = Field(None, description="GPS or map pin, for reports without a code.")
     plus_one_case_id: str | None = Field(None, max_length=40, description="+1 on this open case.")
     website: str | None = Field(None, max_length=200, description="Honeypot: humans leave it empty.")
+    via: Literal["scan", "manual"] | None = Field(
+        None, description="How the code was entered on the page: scanned (QR) or typed by hand."
+    )
+    address: str | None = Field(None, max_length=200, description="A street address (Open311).")
+    media_url: str | None = Field(None, max_length=500, description="A link to a photo (Open311).")
 
     @field_validator("description")
     @classmethod
@@ -63,6 +71,9 @@ class IntakeContext:
 
     channel: Literal["scan", "manual", "open311"]
     rider_ref: str | None
+    client_ref: str | None = None
+    photos: Sequence[CleanPhoto] = field(default_factory=tuple)
+    limits: RateLimits | None = None
 
 
 def rider_ref_for(token: str, secret: str) -> str:
@@ -75,9 +86,17 @@ def new_report_id() -> str:
     return "r_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
 
 
-def request_hash(body: ReportIn) -> str:
-    """A digest of the request body, to tell a retry from a different request under the same key."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+def new_photo_id() -> str:
+    """A public, unguessable photo id."""
+    return "p_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
+
+
+def request_hash(body: ReportIn, photo_digests: Sequence[str] = ()) -> str:
+    """A digest of the request (fields and photos as sent), to tell a retry from a different request."""
+    fields = body.model_dump(mode="json")
+    if photo_digests:
+        fields["_photos"] = list(photo_digests)
+    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -113,7 +132,16 @@ def resolve_place(session: Session, raw_code: str) -> tuple[str, Place]:
     return code, place
 
 
-def submitted_event(report: Report, place_name: str | None, event_time: Any) -> Any:
+def event_description(report: Report) -> str:
+    """The rider's words, with the Open311 address appended when there is room."""
+    if not report.address:
+        return report.description
+    return (report.description + "\n地址：" + report.address).strip()[:500]
+
+
+def submitted_event(
+    report: Report, place_name: str | None, event_time: Any, photo_ids: Sequence[str] = ()
+) -> Any:
     """The `report.submitted` event of a stored report (same id every time it is built)."""
     data = ReportSubmitted(
         report_id=report.report_id,
@@ -126,8 +154,9 @@ def submitted_event(report: Report, place_name: str | None, event_time: Any) -> 
         location=Location(lat=report.lat, lon=report.lon)
         if report.lat is not None and report.lon is not None
         else None,
-        description=report.description,
+        description=event_description(report),
         danger_now=report.danger_now,
+        photo_ids=list(photo_ids),
         rider_ref=report.rider_ref,
         platform=report.platform,
         submitted_at=report.submitted_at,
@@ -152,7 +181,7 @@ def accept_report(
     base_url: str,
 ) -> tuple[ReportAccepted, bool]:
     """Store a report and its event in the caller's transaction; returns (answer, created)."""
-    digest = request_hash(body)
+    digest = request_hash(body, [p.upload_sha256 for p in ctx.photos])
     if idempotency_key:
         previous = session.exec(select(Report).where(Report.idempotency_key == idempotency_key)).first()
         if previous is not None:
@@ -180,16 +209,33 @@ def accept_report(
     code: str | None = None
     if body.code:
         code, place = resolve_place(session, body.code)
-    elif body.location is None:
+    elif body.location is None and not (ctx.channel == "open311" and body.address):
         raise _reject(
             "no_location", 422, "code_or_location_required", "Give the report code, or your location."
         )
     now = utcnow()
+    if ctx.limits is not None:
+        verdict = check(session, ctx.limits, limits_for(ctx.limits, code, ctx.rider_ref, ctx.client_ref), now)
+        if not verdict.allowed:
+            metrics.reports_rejected.labels("rate_limited").inc()
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"Too many reports (per {verdict.limit}); try again in {verdict.retry_after} s.",
+                {"limit": verdict.limit, "retry_after": verdict.retry_after},
+                headers={"Retry-After": str(verdict.retry_after)},
+            )
+    if ctx.channel == "open311":
+        channel: Literal["scan", "manual", "open311"] = "open311"
+    elif place is not None and body.via != "manual":
+        channel = "scan"
+    else:
+        channel = "manual"
     report = Report(
         report_id=new_report_id(),
         idempotency_key=idempotency_key,
         request_hash=digest,
-        channel=ctx.channel if place or ctx.channel == "open311" else "manual",
+        channel=channel,
         category=body.category,
         code=code,
         place_id=place.place_id if place else None,
@@ -207,11 +253,28 @@ def accept_report(
         last_published_at=now,
         status="received",
         status_at=now,
+        client_ref=ctx.client_ref,
+        address=body.address,
+        media_url=body.media_url,
     )
-    event = submitted_event(report, place.name_zh if place else None, now)
+    photo_ids = [new_photo_id() for _ in ctx.photos]
+    event = submitted_event(report, place.name_zh if place else None, now, photo_ids)
     report.submitted_event_id = event.id
     session.add(report)
     session.flush()
+    for position, (photo_id, photo) in enumerate(zip(photo_ids, ctx.photos, strict=True)):
+        session.add(
+            Photo(
+                photo_id=photo_id,
+                report_id=report.report_id,
+                position=position,
+                width=photo.width,
+                height=photo.height,
+                size=len(photo.data),
+                data=photo.data,
+                created_at=now,
+            )
+        )
     session.add(ReportEvent(report_id=report.report_id, status="received", action="submitted", at=now))
     add_event(session, PLUMBING, REPORTS_SUBMITTED, report.grid_id or "none", event)
     metrics.reports_received.labels(report.category, report.channel).inc()

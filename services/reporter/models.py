@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, Text
+from sqlalchemy import Column, DateTime, Index, LargeBinary, Text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -13,6 +13,7 @@ from gridloop.plumbing import define_plumbing
 
 class Base(SQLModel, registry=registry()):
     """The reporter's tables: a MetaData of its own, so its migrations see only these."""
+
 
 PLUMBING = define_plumbing(Base.metadata)
 
@@ -48,13 +49,21 @@ class ReportCode(Base, table=True):
     created_at: datetime = Field(sa_column=_ts())
     deactivated_at: datetime | None = Field(default=None, sa_column=_ts(True))
     replaced_by: str | None = Field(default=None, max_length=16)
+    note: str | None = Field(default=None, max_length=200)
 
 
 class Report(Base, table=True):
     """A rider's report, stored before the 202 answer; its case arrives later from `cases.events`."""
 
     __tablename__ = "report"
-    __table_args__ = (Index("ix_report_unfinished", "case_id", "last_published_at"),)
+    __table_args__ = (
+        Index("ix_report_unfinished", "case_id", "last_published_at"),
+        # the rate limits count recent reports per code, rider and address (ratelimit.py)
+        Index("ix_report_code_time", "code", "submitted_at"),
+        Index("ix_report_rider_time", "rider_ref", "submitted_at"),
+        Index("ix_report_client_time", "client_ref", "submitted_at"),
+        Index("ix_report_submitted", "submitted_at"),
+    )
 
     report_id: str = Field(primary_key=True, max_length=40)
     idempotency_key: str | None = Field(default=None, unique=True, max_length=100)
@@ -79,6 +88,9 @@ class Report(Base, table=True):
     status: str = Field(default="received", max_length=20)
     status_at: datetime | None = Field(default=None, sa_column=_ts(True))
     case_version: int = 0
+    client_ref: str | None = Field(default=None, max_length=32)
+    address: str | None = Field(default=None, max_length=200)
+    media_url: str | None = Field(default=None, max_length=500)
 
 
 class ReportEvent(Base, table=True):
@@ -92,3 +104,67 @@ class ReportEvent(Base, table=True):
     action: str = Field(max_length=30)
     at: datetime = Field(sa_column=_ts())
     note: str | None = Field(default=None, max_length=500)
+
+
+class Photo(Base, table=True):
+    """A rider's photo, re-encoded as JPEG without metadata; kept in the database so replicas share it."""
+
+    __tablename__ = "photo"
+
+    photo_id: str = Field(primary_key=True, max_length=40)
+    report_id: str = Field(foreign_key="report.report_id", index=True, max_length=40)
+    position: int = 0
+    content_type: str = Field(default="image/jpeg", max_length=40)
+    width: int
+    height: int
+    size: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(sa_column=_ts())
+
+
+class CaseView(Base, table=True):
+    """The riders' read model of a case, kept from `cases.events` (the closer owns the case)."""
+
+    __tablename__ = "case_view"
+
+    case_id: str = Field(primary_key=True, max_length=40)
+    station_id: str = Field(max_length=40)
+    category: str = Field(max_length=40)
+    status: str = Field(max_length=20, index=True)
+    version: int = 0
+    place_id: str | None = Field(default=None, max_length=40, index=True)
+    opened_at: datetime = Field(sa_column=_ts())
+    updated_at: datetime = Field(sa_column=_ts())
+    resolve_due: datetime | None = Field(default=None, sa_column=_ts(True))
+    after_photo_ids: str = Field(default="", max_length=500)
+    """Comma-separated after-photo ids (served by the closer)."""
+    status_note: str | None = Field(default=None, max_length=500)
+
+
+class Feedback(Base, table=True):
+    """A rider's answer on a resolved case: fixed or not, a rating, a comment (once per resolution)."""
+
+    __tablename__ = "feedback"
+
+    id: int | None = Field(default=None, primary_key=True)
+    report_id: str = Field(foreign_key="report.report_id", index=True, max_length=40)
+    case_id: str = Field(max_length=40)
+    case_version: int
+    fixed: bool
+    rating: int | None = None
+    comment: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    at: datetime = Field(sa_column=_ts())
+    event_id: str = Field(max_length=64)
+
+
+class ApiKey(Base, table=True):
+    """An Open311 API key issued by an admin; only its digest is stored."""
+
+    __tablename__ = "api_key"
+
+    key_id: str = Field(primary_key=True, max_length=20)
+    key_hash: str = Field(unique=True, max_length=64)
+    name: str = Field(max_length=100)
+    created_by: str = Field(max_length=80)
+    created_at: datetime = Field(sa_column=_ts())
+    revoked_at: datetime | None = Field(default=None, sa_column=_ts(True))

@@ -1,0 +1,66 @@
+"""Staff bearer tokens, verified the same way by every service (the closer issues them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import jwt
+
+from gridloop.clock import utcnow
+from gridloop.errors import ApiError
+
+Role = Literal["staff", "supervisor", "admin"]
+ROLES: tuple[Role, ...] = ("staff", "supervisor", "admin")
+ALGORITHM = "HS256"
+ISSUER = "gridloop-closer"
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, from a verified token."""
+
+    username: str
+    role: Role
+    stations: tuple[str, ...]
+
+    def can_see_station(self, station_id: str) -> bool:
+        """Supervisors and admins see every station; staff only their own."""
+        return self.role in ("supervisor", "admin") or station_id in self.stations
+
+
+def read_token(token: str, secret: str) -> Principal:
+    """Verify a token's signature and expiry (on the process clock); 401 otherwise."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"verify_exp": False, "require": ["exp", "sub", "role"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise ApiError(401, "invalid_token", "The token is not valid.", headers=_CHALLENGE) from exc
+    # expiry is checked against the injectable clock, so tests can move time
+    if int(claims["exp"]) <= int(utcnow().timestamp()):
+        raise ApiError(401, "token_expired", "The token has expired.", headers=_CHALLENGE)
+    role = claims["role"]
+    if role not in ROLES:
+        raise ApiError(401, "invalid_token", "The token is not valid.", headers=_CHALLENGE)
+    return Principal(claims["sub"], role, tuple(claims.get("stations") or ()))
+
+
+def bearer_principal(authorization: str | None, secret: str) -> Principal:
+    """The caller of an `Authorization: Bearer …` header; 401 when it is missing or bad."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "Sign in first.", headers=_CHALLENGE)
+    return read_token(token.strip(), secret)
+
+
+def require_role(principal: Principal, *roles: Role) -> Principal:
+    """The principal when it has one of the roles; 403 otherwise."""
+    if principal.role not in roles:
+        raise ApiError(403, "forbidden", f"This needs the role {' or '.join(roles)}.")
+    return principal

@@ -1,0 +1,118 @@
+"""Rate limits on intake: per report code, per rider token and per client address.
+
+Where the counts live: in the reporter's own database, counted from the `report` table itself
+(sliding windows over `submitted_at`, indexed per key). Every replica reads the same rows, so the
+limits hold for the whole deployment, not per process, and a restart forgets nothing; there is no
+extra store to run. The check runs inside the intake's write transaction: on SQLite writers are
+serialised, so the count is exact; on PostgreSQL two concurrent requests for one key may both pass
+at the edge (at most one report per concurrent request over the limit), which is acceptable for
+abuse control. Only accepted reports count, so a rider who made a typo is never locked out, and a
+replayed Idempotency-Key is answered before any limit is checked (a retry is never "too many").
+
+The address is hashed with the service secret before it is stored (`client_ref`), like the rider
+token. Mobile carriers put many riders behind one address (carrier-grade NAT), so the per-address
+limit is the loosest of the three. A loopback address is not limited: it is a reverse proxy on the
+same host that did not pass X-Forwarded-For (limiting it would throttle every rider at once) or a
+local tool; the per-code and per-rider limits still apply to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import ColumnElement
+from sqlmodel import Session, col, select
+
+from gridloop.clock import as_utc
+from services.reporter.models import Report
+
+
+class RateLimits(BaseSettings):
+    """Limits, from GRIDLOOP_RATE_* environment variables (0 switches one off)."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDLOOP_RATE_", extra="ignore")
+
+    window_seconds: int = Field(600, description="The sliding window every limit counts over.")
+    per_code: int = Field(60, description="Reports through one report code per window.")
+    per_rider: int = Field(10, description="Reports from one rider token per window.")
+    per_address: int = Field(60, description="Reports from one client address per window.")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit to check: its name, the rows it counts, and how many are allowed."""
+
+    name: str
+    allowed: int
+    condition: ColumnElement[bool]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome: allowed, or which limit was hit and when to try again."""
+
+    allowed: bool
+    limit: str | None = None
+    retry_after: int = 0
+
+
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8 and ::1 (a local proxy or tool, see the module notes)."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def client_ref_for(address: str | None, secret: str) -> str | None:
+    """A pseudonym for a client address (the address itself is not stored); None for loopback."""
+    if not address or is_loopback(address):
+        return None
+    return hashlib.sha256(f"{secret}:addr:{address}".encode()).hexdigest()[:32]
+
+
+def retry_after(recent: Sequence[datetime], allowed: int, window: timedelta, now: datetime) -> int | None:
+    """Seconds until one more is allowed, given the newest timestamps first; None when allowed now."""
+    if allowed <= 0 or len(recent) < allowed:
+        return None
+    # the request fits once the allowed-th newest entry has left the window
+    frees_at = as_utc(recent[allowed - 1]) + window
+    return max(1, math.ceil((frees_at - now).total_seconds()))
+
+
+def limits_for(
+    config: RateLimits, code: str | None, rider_ref: str | None, client_ref: str | None
+) -> list[Limit]:
+    """The limits that apply to one request."""
+    out: list[Limit] = []
+    if code and config.per_code > 0:
+        out.append(Limit("code", config.per_code, col(Report.code) == code))
+    if rider_ref and config.per_rider > 0:
+        out.append(Limit("rider", config.per_rider, col(Report.rider_ref) == rider_ref))
+    if client_ref and config.per_address > 0:
+        out.append(Limit("address", config.per_address, col(Report.client_ref) == client_ref))
+    return out
+
+
+def check(session: Session, config: RateLimits, limits: Sequence[Limit], now: datetime) -> Verdict:
+    """Count recent reports for each limit; the first one exceeded decides (longest wait wins)."""
+    window = timedelta(seconds=config.window_seconds)
+    worst: Verdict = Verdict(True)
+    for limit in limits:
+        recent = session.exec(
+            select(Report.submitted_at)
+            .where(limit.condition, col(Report.submitted_at) > now - window)
+            .order_by(col(Report.submitted_at).desc())
+            .limit(limit.allowed)
+        ).all()
+        wait = retry_after(list(recent), limit.allowed, window, now)
+        if wait is not None and wait > worst.retry_after:
+            worst = Verdict(False, limit.name, wait)
+    return worst

@@ -1,0 +1,164 @@
+"""The reporter's read model, +1 query, feedback, rate limits and Open311 queries on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlmodel import select
+
+from gridloop import migrate
+from gridloop.clock import FrozenClock, SystemClock, set_clock
+from gridloop.consumer import Incoming
+from gridloop.db import Database
+from gridloop.errors import ApiError
+from gridloop.settings import REPO_ROOT
+from schemas.events import CaseOpened, CaseReportMerged, CaseTransitioned, EventData, make_event
+from schemas.reference import load_jurisdiction
+from services.reporter.feedback import FeedbackIn, give_feedback, shown_feedback
+from services.reporter.intake import IntakeContext, ReportIn, accept_report
+from services.reporter.models import Base, CaseView, Place, Report, ReportCode
+from services.reporter.open311 import query_requests
+from services.reporter.pages import open_cases
+from services.reporter.ratelimit import RateLimits
+from services.reporter.readmodel import handlers
+
+J = load_jurisdiction(REPO_ROOT / "data" / "jurisdictions")
+T0 = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
+CODE = "W7Q23QVD"
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """A migrated reporter database with one place and its code."""
+    migrate.upgrade("reporter", db_url)
+    database = Database(db_url, Base.metadata)
+    with database.session(write=True) as s:
+        s.add(
+            Place(
+                place_id="yh-p01",
+                name_zh="北门",
+                lat=31.3395,
+                lon=121.511,
+                grid_id="yh-g1",
+                station_id="yh-s1",
+                created_at=T0,
+            )
+        )
+        s.flush()
+        s.add(ReportCode(code=CODE, place_id="yh-p01", created_at=T0))
+    clock = FrozenClock(T0)
+    set_clock(clock)
+    yield database
+    set_clock(SystemClock())
+    database.dispose()
+
+
+def submit(db: Database, rider: str, **fields: object) -> str:
+    """Accept one report from a rider."""
+    body = ReportIn.model_validate({"code": CODE, "category": "manhole_cover", **fields})
+    with db.session(write=True) as s:
+        answer, _ = accept_report(
+            s, body, IntakeContext("scan", rider, limits=RateLimits()), J, None, "http://x"
+        )
+    return answer.report_id
+
+
+def apply(db: Database, name: str, data: EventData, at: datetime = T0) -> None:
+    """Apply one `cases.events` event through the reporter's handlers."""
+    subject = str(data.model_dump()["case_id"])
+    item = Incoming(
+        make_event(name, data, source="closer", subject=subject, time=at), data, "cases.events", 0, 0, subject
+    )
+    with db.session(write=True) as s:
+        handlers()[name](s, item)
+
+
+def moved(case_id: str, action: str, status: str, version: int, **extra: object) -> CaseTransitioned:
+    """A transition event."""
+    return CaseTransitioned(
+        case_id=case_id,
+        action=action,
+        status=status,
+        station_id="yh-s1",
+        version=version,
+        at=T0 + timedelta(minutes=version),
+        **extra,
+    )
+
+
+def test_read_model_open_cases_feedback_and_open311(db: Database) -> None:
+    """Cases from events; +1 candidates with distinct riders; stale events ignored; feedback; Open311."""
+    first = submit(db, "rider-a")
+    second = submit(db, "rider-b", description="我也看到")
+    apply(
+        db,
+        "case.opened",
+        CaseOpened(
+            case_id="c1",
+            report_id=first,
+            station_id="yh-s1",
+            category="manhole_cover",
+            opened_at=T0,
+            resolve_due=T0 + timedelta(hours=8),
+        ),
+    )
+    apply(
+        db,
+        "case.report_merged",
+        CaseReportMerged(
+            case_id="c1", report_id=second, station_id="yh-s1", status="new", distinct_riders=2, version=1
+        ),
+    )
+    with db.session() as s:
+        [(view, riders)] = open_cases(s, "yh-p01")
+        assert view.case_id == "c1" and riders == 2
+        assert s.get(Report, second).case_id == "c1"  # type: ignore[union-attr]
+
+    apply(db, "case.resolved", moved("c1", "resolve", "resolved", 4, after_photo_ids=["a1"], note="已修"))
+    apply(db, "case.acknowledged", moved("c1", "acknowledge", "acknowledged", 2))  # late: ignored
+    with db.session() as s:
+        assert s.get(Report, first).status == "resolved"  # type: ignore[union-attr]
+        assert s.get(CaseView, "c1").after_photo_ids == "a1"  # type: ignore[union-attr]
+        assert open_cases(s, "yh-p01") == []  # resolved waits for the rider: no +1
+
+    with db.session(write=True) as s:
+        with pytest.raises(ApiError) as caught:
+            give_feedback(s, first, FeedbackIn(fixed=False))
+        assert caught.value.code == "comment_required"
+    with db.session(write=True) as s:
+        row, created = give_feedback(s, first, FeedbackIn(fixed=False, comment="还在", rating=2))
+        assert created and row.case_version == 4
+    with db.session(write=True) as s:
+        assert give_feedback(s, first, FeedbackIn(fixed=False, comment="还在", rating=2))[1] is False
+        outbox = s.exec(select(Base.metadata.tables["outbox"].c.topic)).all()
+        assert list(outbox).count("reports.feedback") == 1
+
+    apply(db, "case.closed", moved("c1", "confirm", "closed", 7))
+    with db.session() as s:
+        shown = shown_feedback(s, s.get(Report, first))  # type: ignore[arg-type]
+        assert shown is not None and shown.comment == "还在"
+        params = {"start_date": "2026-11-01T00:00:00Z", "end_date": "2026-12-01T00:00:00Z"}
+        everything = query_requests(s, params, J, "http://x")
+        assert {r["service_request_id"] for r in everything} == {first, second}
+        assert {r["status"] for r in everything} == {"closed"}
+        assert everything[0]["expected_datetime"] == "2026-11-24T09:00:00Z"
+        assert query_requests(s, {**params, "status": "open"}, J, "http://x") == []
+        assert len(query_requests(s, {"service_request_id": first}, J, "http://x")) == 1
+
+
+def test_rate_limit_counts_recent_reports(db: Database) -> None:
+    """The per-rider limit counts that rider's reports in the window, on either engine."""
+    limits = RateLimits.model_validate({"per_rider": 2, "per_code": 0, "per_address": 0})
+    body = ReportIn.model_validate({"code": CODE, "category": "other"})
+
+    def one() -> None:
+        with db.session(write=True) as s:
+            accept_report(s, body, IntakeContext("scan", "rider-z", limits=limits), J, None, "http://x")
+
+    one()
+    one()
+    with pytest.raises(ApiError) as caught:
+        one()
+    assert caught.value.status == 429 and caught.value.headers == {"Retry-After": "600"}
