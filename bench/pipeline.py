@@ -354,7 +354,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         settings = isolated_settings(work / "var", bootstrap, "", topic_partitions=args.partitions)
         ensure_topics(bootstrap, args.partitions)
         stack = Stack(
-            settings=settings, broker="external", demo=True, extra_env={"GRIDLOOP_LOG_LEVEL": "WARNING"}
+            settings=settings,
+            broker="external",
+            demo=True,
+            extra_env={
+                "GRIDLOOP_LOG_LEVEL": "WARNING",
+                # the benchmark is one address sending hundreds of reports a second over 28 codes
+                "GRIDLOOP_RATE_PER_CODE": "0",
+                "GRIDLOOP_RATE_PER_RIDER": "0",
+                "GRIDLOOP_RATE_PER_ADDRESS": "0",
+            },
         )
         stack.start()
         try:

@@ -139,7 +139,9 @@ class Runtime:
                     log.debug("%s: lag not measured: %s", self.service, exc)
                     continue
                 for (group, topic), lag in lags.items():
-                    metrics.consumer_lag.labels(group.removeprefix(prefix), topic.removeprefix(prefix)).set(lag)
+                    metrics.consumer_lag.labels(group.removeprefix(prefix), topic.removeprefix(prefix)).set(
+                        lag
+                    )
         finally:
             await asyncio.to_thread(monitor.close)
 

@@ -15,7 +15,7 @@ from gridloop.settings import Settings, get_settings
 from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK, REPORTS_ROUTED
 from schemas.events import CaseTransitioned
 from schemas.reference import load_jurisdiction
-from services.closer import admin, api, sla
+from services.closer import admin, api, overview, sla
 from services.closer.config import CloserConfig, get_config
 from services.closer.console import routes as console
 from services.closer.context import Closer
@@ -71,5 +71,6 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(console.router)
+    app.include_router(overview.router)
     console.mount_static(app)
     return app

@@ -6,7 +6,7 @@ from sqlmodel import Session
 
 from gridloop import metrics
 from gridloop.clock import as_utc, utcnow
-from gridloop.consumer import Incoming
+from gridloop.consumer import Incoming, after_commit
 from gridloop.outbox import add_event, add_raw
 from gridloop.topics import CASES_EVENTS
 from schemas.events import CaseOpened, CaseReportMerged, ReportRouted, make_event
@@ -137,7 +137,12 @@ class CaseIntake:
             )
         )
         add_event(session, PLUMBING, CASES_EVENTS, case.case_id, event)
-        metrics.report_to_queue.observe(max((now - as_utc(d.submitted_at)).total_seconds(), 0.0))
+        submitted = as_utc(d.submitted_at)
+        # measured when the transaction has committed: that is when the case shows in the queue
+        after_commit(
+            session,
+            lambda: metrics.report_to_queue.observe(max((utcnow() - submitted).total_seconds(), 0.0)),
+        )
 
     def replay(self, session: Session, item: Incoming) -> None:
         """A decision seen before: send the reporter the same answer again (it dedupes by id)."""

@@ -141,6 +141,16 @@ def open_by_station(session: Session) -> dict[tuple[str, str], int]:
     return {(st, s): int(n) for st, s, n in session.exec(q).all()}
 
 
+def red_by_station(session: Session, now: datetime) -> dict[str, int]:
+    """Active cases past their due time per station (an index range scan on is_active, due_at)."""
+    q = (
+        select(Case.station_id, func.count())
+        .where(col(Case.is_active) == True, col(Case.due_at) < now)  # noqa: E712
+        .group_by(Case.station_id)
+    )
+    return {st: int(n) for st, n in session.exec(q).all()}
+
+
 def colour_of(c: Case, now: datetime) -> sla.Colour:
     """The SLA colour of a case now."""
     return sla.colour(c.due_at, c.warn_at, now)

@@ -111,6 +111,9 @@ class Scheduler:
         """Set gridloop_cases_open{station,status} from one GROUP BY (an index-only scan)."""
         with self.db.session() as session:
             counts = queue.open_by_station(session)
+            red = queue.red_by_station(session, utcnow())
+        for station in {st for st, _ in self._gauge_labels} | set(red):
+            metrics.cases_red.labels(station).set(red.get(station, 0))
         for station, status in self._gauge_labels - set(counts):
             metrics.cases_open.labels(station, status).set(0)
         for (station, status), n in counts.items():

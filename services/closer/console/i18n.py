@@ -8,6 +8,18 @@ LANGS = ("zh", "en")
 
 _T: dict[str, tuple[str, str]] = {
     "app": ("网格工作台", "Grid console"),
+    "overview": ("运行总览", "Overview"),
+    "updated": ("更新于", "Updated"),
+    "reports_today": ("今日上报", "Reports today"),
+    "opened_today": ("今日立案", "Opened today"),
+    "closed_today": ("今日结案", "Closed today"),
+    "open_now": ("在办", "Open"),
+    "red_now": ("超期", "Overdue"),
+    "stations": ("各站点", "Stations"),
+    "grid_map": ("网格地图", "Grid map"),
+    "intake_per_hour": ("近24小时每小时上报", "Reports per hour, last 24 h"),
+    "time_to_close": ("近7天结案用时（中位数，小时）", "Time to close, last 7 days (median, hours)"),
+    "none_closed": ("近7天没有结案", "Nothing closed in the last 7 days"),
     "sign_in": ("登录", "Sign in"),
     "sign_out": ("退出", "Sign out"),
     "username": ("账号", "Username"),
