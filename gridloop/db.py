@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +82,25 @@ class Database:
         self.engine = make_engine(self.url)
         self.write_engine = self.engine.execution_options(sqlite_immediate=True)
         self.metadata = metadata
+        # SQLite has one writer at a time. Threads of this process queue here, in order, instead of
+        # spinning in SQLite's busy handler (which sleeps up to 100 ms a try and starves throughput);
+        # other processes still meet the busy timeout.
+        self._write_lock: threading.RLock | None = threading.RLock() if is_sqlite(self.engine) else None
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold this process's write turn (SQLite); a no-op on PostgreSQL."""
+        if self._write_lock is None:
+            yield
+            return
+        with self._write_lock:
+            yield
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:
         """A session that commits on success and rolls back on error; `write` locks SQLite up front."""
         bind = self.write_engine if write else self.engine
-        with Session(bind, expire_on_commit=False) as session:
+        with self.writing() if write else nullcontext(), Session(bind, expire_on_commit=False) as session:
             try:
                 yield session
                 session.commit()

@@ -197,7 +197,7 @@ class OutboxRelay:
 
     def _mark_sent(self, ids: list[int]) -> None:
         ob = self.tables.outbox
-        with self.db.engine.begin() as conn:
+        with self.db.writing(), self.db.write_engine.begin() as conn:
             conn.execute(update(ob).where(ob.c.id.in_(ids)).values(sent_at=utcnow()))
 
     async def drain_once(self) -> int:

@@ -215,3 +215,71 @@ def test_simulate_drives_realistic_traffic(stack: Stack) -> None:
         timeout=30,
         what="merges from the hot places",
     )
+
+
+CONTRACT: dict[str, tuple[str, set[str]]] = {
+    # family name (as the parser reports it) -> (the service that produces it, its label names)
+    "gridloop_reports_received": ("reporter", {"category", "channel"}),
+    "gridloop_reports_rejected": ("reporter", {"reason"}),
+    "gridloop_outbox_pending": ("reporter", {"service"}),
+    "gridloop_route_decisions": ("router", {"decision"}),
+    "gridloop_route_duration_seconds": ("router", set()),
+    "gridloop_cases_open": ("closer", {"station", "status"}),
+    "gridloop_case_transitions": ("closer", {"action"}),
+    "gridloop_case_ack_seconds": ("closer", {"category"}),
+    "gridloop_case_resolve_seconds": ("closer", {"category"}),
+    "gridloop_sla_breaches": ("closer", {"station", "deadline"}),
+    "gridloop_report_to_queue_seconds": ("closer", set()),
+    "gridloop_consumer_lag": ("router", {"group", "topic"}),
+    "gridloop_deadletter": ("router", {"topic"}),
+    "gridloop_http_requests": ("closer", {"service", "method", "route", "status"}),
+    "gridloop_http_request_duration_seconds": ("closer", {"service", "method", "route"}),
+}
+
+
+def test_contract_metric_names_and_labels(stack: Stack) -> None:
+    """Every contract metric of DESIGN.md is exported with exactly its contract labels, no per-case labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    place = next(p for p in PLACES if p.grid_id == "yh-g5")
+    assert (
+        post_report(stack.url("reporter"), place.code, "estate_access", description="contract").status_code
+        == 202
+    )
+    assert post_report(stack.url("reporter"), "ZZZZZZZZ", "other").status_code in (404, 422)  # a rejection
+    closer = stack.url("closer")
+    auth = {"Authorization": f"Bearer {staff_token(closer, 'yh-s5')}"}
+
+    def find() -> dict[str, object] | None:
+        items = httpx.get(f"{closer}/api/v1/queue", params={"station": "yh-s5"}, headers=auth).json()["items"]
+        return next((i for i in items if i["description"] == "contract"), None)
+
+    case = wait_for(find, timeout=30, what="the case")
+    r = httpx.post(
+        f"{closer}/api/v1/cases/{case['case_id']}/transitions",
+        json={"action": "acknowledge", "version": case["version"]},
+        headers=auth,
+    )
+    assert r.status_code == 200, r.text
+
+    def families(service: str) -> dict[str, object]:
+        text = httpx.get(stack.url(service) + "/metrics").text
+        return {f.name: f for f in text_string_to_metric_families(text)}
+
+    wait_for(
+        lambda: families("closer")["gridloop_case_ack_seconds"].samples,
+        timeout=30,  # type: ignore[attr-defined]
+        what="the sign-for histogram",
+    )
+    wait_for(
+        lambda: families("closer")["gridloop_cases_open"].samples,
+        timeout=30,  # type: ignore[attr-defined]
+        what="the open-case gauge",
+    )
+    for name, (service, labels) in CONTRACT.items():
+        fams = families(service)
+        assert name in fams, f"{service} does not export {name}"
+        for sample in fams[name].samples:  # type: ignore[attr-defined]
+            got = set(sample.labels) - {"le"}
+            assert got == labels, f"{name} has labels {got}, contract says {labels}"
+            assert not {"case_id", "report_id", "rider_ref", "rider"} & got

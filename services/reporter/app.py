@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 from gridloop import metrics
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
+from gridloop.groupcommit import GroupCommit
 from gridloop.outbox import add_event
 from gridloop.service import Runtime, create_app
 from gridloop.settings import Settings, get_settings
@@ -190,7 +191,9 @@ def build(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     runtime = Runtime(SERVICE, Base.metadata, PLUMBING, settings)
     jurisdiction = load_jurisdiction(settings.jurisdiction_dir)
-    deps = Deps(runtime, settings, jurisdiction, settings.signing_key(), RateLimits())
+    deps = Deps(
+        runtime, settings, jurisdiction, settings.signing_key(), RateLimits(), GroupCommit(runtime.db)
+    )
     runtime.consumer("reporter", [CASES_EVENTS], case_handlers())
     runtime.document_publication(REPORTS_SUBMITTED, ReportSubmitted, "Accepted reports, keyed by grid id.")
     runtime.document_publication(REPORTS_FEEDBACK, ReportFeedback, "Riders' answers, keyed by case id.")

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from fastapi import Request, Response
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from gridloop.groupcommit import GroupCommit
 from gridloop.service import Runtime
 from gridloop.settings import Settings
 from gridloop.tokens import Principal, Role, bearer_principal, require_role
@@ -34,6 +34,7 @@ class Deps:
     jurisdiction: Jurisdiction
     secret: str
     limits: RateLimits
+    intake: GroupCommit
 
     @property
     def base_url(self) -> str:
@@ -90,19 +91,14 @@ class Deps:
         """Accept a report: stored with its event before the answer; a racing duplicate key is a replay."""
         ctx.limits = ctx.limits or self.limits
 
-        def run() -> ReportAccepted:
-            for attempt in range(2):
-                try:
-                    with self.runtime.db.session(write=True) as session:
-                        answer, _created = accept_report(
-                            session, body, ctx, self.jurisdiction, idempotency_key, self.base_url
-                        )
-                        return answer
-                except IntegrityError:
-                    if attempt:  # a concurrent request with the same key won: answer as it did
-                        raise
-            raise AssertionError("unreachable")
+        def work(session: Session) -> ReportAccepted:
+            answer, _created = accept_report(
+                session, body, ctx, self.jurisdiction, idempotency_key, self.base_url
+            )
+            return answer
 
-        answer = await asyncio.to_thread(run)
+        # reports arriving together share one transaction (each in its own savepoint); a request
+        # that lost a race on its Idempotency-Key is run again after the winner and answers as it did
+        answer = await self.intake.run(work)
         self.runtime.relay.wake()
         return answer

@@ -1,0 +1,83 @@
+"""Group commit: small write transactions that arrive together share one database transaction.
+
+Each request still succeeds or fails on its own (a savepoint each), but a burst of riders costs one
+BEGIN/COMMIT instead of one per report; SQLite has a single writer, so this is where intake
+throughput comes from. A request waits at most for the batch in front of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from gridloop.db import Database
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Work = Callable[[Session], Any]
+
+
+class GroupCommit:
+    """Batches write transactions of one process; use `await run(work)` from the event loop."""
+
+    def __init__(self, db: Database, max_batch: int = 128) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: list[tuple[Work, asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self.batches = 0
+        self._retried: set[int] = set()
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """Run work(session) inside the next shared transaction; its result or exception comes back."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((work, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        result: T = await future
+        return result
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            try:
+                outcomes, retry = await asyncio.to_thread(self._apply, [work for work, _ in batch])
+            except Exception as exc:  # the commit itself failed: nobody's work is stored
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.batches += 1
+            for (work, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if id(work) in retry and id(work) not in self._retried:
+                    # a unique key raced inside the batch: run it again (once) now that the winner committed
+                    self._retried.add(id(work))
+                    self._queue.append((work, future))
+                    continue
+                self._retried.discard(id(work))
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    def _apply(self, works: list[Work]) -> tuple[list[tuple[bool, Any]], set[int]]:
+        outcomes: list[tuple[bool, Any]] = []
+        retry: set[int] = set()
+        with self.db.session(write=True) as session:
+            for work in works:
+                try:
+                    with session.begin_nested():
+                        outcomes.append((True, work(session)))
+                except IntegrityError as exc:
+                    retry.add(id(work))
+                    outcomes.append((False, exc))
+                except Exception as exc:
+                    outcomes.append((False, exc))
+        return outcomes, retry
