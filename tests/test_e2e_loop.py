@@ -239,6 +239,7 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
 
 def test_contract_metric_names_and_labels(stack: Stack) -> None:
     """Every contract metric of DESIGN.md is exported with exactly its contract labels, no per-case labels."""
+    from prometheus_client.metrics_core import Metric
     from prometheus_client.parser import text_string_to_metric_families
 
     place = next(p for p in PLACES if p.grid_id == "yh-g5")
@@ -262,24 +263,24 @@ def test_contract_metric_names_and_labels(stack: Stack) -> None:
     )
     assert r.status_code == 200, r.text
 
-    def families(service: str) -> dict[str, object]:
+    def families(service: str) -> dict[str, Metric]:
         text = httpx.get(stack.url(service) + "/metrics").text
         return {f.name: f for f in text_string_to_metric_families(text)}
 
     wait_for(
         lambda: families("closer")["gridloop_case_ack_seconds"].samples,
-        timeout=30,  # type: ignore[attr-defined]
+        timeout=30,
         what="the sign-for histogram",
     )
     wait_for(
         lambda: families("closer")["gridloop_cases_open"].samples,
-        timeout=30,  # type: ignore[attr-defined]
+        timeout=30,
         what="the open-case gauge",
     )
     for name, (service, labels) in CONTRACT.items():
         fams = families(service)
         assert name in fams, f"{service} does not export {name}"
-        for sample in fams[name].samples:  # type: ignore[attr-defined]
+        for sample in fams[name].samples:
             got = set(sample.labels) - {"le"}
             assert got == labels, f"{name} has labels {got}, contract says {labels}"
             assert not {"case_id", "report_id", "rider_ref", "rider"} & got
