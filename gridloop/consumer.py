@@ -204,6 +204,7 @@ class IdempotentConsumer:
                     ).scalars()
                 )
             now = utcnow()
+            applied: list[dict[str, Any]] = []
             for item in parsed:
                 if item.event.id in seen:
                     metrics.events_duplicate.labels(self.group, item.topic).inc()
@@ -229,13 +230,18 @@ class IdempotentConsumer:
                         )
                         dead.append((raw, detail, tries))
                         self._failures.pop(item.event.id, None)
-                session.execute(
-                    insert(pt).values(
-                        event_id=item.event.id, consumer=self.group, topic=item.topic, processed_at=now
-                    )
+                applied.append(
+                    {
+                        "event_id": item.event.id,
+                        "consumer": self.group,
+                        "topic": item.topic,
+                        "processed_at": now,
+                    }
                 )
                 if handler is not None:
                     metrics.events_consumed.labels(self.group, item.topic).inc()
+            if applied:  # one executemany for the whole batch's ledger rows
+                session.connection().execute(insert(pt), applied)
             for raw, error, tries in dead:
                 self._dead_letter(session, raw, error, tries)
         for callback in callbacks:

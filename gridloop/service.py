@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gridloop import metrics
 from gridloop.consumer import Handler, IdempotentConsumer
@@ -178,9 +179,35 @@ class Runtime:
         return {"database": db_ok, "broker": broker_ok}
 
 
-def _route_template(request: Request) -> str:
-    route = request.scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
+class HttpMetrics:
+    """Request count and duration per route template and status class (plain ASGI: no per-request
+    task or body copy, which Starlette's BaseHTTPMiddleware costs on every call)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            # the router puts the matched route into the scope: label by its template, never the path
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            metrics.http_requests.labels(self.service, method, route, f"{status // 100}xx").inc()
+            metrics.http_duration.labels(self.service, method, route).observe(time.perf_counter() - start)
 
 
 def create_app(
@@ -206,18 +233,7 @@ def create_app(
     install_error_handlers(app)
     service = runtime.service
 
-    @app.middleware("http")
-    async def _metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = _route_template(request)
-            metrics.http_requests.labels(service, request.method, route, f"{status // 100}xx").inc()
-            metrics.http_duration.labels(service, request.method, route).observe(time.perf_counter() - start)
+    app.add_middleware(HttpMetrics, service=service)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
