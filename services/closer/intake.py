@@ -7,6 +7,7 @@ from sqlmodel import Session
 from gridloop import metrics
 from gridloop.clock import as_utc, utcnow
 from gridloop.consumer import Incoming, after_commit
+from gridloop.db import insert_row
 from gridloop.outbox import add_event, add_raw
 from gridloop.topics import CASES_EVENTS
 from schemas.events import CaseOpened, CaseReportMerged, ReportRouted, make_event
@@ -65,7 +66,8 @@ class CaseIntake:
             session.add(case)
             session.flush()
             action = "triage" if case.triage else "opened"
-            session.add(
+            insert_row(
+                session,
                 TimelineEntry(
                     case_id=case.case_id,
                     at=now,
@@ -74,7 +76,7 @@ class CaseIntake:
                     note=d.reason,
                     station_id=case.station_id,
                     version=case.version,
-                )
+                ),
             )
             opened = CaseOpened(
                 case_id=case.case_id,
@@ -103,7 +105,8 @@ class CaseIntake:
             case.updated_at = now
             session.add(case)
             note = "共性问题" if d.common_issue else None
-            session.add(
+            insert_row(
+                session,
                 TimelineEntry(
                     case_id=case.case_id,
                     at=now,
@@ -112,7 +115,7 @@ class CaseIntake:
                     note=note,
                     station_id=case.station_id,
                     version=case.version,
-                )
+                ),
             )
             merged = CaseReportMerged(
                 case_id=case.case_id,
@@ -124,7 +127,8 @@ class CaseIntake:
                 version=case.version,
             )
             event = make_event("case.report_merged", merged, source=SERVICE, subject=case.case_id, time=now)
-        session.add(
+        insert_row(
+            session,
             CaseReport(
                 report_id=d.report_id,
                 case_id=case.case_id,
@@ -134,7 +138,7 @@ class CaseIntake:
                 envelope=event.model_dump_json(),
                 description=d.description,
                 photo_ids=",".join(d.photo_ids)[:400],
-            )
+            ),
         )
         add_event(session, PLUMBING, CASES_EVENTS, case.case_id, event)
         submitted = as_utc(d.submitted_at)

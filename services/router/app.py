@@ -30,6 +30,7 @@ from sqlmodel import Session
 from gridloop import metrics
 from gridloop.clock import as_utc, utcnow
 from gridloop.consumer import Incoming, after_commit
+from gridloop.db import insert_row
 from gridloop.demo import DEMO_PLACES
 from gridloop.errors import ApiError
 from gridloop.outbox import add_event, add_raw
@@ -151,10 +152,11 @@ class RouterLogic:
                 open=result.decision == "open",
                 triage=result.decision == "triage",
             )
-        session.add(
+        insert_row(
+            session,
             CaseRider(
                 report_id=data.report_id, case_id=case_id, rider_ref=data.rider_ref, at=facts.submitted_at
-            )
+            ),
         )
         session.add(case)
         session.flush()
@@ -186,7 +188,8 @@ class RouterLogic:
         )
         event = make_event("report.routed", routed, source=SERVICE, subject=case_id, time=utcnow())
         add_event(session, PLUMBING, REPORTS_ROUTED, case_id, event)
-        session.add(
+        insert_row(
+            session,
             RouteDecision(
                 report_id=data.report_id,
                 case_id=case_id,
@@ -194,7 +197,7 @@ class RouterLogic:
                 event_id=event.id,
                 envelope=event.model_dump_json(),
                 decided_at=utcnow(),
-            )
+            ),
         )
         elapsed = time.perf_counter() - started
         decision = result.decision
