@@ -163,6 +163,10 @@ def test_scan_page_is_small_and_shows_place_and_categories(stack: Stack) -> None
     assert page.status_code == 200
     html = page.text
     assert place.name_zh in html and "开鲁网格站" in html
+    # no inline script: the page's policy allows scripts from this origin only
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "<script>" not in html
     for name in (
         "安全隐患",
         "公共设施损坏",

@@ -27,6 +27,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.kafka, pytest.mark.slow]
 PLACES = {p.place_id: p for p in load_places(DEMO_PLACES)}
 
 
+def wait_js(page: Any, expression: str, timeout: float = 20.0) -> None:
+    """Poll a JavaScript expression until it is true (the pages' CSP forbids wait_for_function's eval)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {expression}")
+        page.wait_for_timeout(100)
+
+
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One embedded stack for the browser tests."""
@@ -124,7 +133,7 @@ def test_offline_report_is_kept_and_sent_when_back_online(stack: Stack, phone: A
     page.locator("label.cat", has_text="环境卫生").click()
     page.fill("#description", "垃圾满了")
     page.click("#send")
-    page.wait_for_function("document.getElementById('msg').textContent.includes('没有网络')")
+    wait_js(page, "document.getElementById('msg').textContent.includes('没有网络')")
     assert "联网后会自动发送" in page.inner_text("#msg")
     assert page.evaluate("JSON.parse(localStorage.getItem('gl_outbox')).length") == 1
     assert page.is_visible("#pending")
@@ -174,7 +183,7 @@ def test_confirm_and_deny(stack: Stack, phone: Any, artifacts: Path) -> None:  #
     after_url = f"{stack.settings.closer_public_url}/photos/after-1.jpg"
     assert f'src="{after_url}"' in httpx.get(f"{base}/t/{report_id}").text
     # this closer does not serve that photo: the page drops the broken image instead of showing it
-    page.wait_for_function("!document.querySelector('.after') || document.querySelector('.after').hidden")
+    wait_js(page, "!document.querySelector('.after') || document.querySelector('.after').hidden")
     for step in ("网格站已签收", "已派人处置", "已办结", "飞线已拆除"):
         assert step in page.inner_text("#timeline")
     shot(page, artifacts, "09-resolved-asks")
@@ -204,7 +213,7 @@ def test_confirm_and_deny(stack: Stack, phone: Any, artifacts: Path) -> None:  #
     after_jpeg = make_jpeg(600, 400, gps=False)
     page.route(f"{after_url}*", lambda route: route.fulfill(body=after_jpeg, content_type="image/jpeg"))
     page.reload()
-    page.wait_for_function("(document.querySelector('.after-photo') || {}).naturalWidth === 600")
+    wait_js(page, "(document.querySelector('.after-photo') || {}).naturalWidth === 600")
     assert page.is_visible(".after-photo")
     page.locator(".rating label").nth(4).click()
     page.click("#fixed-yes")
@@ -252,7 +261,7 @@ def test_deactivated_code_and_gps_fallback(stack: Stack, phone: Any, artifacts: 
     phone.grant_permissions(["geolocation"], origin=base)
     phone.set_geolocation({"latitude": spot.lat, "longitude": spot.lon})
     page.click("#locate")
-    page.wait_for_function("document.getElementById('located').textContent.includes('国和网格站')")
+    wait_js(page, "document.getElementById('located').textContent.includes('国和网格站')")
     page.locator("label.cat", has_text="小区进门难").click()
     shot(page, artifacts, "15-gps")
     page.click("#send")

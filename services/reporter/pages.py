@@ -28,7 +28,7 @@ from services.reporter.readmodel import OPEN_STATES
 from services.reporter.wording import STATUS, action_text, ago, lang_of, local_time, status_text, t
 
 STATIC = Path(__file__).resolve().parent / "static"
-ASSET_VERSION = "2"
+ASSET_VERSION = "3"
 JS_TEXT = (
     "offline_saved",
     "offline_pending",
@@ -55,6 +55,20 @@ class CodeLookup:
     place: Place | None
     problem: str | None = None
     replaced_by: str | None = None
+
+
+def page_headers(deps: Any) -> dict[str, str]:
+    """Security headers of the rider pages: scripts and styles from here, after-photos from the closer."""
+    closer = deps.settings.closer_public_url.rstrip("/")
+    return {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": (
+            f"default-src 'self'; img-src 'self' data: blob: {closer}; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
 
 
 def lookup_code(session: Session, raw: str) -> CodeLookup:
@@ -135,7 +149,7 @@ def install(app: FastAPI, deps: Deps) -> None:
             platforms=PLATFORMS,
             **values,
         )
-        response = HTMLResponse(html, status_code=http_status, headers={"Cache-Control": "no-store"})
+        response = HTMLResponse(html, status_code=http_status, headers=page_headers(deps))
         if request.query_params.get("lang"):
             response.set_cookie(LANG_COOKIE, lang, max_age=3600 * 24 * 365, samesite="lax")
         deps.rider_token(request, response)

@@ -1,7 +1,21 @@
 // GridLoop rider pages: send a report (never twice, never lost), +1, feedback. No framework.
 (function () {
   "use strict";
-  var G = window.GL || {}, T = G.text || {}, KEY = "gl_outbox";
+  // an after-photo the closer cannot serve is dropped rather than shown broken (no inline onerror:
+  // the page's Content-Security-Policy forbids inline handlers)
+  function dropBrokenPhoto(img) {
+    var section = img.closest("section");
+    img.remove();
+    if (section && !section.querySelector("img")) section.hidden = true;
+  }
+  document.querySelectorAll("img.after-photo").forEach(function (img) {
+    if (img.complete && img.naturalWidth === 0) { dropBrokenPhoto(img); return; }
+    img.addEventListener("error", function () { dropBrokenPhoto(img); });
+  });
+
+  // the page's settings arrive as a JSON data block: the Content-Security-Policy allows no inline script
+  var CFG = document.getElementById("gl-config");
+  var G = window.GL || (CFG ? JSON.parse(CFG.textContent || "{}") : {}), T = G.text || {}, KEY = "gl_outbox";
   var $ = function (id) { return document.getElementById(id); };
   var photos = [];  // {blob, url, sha}
   var location_ = null;
