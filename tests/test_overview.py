@@ -63,7 +63,7 @@ def test_overview_api_numbers(busy_stack: Stack) -> None:
     closer = busy_stack.url("closer")
     with httpx.Client(base_url=closer) as client:
         assert client.get("/api/v1/overview").status_code == 401  # signed-in staff only
-    snap = _signed_in_json(closer)
+    snap = _overview_json(closer)
     assert snap["today"]["reports"] > 50
     assert snap["open"] > 0 and sum(s["open"] for s in snap["stations"]) == snap["open"]
     assert sum(snap["open_by_grid"].values()) > 0
@@ -73,7 +73,7 @@ def test_overview_api_numbers(busy_stack: Stack) -> None:
     assert 'gridloop_cases_open{station="yh-s' in metrics and "gridloop_cases_red{" in metrics
 
 
-def _signed_in_json(closer: str) -> dict[str, Any]:
+def _overview_json(closer: str) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {staff_token(closer, 'yh-centre')}"}
     answer = httpx.get(f"{closer}/api/v1/overview", headers=auth)
     assert answer.status_code == 200, answer.text

@@ -313,12 +313,9 @@ async def overview_page(request: Request) -> Response:
     """The ops overview page; `?part=body` returns just the live part (the page refreshes it)."""
     import asyncio
 
-    from services.closer.console.routes import SignIn, lang_of, page_base, render, to_login, user
+    from services.closer.console.routes import lang_of, page_base, render, user
 
-    try:
-        who = await user(request)
-    except SignIn:
-        return to_login(request)
+    who = await user(request)
     ctx = closer(request)
     snap = await asyncio.to_thread(_snapshot, ctx)
     tz = ZoneInfo(ctx.config.work_timezone)

@@ -40,8 +40,14 @@ env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select
 
 
 def mount_static(app: FastAPI) -> None:
-    """Serve the console's CSS and JS."""
+    """Serve the console's CSS and JS, and send pages without a session to the login page."""
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
+
+    async def sign_in_again(request: Request, _exc: Exception) -> Response:
+        return to_login(request)
+
+    # every console page calls user(); one handler here instead of a try/except in each page
+    app.add_exception_handler(SignIn, sign_in_again)
 
 
 class SignIn(Exception):
@@ -82,7 +88,7 @@ def render(request: Request, name: str, status: int = 200, **values: Any) -> HTM
 
 
 async def user(request: Request) -> Principal:
-    """The console user from the session cookie (never a bearer header here)."""
+    """The console user from the session cookie (never a bearer header here); SignIn without one."""
     if not request.cookies.get(SESSION_COOKIE):
         raise SignIn()
     try:
@@ -178,10 +184,7 @@ async def login_submit(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     """End the session (CSRF-checked, so another site cannot sign the user out)."""
     ctx = closer(request)
-    try:
-        who = await user(request)
-    except SignIn:
-        return to_login(request)
+    who = await user(request)
     await form_csrf(request, ctx, who)
     return to_login(request)
 
@@ -224,10 +227,7 @@ def _rows(
 async def queue_page(request: Request) -> Response:
     """The queue (or a supervisor list), most urgent first, live."""
     ctx = closer(request)
-    try:
-        who = await user(request)
-    except SignIn:
-        return to_login(request)
+    who = await user(request)
     try:
         f, params = _queue_params(request, who, ctx)
     except ApiError as exc:
@@ -297,10 +297,7 @@ def _case_page(
 async def case_page(request: Request, case_id: str) -> Response:
     """A case: map, photos, riders, timeline and the actions the user may take."""
     ctx = closer(request)
-    try:
-        who = await user(request)
-    except SignIn:
-        return to_login(request)
+    who = await user(request)
     try:
         return await asyncio.to_thread(_case_page, request, ctx, who, case_id)
     except ApiError as exc:
@@ -313,10 +310,7 @@ async def case_page(request: Request, case_id: str) -> Response:
 async def case_act(request: Request, case_id: str) -> Response:
     """Take an action from the case page's form (CSRF-checked), then show the case again."""
     ctx = closer(request)
-    try:
-        who = await user(request)
-    except SignIn:
-        return to_login(request)
+    who = await user(request)
     try:
         await form_csrf(request, ctx, who)  # parsed once; read_transition reuses the parsed form
         body, photo = await read_transition(request, ctx.config.photo_max_bytes)
@@ -336,10 +330,7 @@ async def case_act(request: Request, case_id: str) -> Response:
 async def bulk_ack(request: Request) -> Response:
     """Sign for the selected cases (each at the version shown), then back to the queue."""
     ctx = closer(request)
-    try:
-        who = await user(request)
-    except SignIn:
-        return to_login(request)
+    who = await user(request)
     form = await form_csrf(request, ctx, who)
     items: list[tuple[str, int]] = []
     for value in form.getlist("case"):
