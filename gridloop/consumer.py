@@ -24,12 +24,12 @@ from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, TopicPartition
 from faststream.kafka.annotations import KafkaMessage
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from gridloop import metrics
 from gridloop.clock import utcnow
-from gridloop.db import Database
+from gridloop.db import Database, cached_insert
 from gridloop.outbox import add_raw
 from gridloop.plumbing import PlumbingTables
 from schemas.envelope import CloudEvent, new_event_id
@@ -241,7 +241,7 @@ class IdempotentConsumer:
                 if handler is not None:
                     metrics.events_consumed.labels(self.group, item.topic).inc()
             if applied:  # one executemany for the whole batch's ledger rows
-                session.connection().execute(insert(pt), applied)
+                session.connection().execute(cached_insert(pt), applied)
             for raw, error, tries in dead:
                 self._dead_letter(session, raw, error, tries)
         for callback in callbacks:

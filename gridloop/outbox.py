@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import Insert, func, insert, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Row
 from sqlmodel import Session
 
 from gridloop import metrics
 from gridloop.clock import utcnow
-from gridloop.db import Database, is_sqlite
+from gridloop.db import Database, cached_insert, is_sqlite
 from gridloop.plumbing import PlumbingTables
 from schemas.envelope import CloudEvent
 
@@ -32,11 +32,9 @@ def add_raw(
     session: Session, tables: PlumbingTables, topic: str, key: str | None, event_id: str, payload: str
 ) -> None:
     """Queue an already-serialised message (re-drive, dead letters) in the caller's transaction."""
-    # one statement object with bound parameters: compiled once and cached, where `.values(...)`
-    # would build and compile a new statement for every event; straight on the connection, past
-    # the ORM's execute machinery
+    # straight on the connection, past the ORM's execute machinery
     session.connection().execute(
-        _insert_statement(tables),
+        cached_insert(tables.outbox),
         {
             "event_id": event_id,
             "topic": topic,
@@ -46,16 +44,6 @@ def add_raw(
             "attempts": 0,
         },
     )
-
-
-_INSERTS: dict[int, Insert] = {}
-
-
-def _insert_statement(tables: PlumbingTables) -> Insert:
-    statement = _INSERTS.get(id(tables.outbox))
-    if statement is None:
-        statement = _INSERTS[id(tables.outbox)] = insert(tables.outbox)
-    return statement
 
 
 def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
