@@ -18,7 +18,7 @@ from PIL import Image
 from gridloop.demo import DEMO_PASSWORD, DEMO_PLACES
 from schemas.reference import load_places
 from tests.browser import browser  # noqa: F401
-from tests.stacks import stack_settings
+from tests.stacks import stack_settings, wait_for
 from tests.test_closer_support import ClockedStack, start_clocked_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka, pytest.mark.slow]
@@ -162,6 +162,12 @@ def test_return_then_the_supervisor_reassigns_and_supervises(
         due = datetime.fromisoformat(httpx_case(stack, centre_ctx, case_url)["due_at"])
         stack.set_clock(due + timedelta(minutes=5))
         centre = sign_in(centre_ctx, stack, "yh-centre")  # the session lives on the closer's clock
+        # the scheduler escalates on its next tick; on a loaded machine that can lag the page load
+        wait_for(
+            lambda: httpx_case(stack, centre_ctx, case_url)["supervised"],
+            timeout=60,
+            what="the scheduler's escalation",
+        )
         centre.goto(f"{stack.url('closer')}/console/queue?view=supervision")
         row = centre.locator("#rows tr.row", has_text=marker)
         row.wait_for()
