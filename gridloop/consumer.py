@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import traceback
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,20 +24,21 @@ from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, TopicPartition
 from faststream.kafka.annotations import KafkaMessage
-from sqlalchemy import select
 from sqlmodel import Session
 
 from gridloop import metrics
 from gridloop.clock import utcnow
-from gridloop.db import Database, cached_insert
+from gridloop.db import Database
 from gridloop.outbox import add_raw
 from gridloop.plumbing import PlumbingTables
+from gridloop.rawsql import Raw, in_list, insert_sql
 from schemas.envelope import CloudEvent, new_event_id
 from schemas.events import DeadLetter, EventData, parse_data
 
 log = logging.getLogger(__name__)
 
 DEADLETTER_TOPIC = "deadletter"
+_LEDGER_INSERT = insert_sql("processed_events", ("event_id", "consumer", "topic", "processed_at"))
 
 
 @dataclass
@@ -62,6 +63,20 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
         callback()  # not inside a consumer batch: nothing to wait for
     else:
         callbacks.append(callback)
+
+
+async def _undecoded(msg: Any) -> Any:
+    """The batch's message values as bytes (a FastStream decoder that does not decode)."""
+    return msg.body
+
+
+def _settle(session: Session) -> None:
+    """Write out and forget what an ORM handler left in the session, so the next handler, which may
+    use plain SQL on the same rows (``gridloop.rawsql``), neither misses those changes nor has the
+    ORM later overwrite its own with a stale object."""
+    if session.new or session.deleted or len(session.identity_map):
+        session.flush()
+        session.expunge_all()
 
 
 class RetryBatch(Exception):
@@ -141,6 +156,9 @@ class IdempotentConsumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(session_timeout_ms // 5, 500),
             ack_policy=AckPolicy.MANUAL,
+            # the records are parsed once, by parse_record: FastStream's own JSON decoding of every
+            # message would be thrown away
+            decoder=_undecoded,
             title=f"{self.group}:{','.join(self.topics)}",
         )
 
@@ -183,7 +201,13 @@ class IdempotentConsumer:
             self.after_commit()
 
     def apply_batch(self, raws: list[_Raw]) -> None:
-        """Apply parsed events and dead-letter the rest, all in one transaction (runs in a thread)."""
+        """Apply parsed events and dead-letter the rest, all in one transaction (runs in a thread).
+
+        The batch is first applied straight through, with no savepoint per event: that is the cost
+        of an event, not of its bookkeeping. Only when some handler fails is the whole transaction
+        rolled back and the batch applied again event by event, each in its savepoint, to find the
+        one that fails, count its attempts and in the end dead-letter it.
+        """
         parsed: list[Incoming] = []
         dead: list[tuple[_Raw, str, int]] = []
         for raw in raws:
@@ -191,45 +215,55 @@ class IdempotentConsumer:
                 parsed.append(parse_record(raw))
             except Exception as exc:
                 dead.append((raw, f"unparseable: {exc}", 1))
-        pt = self.tables.processed
+        try:
+            outcome = self._apply(raws, parsed, list(dead), careful=False)
+        except Exception as exc:
+            log.info("%s: batch of %d needs a careful pass (%s)", self.group, len(raws), exc)
+            outcome = self._apply(raws, parsed, dead, careful=True)
+        for callback in outcome:
+            callback()
+
+    def _apply(
+        self, raws: list[_Raw], parsed: list[Incoming], dead: list[tuple[_Raw, str, int]], careful: bool
+    ) -> list[Callable[[], None]]:
+        """One attempt at the batch in one transaction; returns what to run once it committed."""
         callbacks: list[Callable[[], None]] = []
+        consumed: Counter[str] = Counter()
+        duplicates: Counter[str] = Counter()
         with self.db.session(write=True) as session:
             session.info["after_commit"] = callbacks
-            ids = [p.event.id for p in parsed]
-            seen: set[str] = set()
-            if ids:
-                seen = set(
-                    session.execute(
-                        select(pt.c.event_id).where(pt.c.consumer == self.group, pt.c.event_id.in_(ids))
-                    ).scalars()
-                )
-            now = utcnow()
+            raw_sql = Raw(session)
+            seen = self._seen(raw_sql, [p.event.id for p in parsed])
+            now = raw_sql.ts(utcnow())
             applied: list[dict[str, Any]] = []
             for item in parsed:
                 if item.event.id in seen:
-                    metrics.events_duplicate.labels(self.group, item.topic).inc()
+                    duplicates[item.topic] += 1
                     replay = self.replays.get(item.event.name)
                     if replay:
-                        with session.begin_nested():
-                            replay(session, item)
+                        self._call(session, replay, item, careful)
                     continue
                 seen.add(item.event.id)
                 handler = self.handlers.get(item.event.name)
                 if handler is not None:
-                    try:
-                        with session.begin_nested():
-                            handler(session, item)
-                    except Exception as exc:
-                        self._failures[item.event.id] += 1
-                        tries = self._failures[item.event.id]
-                        if tries < self.max_attempts:
-                            raise RetryBatch(f"{item.event.type} {item.event.id}: {exc}") from exc
-                        detail = "".join(traceback.format_exception_only(exc)).strip()
-                        raw = next(
-                            r for r in raws if (r.partition, r.offset) == (item.partition, item.offset)
-                        )
-                        dead.append((raw, detail, tries))
-                        self._failures.pop(item.event.id, None)
+                    if careful:
+                        try:
+                            self._call(session, handler, item, careful)
+                        except Exception as exc:
+                            self._failures[item.event.id] += 1
+                            tries = self._failures[item.event.id]
+                            if tries < self.max_attempts:
+                                raise RetryBatch(f"{item.event.type} {item.event.id}: {exc}") from exc
+                            detail = "".join(traceback.format_exception_only(exc)).strip()
+                            raw = next(
+                                r for r in raws if (r.partition, r.offset) == (item.partition, item.offset)
+                            )
+                            dead.append((raw, detail, tries))
+                            self._failures.pop(item.event.id, None)
+                    else:
+                        handler(session, item)
+                        _settle(session)
+                    consumed[item.topic] += 1
                 applied.append(
                     {
                         "event_id": item.event.id,
@@ -238,14 +272,45 @@ class IdempotentConsumer:
                         "processed_at": now,
                     }
                 )
-                if handler is not None:
-                    metrics.events_consumed.labels(self.group, item.topic).inc()
-            if applied:  # one executemany for the whole batch's ledger rows
-                session.connection().execute(cached_insert(pt), applied)
+            # one executemany for the whole batch's ledger rows
+            raw_sql.many(_LEDGER_INSERT, applied)
             for raw, error, tries in dead:
                 self._dead_letter(session, raw, error, tries)
-        for callback in callbacks:
-            callback()
+        for event_id in {p.event.id for p in parsed}:
+            self._failures.pop(event_id, None)
+        group = self.group
+
+        def count() -> None:
+            # counted once committed: a batch applied a second time must not count twice
+            for topic, n in consumed.items():
+                metrics.events_consumed.labels(group, topic).inc(n)
+            for topic, n in duplicates.items():
+                metrics.events_duplicate.labels(group, topic).inc(n)
+            for raw, _error, _tries in dead:
+                metrics.deadletter_total.labels(raw.topic).inc()
+
+        return [count, *callbacks]
+
+    @staticmethod
+    def _call(session: Session, handler: Handler, item: Incoming, careful: bool) -> None:
+        if careful:
+            with session.begin_nested():
+                handler(session, item)
+        else:
+            handler(session, item)
+        _settle(session)
+
+    def _seen(self, raw_sql: Raw, ids: list[str]) -> set[str]:
+        """The ids among these this consumer has applied before."""
+        if not ids:
+            return set()
+        params: dict[str, Any] = {"consumer": self.group}
+        rows = raw_sql.all(
+            "SELECT event_id FROM processed_events WHERE consumer = :consumer AND event_id IN "
+            + in_list("id", sorted(set(ids)), params),
+            params,
+        )
+        return {r[0] for r in rows}
 
     def _dead_letter(self, session: Session, raw: _Raw, error: str, attempts: int) -> None:
         data = DeadLetter(
@@ -267,7 +332,6 @@ class IdempotentConsumer:
             data=data.model_dump(mode="json"),
         )
         add_raw(session, self.tables, DEADLETTER_TOPIC, raw.key, envelope.id, envelope.model_dump_json())
-        metrics.deadletter_total.labels(raw.topic).inc()
         log.error("%s: dead-lettered %s/%d/%d: %s", self.group, raw.topic, raw.partition, raw.offset, error)
 
 

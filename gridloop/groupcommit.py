@@ -1,7 +1,7 @@
 """Group commit: small write transactions that arrive together share one database transaction.
 
-Each request still succeeds or fails on its own (a savepoint each), but a burst of riders costs one
-BEGIN/COMMIT instead of one per report; SQLite has a single writer, so this is where intake
+Each request still succeeds or fails on its own, but a burst of riders costs one BEGIN/COMMIT
+instead of one per report; SQLite has a single writer, so this is where intake
 throughput comes from. A request waits at most for the batch in front of it.
 """
 
@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from gridloop.db import Database
+from gridloop.errors import ApiError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,10 +69,30 @@ class GroupCommit:
                     future.set_exception(value)
 
     def _apply(self, works: list[Work]) -> tuple[list[tuple[bool, Any]], set[int]]:
+        try:
+            return self._attempt(works, careful=False)
+        except Exception as exc:
+            # something failed that is not a clean refusal: find out whose, a savepoint each
+            log.info("group commit of %d needs a careful pass (%s)", len(works), exc)
+            return self._attempt(works, careful=True)
+
+    def _attempt(self, works: list[Work], careful: bool) -> tuple[list[tuple[bool, Any]], set[int]]:
+        """One transaction for all works: straight through, or (careful) each in its savepoint.
+
+        Straight through costs no savepoint per request. It relies on the contract of the works: an
+        ApiError (a refusal: a bad code, a rate limit) is raised before the work wrote anything, so
+        the others' writes stand. Any other exception aborts the attempt and the careful pass runs.
+        """
         outcomes: list[tuple[bool, Any]] = []
         retry: set[int] = set()
         with self.db.session(write=True) as session:
             for work in works:
+                if not careful:
+                    try:
+                        outcomes.append((True, work(session)))
+                    except ApiError as exc:
+                        outcomes.append((False, exc))
+                    continue
                 try:
                     with session.begin_nested():
                         outcomes.append((True, work(session)))

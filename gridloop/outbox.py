@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections import Counter
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import func, select, text, update
-from sqlalchemy.engine import Row
+from sqlalchemy import text
 from sqlmodel import Session
 
 from gridloop import metrics
 from gridloop.clock import utcnow
-from gridloop.db import Database, cached_insert, is_sqlite
+from gridloop.db import Database, is_sqlite
 from gridloop.plumbing import PlumbingTables
+from gridloop.rawsql import Raw, in_list, insert_sql
 from schemas.envelope import CloudEvent
 
 log = logging.getLogger(__name__)
+_OUTBOX_INSERT = insert_sql("outbox", ("event_id", "topic", "key", "payload", "created_at", "attempts"))
 
 
 def add_event(
@@ -32,15 +33,16 @@ def add_raw(
     session: Session, tables: PlumbingTables, topic: str, key: str | None, event_id: str, payload: str
 ) -> None:
     """Queue an already-serialised message (re-drive, dead letters) in the caller's transaction."""
-    # straight on the connection, past the ORM's execute machinery
-    session.connection().execute(
-        cached_insert(tables.outbox),
+    del tables  # every service's outbox table has the same name and shape (gridloop.plumbing)
+    raw = Raw(session)
+    raw.run(
+        _OUTBOX_INSERT,
         {
             "event_id": event_id,
             "topic": topic,
             "key": key,
             "payload": payload,
-            "created_at": utcnow(),
+            "created_at": raw.ts(utcnow()),
             "attempts": 0,
         },
     )
@@ -187,25 +189,25 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def _fetch(self) -> Sequence[Row[Any, Any, Any, Any]]:
-        ob = self.tables.outbox
+    def _fetch(self) -> list[tuple[Any, ...]]:
         with self.db.engine.connect() as conn:
-            rows = conn.execute(
-                select(ob.c.id, ob.c.topic, ob.c.key, ob.c.payload)
-                .where(ob.c.sent_at.is_(None))
-                .order_by(ob.c.id)
-                .limit(self.batch)
-            ).all()
-            pending = conn.execute(
-                select(func.count()).select_from(ob).where(ob.c.sent_at.is_(None))
-            ).scalar_one()
+            raw = Raw(conn)
+            rows = raw.all(
+                "SELECT id, topic, key, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT :n",
+                {"n": self.batch},
+            )
+            pending = len(rows)
+            if pending >= self.batch:  # only a full batch needs the count of what else waits
+                pending = int(raw.scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL") or 0)
+            conn.rollback()
         metrics.outbox_pending.labels(self.service).set(pending)
         return rows
 
     def _mark_sent(self, ids: list[int]) -> None:
-        ob = self.tables.outbox
         with self.db.writing(), self.db.write_engine.begin() as conn:
-            conn.execute(update(ob).where(ob.c.id.in_(ids)).values(sent_at=utcnow()))
+            raw = Raw(conn)
+            params: dict[str, Any] = {"at": raw.ts(utcnow())}
+            raw.run(f"UPDATE outbox SET sent_at = :at WHERE id IN {in_list('id', ids, params)}", params)
 
     async def drain_once(self) -> int:
         """Publish one batch of unsent rows; returns how many the broker acknowledged."""
@@ -213,21 +215,22 @@ class OutboxRelay:
         if not rows:
             return 0
         producer = await self._ensure_producer()
+        prefix = self.topic_prefix
         futures = [
             await producer.send(
-                self.topic_prefix + row.topic,
-                value=row.payload.encode(),
-                key=row.key.encode() if row.key is not None else None,
+                prefix + topic, value=payload.encode(), key=key.encode() if key is not None else None
             )
-            for row in rows
+            for _id, topic, key, payload in rows
         ]
         results = await asyncio.gather(*futures, return_exceptions=True)
-        ok = [row.id for row, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
+        ok = [row[0] for row, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
         if ok:
             await asyncio.to_thread(self._mark_sent, ok)
-            for row, res in zip(rows, results, strict=True):
-                if not isinstance(res, BaseException):
-                    metrics.outbox_published.labels(self.service, row.topic).inc()
+            published = Counter(
+                row[1] for row, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)
+            )
+            for topic, n in published.items():
+                metrics.outbox_published.labels(self.service, topic).inc(n)
             metrics.outbox_pending.labels(self.service).dec(len(ok))
         failed = [res for res in results if isinstance(res, BaseException)]
         if failed:

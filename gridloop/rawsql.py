@@ -1,0 +1,139 @@
+"""Hot-path SQL on the DBAPI cursor of a session's connection, for SQLite and PostgreSQL alike.
+
+Why: at a few hundred reports a second the ORM's unit of work and even SQLAlchemy Core's execution
+machinery cost ten times what the database itself spends on a statement (profiles in
+bench/RESULTS.md). The hot paths (intake, routing, opening cases, the read model, the outbox and
+the processed-event ledger) therefore run plain SQL on the driver's cursor, inside the same
+transaction as the session, and everything else keeps the ORM.
+
+Statements are written once with ``:name`` parameters and converted to the driver's style. Values
+are stored exactly as SQLAlchemy stores them, so ORM code reads these rows back unchanged: on SQLite
+a timestamp is the text ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC and a boolean is 0 or 1; PostgreSQL
+takes the Python values as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlmodel import Session
+
+Params = Mapping[str, Any]
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+_SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"
+
+
+@lru_cache(maxsize=1024)
+def _pyformat(sql: str) -> str:
+    """`:name` → `%(name)s` for psycopg (a literal % doubled)."""
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+def in_list(name: str, values: Sequence[Any], params: dict[str, Any]) -> str:
+    """`(:name_0, :name_1, …)` for an IN clause, the values added to params; `(NULL)` when empty."""
+    if not values:
+        return "(NULL)"
+    for i, value in enumerate(values):
+        params[f"{name}_{i}"] = value
+    return "(" + ", ".join(f":{name}_{i}" for i in range(len(values))) + ")"
+
+
+class Raw:
+    """Plain SQL in the transaction of a session (or connection), with SQLAlchemy's storage formats."""
+
+    __slots__ = ("cursor", "sqlite")
+
+    def __init__(self, bind: Session | Connection) -> None:
+        conn = bind.connection() if isinstance(bind, Session) else bind
+        self.sqlite = conn.dialect.name == "sqlite"
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        self.cursor = driver.cursor()
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.sqlite else _pyformat(sql)
+
+    def all(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+        """Every row of a query."""
+        self.cursor.execute(self._sql(sql), params or {})
+        return list(self.cursor.fetchall())
+
+    def first(self, sql: str, params: Params | None = None) -> tuple[Any, ...] | None:
+        """The first row of a query, or None."""
+        self.cursor.execute(self._sql(sql), params or {})
+        row = self.cursor.fetchone()
+        return tuple(row) if row is not None else None
+
+    def scalar(self, sql: str, params: Params | None = None) -> Any:
+        """The first column of the first row, or None."""
+        row = self.first(sql, params)
+        return row[0] if row else None
+
+    def run(self, sql: str, params: Params | None = None) -> int:
+        """Run a statement; returns the rows it changed."""
+        self.cursor.execute(self._sql(sql), params or {})
+        return int(self.cursor.rowcount)
+
+    def many(self, sql: str, rows: Iterable[Params]) -> None:
+        """Run a statement once per parameter set, in one driver call."""
+        rows = list(rows)
+        if rows:
+            self.cursor.executemany(self._sql(sql), rows)
+
+    def ts(self, value: datetime | None) -> Any:
+        """A timestamp as its column stores it (UTC)."""
+        if value is None:
+            return None
+        if self.sqlite:
+            return _sqlite_ts(value)
+        return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@lru_cache(maxsize=256)
+def _sqlite_ts(value: datetime) -> str:
+    # formatting costs microseconds and one report stamps the same instant on several rows
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime(_SQLITE_TS)
+
+
+def read_ts(value: Any) -> datetime | None:
+    """A timestamp column's value as an aware UTC datetime (SQLite gives text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def insert_sql(table: str, columns: Sequence[str]) -> str:
+    """`INSERT INTO table (a, b) VALUES (:a, :b)`."""
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
+
+
+def insert_model(raw: Raw, row: Any) -> None:
+    """INSERT one SQLModel table row as it stands (columns left None take their database default)."""
+    table = row.__table__
+    insert_row(raw, table.name, {c.name: getattr(row, c.key) for c in table.columns})
+
+
+def insert_row(raw: Raw, table: str, values: Mapping[str, Any]) -> None:
+    """INSERT one row given as {column: value}; None values are left out (the database default)."""
+    present = {k: raw.ts(v) if isinstance(v, datetime) else v for k, v in values.items() if v is not None}
+    raw.run(_insert_for(table, tuple(present)), present)
+
+
+@lru_cache(maxsize=256)
+def _insert_for(table: str, columns: tuple[str, ...]) -> str:
+    quoted = f'"{table}"' if table in _RESERVED else table
+    return insert_sql(quoted, columns)
+
+
+_RESERVED = frozenset({"case", "order", "user", "group"})
