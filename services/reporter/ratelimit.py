@@ -24,14 +24,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import ColumnElement
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from gridloop.clock import as_utc
-from services.reporter.models import Report
+from gridloop.rawsql import Raw, read_ts
 
 
 class RateLimits(BaseSettings):
@@ -47,11 +47,12 @@ class RateLimits(BaseSettings):
 
 @dataclass(frozen=True)
 class Limit:
-    """One limit to check: its name, the rows it counts, and how many are allowed."""
+    """One limit to check: its name, the report column and value it counts, and how many are allowed."""
 
     name: str
     allowed: int
-    condition: ColumnElement[bool]
+    column: Literal["code", "rider_ref", "client_ref"]
+    value: str
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,11 @@ def limits_for(
     """The limits that apply to one request."""
     out: list[Limit] = []
     if code and config.per_code > 0:
-        out.append(Limit("code", config.per_code, col(Report.code) == code))
+        out.append(Limit("code", config.per_code, "code", code))
     if rider_ref and config.per_rider > 0:
-        out.append(Limit("rider", config.per_rider, col(Report.rider_ref) == rider_ref))
+        out.append(Limit("rider", config.per_rider, "rider_ref", rider_ref))
     if client_ref and config.per_address > 0:
-        out.append(Limit("address", config.per_address, col(Report.client_ref) == client_ref))
+        out.append(Limit("address", config.per_address, "client_ref", client_ref))
     return out
 
 
@@ -105,14 +106,17 @@ def check(session: Session, config: RateLimits, limits: Sequence[Limit], now: da
     """Count recent reports for each limit; the first one exceeded decides (longest wait wins)."""
     window = timedelta(seconds=config.window_seconds)
     worst: Verdict = Verdict(True)
+    raw = Raw(session) if limits else None
     for limit in limits:
-        recent = session.exec(
-            select(Report.submitted_at)
-            .where(limit.condition, col(Report.submitted_at) > now - window)
-            .order_by(col(Report.submitted_at).desc())
-            .limit(limit.allowed)
-        ).all()
-        wait = retry_after(list(recent), limit.allowed, window, now)
+        assert raw is not None
+        # an index per column, (column, submitted_at): a range scan of at most `allowed` entries
+        rows = raw.all(
+            f"SELECT submitted_at FROM report WHERE {limit.column} = :value AND submitted_at > :since "
+            "ORDER BY submitted_at DESC LIMIT :n",
+            {"value": limit.value, "since": raw.ts(now - window), "n": limit.allowed},
+        )
+        recent = [t for (value,) in rows if (t := read_ts(value)) is not None]
+        wait = retry_after(recent, limit.allowed, window, now)
         if wait is not None and wait > worst.retry_after:
             worst = Verdict(False, limit.name, wait)
     return worst

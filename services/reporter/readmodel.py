@@ -1,20 +1,21 @@
 """The riders' read model, kept from `cases.events`: each report's status and timeline, and the cases.
 
-Handlers run inside the consumer's batch transaction; an event older than what a row already shows
-(a lower case version) never moves it back.
+Handlers run inside the consumer's batch transaction, in plain SQL (``gridloop.rawsql``: this is a
+hot path, one event per report); an event older than what a row already shows (a lower case
+version) never moves it back. The tables are the ORM models of ``services.reporter.models``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from gridloop.clock import as_utc
 from gridloop.consumer import Handler, Incoming
+from gridloop.rawsql import Raw, in_list, insert_sql, read_ts
 from schemas.events import REGISTRY, CaseOpened, CaseReportMerged, CaseTransitioned
-from services.reporter.models import CaseView, Report, ReportEvent
 
 OPEN_STATES = ("new", "acknowledged", "dispatched", "returned", "on_hold")
 """Case states a rider can still '+1' (resolved waits for the rider; closed and rejected are final)."""
@@ -28,30 +29,115 @@ TRANSITIONS = tuple(
 )
 
 
+@dataclass
+class _Report:
+    """What the read model needs of a report row."""
+
+    report_id: str
+    case_version: int
+    category: str
+    place_id: str | None
+    submitted_at: datetime
+
+
+@dataclass
+class _View:
+    """A case_view row."""
+
+    case_id: str
+    station_id: str
+    category: str
+    status: str
+    version: int
+    place_id: str | None
+    opened_at: datetime
+    updated_at: datetime
+    resolve_due: datetime | None
+    after_photo_ids: str = ""
+    status_note: str | None = None
+    stored: bool = True
+
+
+_REPORT_COLUMNS = "report_id, case_version, category, place_id, submitted_at"
+_VIEW_COLUMNS = (
+    "case_id, station_id, category, status, version, place_id, opened_at, updated_at, resolve_due, "
+    "after_photo_ids, status_note"
+)
+_VIEW_FIELDS = [c.strip() for c in _VIEW_COLUMNS.split(",")]
+
+
+def _report(row: tuple[Any, ...]) -> _Report:
+    return _Report(row[0], row[1], row[2], row[3], read_ts(row[4]))  # type: ignore[arg-type]
+
+
+def _load_report(raw: Raw, report_id: str) -> _Report | None:
+    row = raw.first(f"SELECT {_REPORT_COLUMNS} FROM report WHERE report_id = :id", {"id": report_id})
+    return _report(row) if row else None
+
+
+def _load_view(raw: Raw, case_id: str) -> _View | None:
+    row = raw.first(f"SELECT {_VIEW_COLUMNS} FROM case_view WHERE case_id = :id", {"id": case_id})
+    if row is None:
+        return None
+    view = _View(*row)
+    view.opened_at, view.updated_at = read_ts(view.opened_at), read_ts(view.updated_at)  # type: ignore[assignment]
+    view.resolve_due = read_ts(view.resolve_due)
+    return view
+
+
+def _save_view(raw: Raw, view: _View) -> None:
+    values = {f: getattr(view, f) for f in _VIEW_FIELDS}
+    for f in ("opened_at", "updated_at", "resolve_due"):
+        values[f] = raw.ts(values[f])
+    if view.stored:
+        sets = ", ".join(f"{f} = :{f}" for f in _VIEW_FIELDS[1:])
+        raw.run(f"UPDATE case_view SET {sets} WHERE case_id = :case_id", values)
+    else:
+        raw.run(insert_sql("case_view", _VIEW_FIELDS), values)
+        view.stored = True
+
+
 def set_status(
-    session: Session,
-    report: Report,
+    raw: Raw,
+    report: _Report,
+    case_id: str,
     status: str,
     action: str,
     at: datetime,
     version: int,
     note: str | None = None,
 ) -> None:
-    """Move a report to the case's new status and add the step to its timeline (unless stale)."""
+    """Point a report at its case; move it to the case's new status and add the step to its timeline
+    (unless the event is older than what the report shows)."""
     if version and version < report.case_version:
-        return  # an older event arriving late must not move the status back
-    report.status = status
-    report.status_at = at
+        # an older event arriving late must not move the status back
+        raw.run(
+            "UPDATE report SET case_id = :case WHERE report_id = :id",
+            {"case": case_id, "id": report.report_id},
+        )
+        return
     report.case_version = max(version, report.case_version)
-    session.add(report)
-    session.add(ReportEvent(report_id=report.report_id, status=status, action=action, at=at, note=note))
+    raw.run(
+        "UPDATE report SET case_id = :case, status = :status, status_at = :at, case_version = :version "
+        "WHERE report_id = :id",
+        {
+            "case": case_id,
+            "status": status,
+            "at": raw.ts(at),
+            "version": report.case_version,
+            "id": report.report_id,
+        },
+    )
+    raw.run(
+        _TIMELINE_INSERT,
+        {"report_id": report.report_id, "status": status, "action": action, "at": raw.ts(at), "note": note},
+    )
 
 
-def _view(session: Session, case_id: str) -> CaseView | None:
-    return session.get(CaseView, case_id)
+_TIMELINE_INSERT = insert_sql("report_event", ("report_id", "status", "action", "at", "note"))
 
 
-def _update_view(view: CaseView, status: str, version: int, at: datetime) -> bool:
+def _update_view(view: _View, status: str, version: int, at: datetime) -> bool:
     """Apply a newer state to a case view; False when the event is older than the view."""
     if version and version < view.version:
         return False
@@ -65,10 +151,11 @@ def on_case_opened(session: Session, item: Incoming) -> None:
     """A case was opened for one of our reports: the receipt now points at it."""
     data = item.data
     assert isinstance(data, CaseOpened)
-    report = session.get(Report, data.report_id)
-    view = _view(session, data.case_id)
+    raw = Raw(session)
+    report = _load_report(raw, data.report_id)
+    view = _load_view(raw, data.case_id)
     if view is None:
-        view = CaseView(
+        view = _View(
             case_id=data.case_id,
             station_id=data.station_id,
             category=data.category,
@@ -78,17 +165,16 @@ def on_case_opened(session: Session, item: Incoming) -> None:
             opened_at=data.opened_at,
             updated_at=data.opened_at,
             resolve_due=data.resolve_due,
+            stored=False,
         )
     else:
         view.station_id, view.category = data.station_id, data.category
         view.resolve_due = data.resolve_due or view.resolve_due
         view.opened_at = data.opened_at
         _update_view(view, data.status, data.version, data.opened_at)
-    session.add(view)
-    if report is None:
-        return
-    report.case_id = data.case_id
-    set_status(session, report, data.status, "opened", data.opened_at, data.version)
+    _save_view(raw, view)
+    if report is not None:
+        set_status(raw, report, data.case_id, data.status, "opened", data.opened_at, data.version)
 
 
 def on_report_merged(session: Session, item: Incoming) -> None:
@@ -96,10 +182,11 @@ def on_report_merged(session: Session, item: Incoming) -> None:
     data = item.data
     assert isinstance(data, CaseReportMerged)
     at = item.event.time
-    report = session.get(Report, data.report_id)
-    view = _view(session, data.case_id)
+    raw = Raw(session)
+    report = _load_report(raw, data.report_id)
+    view = _load_view(raw, data.case_id)
     if view is None:
-        view = CaseView(
+        view = _View(
             case_id=data.case_id,
             station_id=data.station_id,
             category=report.category if report else "other",
@@ -108,14 +195,14 @@ def on_report_merged(session: Session, item: Incoming) -> None:
             place_id=report.place_id if report else None,
             opened_at=at,
             updated_at=at,
+            resolve_due=None,
+            stored=False,
         )
     else:
         _update_view(view, data.status, data.version, at)
-    session.add(view)
-    if report is None:
-        return
-    report.case_id = data.case_id
-    set_status(session, report, data.status, "merged", at, data.version)
+    _save_view(raw, view)
+    if report is not None:
+        set_status(raw, report, data.case_id, data.status, "merged", at, data.version)
 
 
 def _optional(data: Any, name: str) -> Any:
@@ -133,23 +220,39 @@ def on_case_transition(session: Session, item: Incoming) -> None:
     note = (
         data.note[:500] if data.note and (data.action in NOTE_ACTIONS or data.status == "rejected") else None
     )
-    view = _view(session, data.case_id)
-    reports = list(session.exec(select(Report).where(Report.case_id == data.case_id)).all())
+    raw = Raw(session)
+    view = _load_view(raw, data.case_id)
+    reports = [
+        _report(r)
+        for r in raw.all(
+            f"SELECT {_REPORT_COLUMNS} FROM report WHERE case_id = :case ORDER BY submitted_at, report_id",
+            {"case": data.case_id},
+        )
+    ]
     known = {r.report_id for r in reports}
-    extra = [rid for rid in data.report_ids if rid not in known]
+    extra = sorted({rid for rid in data.report_ids if rid not in known})
     if extra:
-        reports += list(session.exec(select(Report).where(col(Report.report_id).in_(extra))).all())
+        params: dict[str, Any] = {}
+        reports += [
+            _report(r)
+            for r in raw.all(
+                f"SELECT {_REPORT_COLUMNS} FROM report WHERE report_id IN {in_list('id', extra, params)}",
+                params,
+            )
+        ]
     if view is None and reports:
         first = reports[0]
-        view = CaseView(
+        view = _View(
             case_id=data.case_id,
             station_id=data.station_id,
             category=first.category,
             status=data.status,
             version=0,
             place_id=first.place_id,
-            opened_at=as_utc(first.submitted_at),
+            opened_at=first.submitted_at,
             updated_at=data.at,
+            resolve_due=None,
+            stored=False,
         )
     if view is not None:
         if _update_view(view, data.status, data.version, data.at):
@@ -163,10 +266,9 @@ def on_case_transition(session: Session, item: Incoming) -> None:
                 due = datetime.fromisoformat(due)
             if isinstance(due, datetime):
                 view.resolve_due = due
-        session.add(view)
+        _save_view(raw, view)
     for report in reports:
-        report.case_id = data.case_id
-        set_status(session, report, data.status, data.action, data.at, data.version, note)
+        set_status(raw, report, data.case_id, data.status, data.action, data.at, data.version, note)
 
 
 def handlers() -> dict[str, Handler]:
