@@ -30,24 +30,25 @@ from sqlmodel import Session
 from gridloop import metrics
 from gridloop.clock import as_utc, utcnow
 from gridloop.consumer import Incoming, after_commit
-from gridloop.db import insert_row
 from gridloop.demo import DEMO_PLACES
 from gridloop.errors import ApiError
-from gridloop.outbox import add_event, add_raw
+from gridloop.outbox import add_raw
+from gridloop.rawsql import Raw, insert_sql
 from gridloop.service import Runtime, create_app
 from gridloop.settings import Settings, get_settings
 from gridloop.topics import CASES_EVENTS, REPORTS_ROUTED, REPORTS_SUBMITTED
 from schemas.events import REGISTRY, CaseTransitioned, ReportRouted, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction, load_jurisdiction
 from services.router import index
-from services.router.models import PLUMBING, Base, CaseRider, OpenCase, RouteDecision
+from services.router.index import IndexCase
+from services.router.models import PLUMBING, Base
 from services.router.places import CodePlace, PlaceBook
 from services.router.routing import (
     Assessment,
     Candidate,
     ReportFacts,
     RouteResult,
-    assess,
+    assess_case,
     decide,
     is_recurring,
     reason_text,
@@ -96,50 +97,62 @@ class RouterLogic:
         self.j = jurisdiction
         self.centre_ids = tuple(s.id for s in jurisdiction.stations.values() if s.kind == "centre")
 
-    def plan(self, session: Session, facts: ReportFacts) -> Plan:
+    def plan(self, raw: Raw, facts: ReportFacts) -> Plan:
         """Decide a report from the index as it stands in this transaction (reads only)."""
         category = self.j.categories.get(facts.category)
         candidates: list[Candidate] = []
         if category is not None:
             candidates = index.merge_candidates(
-                session, facts, category.dup_radius_m, timedelta(hours=category.dup_window_hours)
+                raw, facts, category.dup_radius_m, timedelta(hours=category.dup_window_hours)
             )
         return Plan(facts, decide(self.j, facts, candidates), candidates)
 
     def assessment(
-        self, session: Session, facts: ReportFacts, result: RouteResult, case_id: str, was_common: bool
-    ) -> Assessment:
-        """Riders, common issue and priority for a case whose reports are in the index."""
+        self, raw: Raw, facts: ReportFacts, result: RouteResult, case: IndexCase | None
+    ) -> tuple[Assessment, index.Standing]:
+        """Riders, common issue and priority of the case (None: a new one) once this report joins it."""
         category = self.j.categories.get(facts.category)
         recurring = None
         if category is not None and result.decision != "triage":
-            history = index.recurrence_history(session, facts, category.dup_radius_m)
-            recurring = is_recurring(category, facts, history, exclude_case=case_id)
-        return assess(category, facts, index.case_reports(session, case_id), was_common, recurring)
+            history = index.recurrence_history(raw, facts, category.dup_radius_m)
+            recurring = is_recurring(
+                category, facts, history, exclude_case=case.case_id if case is not None else None
+            )
+        standing = index.standing(raw, case, facts.rider_ref, facts.submitted_at)
+        return (
+            assess_case(category, facts, standing.distinct_riders, standing.common_issue, recurring),
+            standing,
+        )
 
     def on_submitted(self, session: Session, item: Incoming) -> None:
         """Decide one report's case and queue `report.routed`."""
         started = time.perf_counter()
         data = item.data
         assert isinstance(data, ReportSubmitted)
-        index.lock_for_routing(session)
-        if session.get(RouteDecision, data.report_id) is not None:
+        raw = Raw(session)
+        index.lock_for_routing(raw)
+        if raw.first("SELECT 1 FROM route_decision WHERE report_id = :id", {"id": data.report_id}):
             self.replay(session, item)  # the same report under another event id: same answer
             return
-        PlaceBook.learn(session, data, as_utc(data.submitted_at))
+        PlaceBook.learn(raw, data, as_utc(data.submitted_at))
         facts = facts_of(data)
-        plan = self.plan(session, facts)
+        plan = self.plan(raw, facts)
         result = plan.result
+        merged: IndexCase | None = None
         if result.decision == "merge":
             assert result.merge_case_id is not None
-            case = session.get(OpenCase, result.merge_case_id)
-            assert case is not None
-            case_id = case.case_id
-            case.last_report_at = max(as_utc(case.last_report_at), facts.submitted_at)
+            merged = index.load_case(raw, result.merge_case_id)
+            assert merged is not None
+        standing, riders = self.assessment(raw, facts, result, merged)
+        if merged is not None:
+            case = merged
+            case.last_report_at = max(case.last_report_at, facts.submitted_at)
+            case.common_issue = standing.common_issue
+            case.distinct_riders += int(riders.new_rider)
+            index.update_case(raw, case)
         else:
-            case_id = new_case_id()
-            case = OpenCase(
-                case_id=case_id,
+            case = IndexCase(
+                case_id=new_case_id(),
                 category=data.category,
                 station_id=result.station_id,
                 grid_id=result.grid_id,
@@ -151,18 +164,12 @@ class RouterLogic:
                 last_report_at=facts.submitted_at,
                 open=result.decision == "open",
                 triage=result.decision == "triage",
+                common_issue=standing.common_issue,
+                distinct_riders=int(riders.new_rider),
             )
-        insert_row(
-            session,
-            CaseRider(
-                report_id=data.report_id, case_id=case_id, rider_ref=data.rider_ref, at=facts.submitted_at
-            ),
-        )
-        session.add(case)
-        session.flush()
-        standing = self.assessment(session, facts, result, case_id, case.common_issue)
-        case.common_issue = standing.common_issue
-        session.add(case)
+            index.insert_case(raw, case)
+        case_id = case.case_id
+        index.add_report(raw, data.report_id, case_id, data.rider_ref, facts.submitted_at)
         reasons = result.reasons + standing.reasons
         routed = ReportRouted(
             report_id=data.report_id,
@@ -186,18 +193,20 @@ class RouterLogic:
             distinct_riders=standing.distinct_riders,
             common_issue=standing.common_issue,
         )
-        event = make_event("report.routed", routed, source=SERVICE, subject=case_id, time=utcnow())
-        add_event(session, PLUMBING, REPORTS_ROUTED, case_id, event)
-        insert_row(
-            session,
-            RouteDecision(
-                report_id=data.report_id,
-                case_id=case_id,
-                decision=result.decision,
-                event_id=event.id,
-                envelope=event.model_dump_json(),
-                decided_at=utcnow(),
-            ),
+        now = utcnow()
+        event = make_event("report.routed", routed, source=SERVICE, subject=case_id, time=now)
+        envelope = event.model_dump_json()
+        add_raw(session, PLUMBING, REPORTS_ROUTED, case_id, event.id, envelope)
+        raw.run(
+            _DECISION_INSERT,
+            {
+                "report_id": data.report_id,
+                "case_id": case_id,
+                "decision": result.decision,
+                "event_id": event.id,
+                "envelope": envelope,
+                "decided_at": raw.ts(now),
+            },
         )
         elapsed = time.perf_counter() - started
         decision = result.decision
@@ -213,23 +222,28 @@ class RouterLogic:
         """A report seen before: publish the stored decision again (downstream dedupes by id)."""
         data = item.data
         assert isinstance(data, ReportSubmitted)
-        decision = session.get(RouteDecision, data.report_id)
-        if decision is not None:
-            add_raw(session, PLUMBING, REPORTS_ROUTED, decision.case_id, decision.event_id, decision.envelope)
+        row = Raw(session).first(
+            "SELECT case_id, event_id, envelope FROM route_decision WHERE report_id = :id",
+            {"id": data.report_id},
+        )
+        if row is not None:
+            case_id, event_id, envelope = row
+            add_raw(session, PLUMBING, REPORTS_ROUTED, case_id, event_id, envelope)
 
     def on_case_event(self, session: Session, item: Incoming) -> None:
         """Keep the index current: closed and rejected cases leave it, transfers move it."""
         data = item.data
         if not isinstance(data, CaseTransitioned):
             return
-        case = session.get(OpenCase, data.case_id)
+        raw = Raw(session)
+        case = index.load_case(raw, data.case_id)
         if case is None:
             log.warning("case event %s for case %s the router never named", item.event.type, data.case_id)
             return
         if not index.apply_case_state(case, data.status, data.station_id, data.version, self.centre_ids):
             return  # an older event than one already applied
         if data.status in index.FINAL_STATES and data.report_ids:
-            late = sorted(set(index.report_ids(session, case.case_id)) - set(data.report_ids))
+            late = sorted(set(index.report_ids(raw, case.case_id)) - set(data.report_ids))
             if late:
                 case.late_reports += len(late)
                 after_commit(session, lambda: metrics.route_late_merges.inc(len(late)))
@@ -239,7 +253,12 @@ class RouterLogic:
                     data.status,
                     ", ".join(late),
                 )
-        session.add(case)
+        index.update_case(raw, case)
+
+
+_DECISION_INSERT = insert_sql(
+    "route_decision", ("report_id", "case_id", "decision", "event_id", "envelope", "decided_at")
+)
 
 
 def explain_view(
@@ -247,7 +266,7 @@ def explain_view(
     plan: Plan,
     standing: Assessment,
     place: CodePlace | None,
-    duplicate: OpenCase | None,
+    duplicate: IndexCase | None,
 ) -> dict[str, Any]:
     """The explain answer: where, who, which rule, which duplicate, and why, in zh and en."""
     result, facts = plan.result, plan.facts
@@ -285,7 +304,7 @@ def explain_view(
             "distance_m": round(result.distance_m or 0.0, 1),
             "station_id": duplicate.station_id,
             "status": duplicate.status,
-            "last_report_at": as_utc(duplicate.last_report_at).isoformat(),
+            "last_report_at": duplicate.last_report_at.isoformat(),
             "distinct_riders": standing.distinct_riders,
             "common_issue": standing.common_issue,
         }
@@ -335,7 +354,8 @@ def build(settings: Settings | None = None) -> FastAPI:
         if code is None and lat is None:
             raise ApiError(422, "invalid", "Give a report code (code=) or a point (lat= and lon=).")
         with runtime.db.session() as session:
-            place = places.resolve(session, code) if code is not None else None
+            raw = Raw(session)
+            place = places.resolve(raw, code) if code is not None else None
             facts = ReportFacts(
                 category=category,
                 grid_id=place.grid_id if place else None,
@@ -347,14 +367,11 @@ def build(settings: Settings | None = None) -> FastAPI:
                 rider_ref=None,
                 submitted_at=utcnow(),
             )
-            plan = logic.plan(session, facts)
+            plan = logic.plan(raw, facts)
             duplicate = None
-            case_id = "explain"
             if plan.result.merge_case_id is not None:
-                duplicate = session.get(OpenCase, plan.result.merge_case_id)
-                case_id = plan.result.merge_case_id
-            was_common = duplicate.common_issue if duplicate else False
-            standing = logic.assessment(session, facts, plan.result, case_id, was_common)
+                duplicate = index.load_case(raw, plan.result.merge_case_id)
+            standing, _ = logic.assessment(raw, facts, plan.result, duplicate)
         return explain_view(jurisdiction, plan, standing, place, duplicate)
 
     return app

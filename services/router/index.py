@@ -11,35 +11,105 @@ case), so routing transactions are serialised:
   One key rather than one per category: a batch routes several categories, and locks taken in
   report order could deadlock two replicas. Routing is a few index lookups per report, so one
   lock costs little next to the batch's commit.
+
+Every report is routed here, so the lookups are plain SQL on the driver (``gridloop.rawsql``), each
+answered from an index, and none grows with the size of a case: the distinct riders of a case are
+kept on its row, and the common-issue test reads only the reports within 24 hours of the new one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, false, text
-from sqlmodel import Session, col, or_, select
-
-from gridloop.clock import as_utc
-from services.router.models import CaseRider, OpenCase
-from services.router.routing import RECURRING_WINDOW, Candidate, ReportFacts, bounding_box
+from gridloop.rawsql import Raw, insert_sql, read_ts
+from services.router.routing import (
+    COMMON_ISSUE_WINDOW,
+    RECURRING_WINDOW,
+    Candidate,
+    ReportFacts,
+    bounding_box,
+    is_common_issue,
+)
 
 ROUTING_LOCK_KEY = 0x67_6C_72_74  # "glrt": the router's one advisory lock
 FINAL_STATES = frozenset({"closed", "rejected"})
 
 
-def lock_for_routing(session: Session) -> None:
+@dataclass
+class IndexCase:
+    """A row of `open_case` (services.router.models.OpenCase)."""
+
+    case_id: str
+    category: str
+    station_id: str
+    grid_id: str | None
+    street_id: str | None
+    place_id: str | None
+    lat: float | None
+    lon: float | None
+    opened_at: datetime
+    last_report_at: datetime
+    open: bool = True
+    status: str = "new"
+    triage: bool = False
+    common_issue: bool = False
+    version: int = 0
+    late_reports: int = 0
+    distinct_riders: int = 0
+
+
+_CASE_FIELDS = tuple(f.name for f in fields(IndexCase))
+_CASE_SELECT = f"SELECT {', '.join(_CASE_FIELDS)} FROM open_case"
+_CASE_INSERT = insert_sql("open_case", _CASE_FIELDS)
+_CASE_UPDATE = (
+    "UPDATE open_case SET station_id = :station_id, last_report_at = :last_report_at, open = :open, "
+    "status = :status, triage = :triage, common_issue = :common_issue, version = :version, "
+    "late_reports = :late_reports, distinct_riders = :distinct_riders WHERE case_id = :case_id"
+)
+
+
+def _case(row: Sequence[Any]) -> IndexCase:
+    case = IndexCase(*row)
+    case.opened_at = read_ts(case.opened_at)  # type: ignore[assignment]
+    case.last_report_at = read_ts(case.last_report_at)  # type: ignore[assignment]
+    case.open, case.triage, case.common_issue = bool(case.open), bool(case.triage), bool(case.common_issue)
+    return case
+
+
+def load_case(raw: Raw, case_id: str) -> IndexCase | None:
+    """One case of the index, or None."""
+    row = raw.first(_CASE_SELECT + " WHERE case_id = :id", {"id": case_id})
+    return _case(row) if row else None
+
+
+def insert_case(raw: Raw, case: IndexCase) -> None:
+    """Add a case the router just named."""
+    values = {f: getattr(case, f) for f in _CASE_FIELDS}
+    values["opened_at"], values["last_report_at"] = raw.ts(case.opened_at), raw.ts(case.last_report_at)
+    raw.run(_CASE_INSERT, values)
+
+
+def update_case(raw: Raw, case: IndexCase) -> None:
+    """Write back what routing and `cases.events` change on a case."""
+    values = {f: getattr(case, f) for f in _CASE_FIELDS}
+    values["last_report_at"] = raw.ts(case.last_report_at)
+    del values["opened_at"]
+    for fixed in ("category", "grid_id", "street_id", "place_id", "lat", "lon"):
+        del values[fixed]
+    raw.run(_CASE_UPDATE, values)
+
+
+def lock_for_routing(raw: Raw) -> None:
     """Serialise routing decisions across replicas (PostgreSQL; SQLite is already serialised)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
+    if not raw.sqlite:
         # re-entrant within a transaction, so taking it once per report is harmless
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROUTING_LOCK_KEY})
-    elif dialect != "sqlite":  # pragma: no cover - only the two engines are supported
-        raise RuntimeError(f"routing needs SQLite or PostgreSQL, not {dialect}")
+        raw.run("SELECT pg_advisory_xact_lock(:key)", {"key": ROUTING_LOCK_KEY})
 
 
-def candidate(row: OpenCase) -> Candidate:
+def candidate(row: IndexCase) -> Candidate:
     """A case row as the pure routing code sees it."""
     return Candidate(
         case_id=row.case_id,
@@ -48,66 +118,123 @@ def candidate(row: OpenCase) -> Candidate:
         lat=row.lat,
         lon=row.lon,
         place_id=row.place_id,
-        last_report_at=as_utc(row.last_report_at),
-        opened_at=as_utc(row.opened_at),
+        last_report_at=row.last_report_at,
+        opened_at=row.opened_at,
         open=row.open,
         status=row.status,
     )
 
 
-def _nearby(facts: ReportFacts, radius_m: float) -> list[ColumnElement[bool]]:
+def _nearby(facts: ReportFacts, radius_m: float, params: dict[str, Any]) -> str:
     """WHERE clauses: the same category, and at the same place or inside the bounding box."""
-    near: list[ColumnElement[bool]] = []
+    near: list[str] = []
+    params["category"] = facts.category
     if facts.place_id is not None:
-        near.append(col(OpenCase.place_id) == facts.place_id)
+        near.append("place_id = :place_id")
+        params["place_id"] = facts.place_id
     if facts.lat is not None and facts.lon is not None:
-        lat0, lat1, lon0, lon1 = bounding_box(facts.lat, facts.lon, radius_m)
-        near.append(col(OpenCase.lat).between(lat0, lat1) & col(OpenCase.lon).between(lon0, lon1))
-    return [col(OpenCase.category) == facts.category, or_(*near) if near else false()]
+        params["lat0"], params["lat1"], params["lon0"], params["lon1"] = bounding_box(
+            facts.lat, facts.lon, radius_m
+        )
+        near.append("(lat BETWEEN :lat0 AND :lat1 AND lon BETWEEN :lon0 AND :lon1)")
+    return f"category = :category AND ({' OR '.join(near) if near else '1 = 0'})"
 
 
-def merge_candidates(
-    session: Session, facts: ReportFacts, radius_m: float, window: timedelta
-) -> list[Candidate]:
+def merge_candidates(raw: Raw, facts: ReportFacts, radius_m: float, window: timedelta) -> list[Candidate]:
     """Open, non-triage cases of the report's category near it with a report inside the window."""
-    query = select(OpenCase).where(
-        OpenCase.open == True,  # noqa: E712
-        OpenCase.triage == False,  # noqa: E712
-        col(OpenCase.last_report_at) >= facts.submitted_at - window,
-        *_nearby(facts, radius_m),
+    params: dict[str, Any] = {"yes": True, "no": False, "since": raw.ts(facts.submitted_at - window)}
+    rows = raw.all(
+        f"{_CASE_SELECT} WHERE open = :yes AND triage = :no AND last_report_at >= :since AND "
+        + _nearby(facts, radius_m, params),
+        params,
     )
-    found = [candidate(row) for row in session.exec(query)]
+    found = [candidate(_case(row)) for row in rows]
     if facts.plus_one_case_id and all(c.case_id != facts.plus_one_case_id for c in found):
-        chosen = session.get(OpenCase, facts.plus_one_case_id)
+        chosen = load_case(raw, facts.plus_one_case_id)
         if chosen is not None and chosen.open and not chosen.triage:
             found.append(candidate(chosen))
     return found
 
 
-def recurrence_history(session: Session, facts: ReportFacts, radius_m: float) -> list[Candidate]:
+def recurrence_history(raw: Raw, facts: ReportFacts, radius_m: float) -> list[Candidate]:
     """Cases of the report's category near it opened in the 30 days before it, whatever their state."""
-    query = select(OpenCase).where(
-        OpenCase.triage == False,  # noqa: E712
-        col(OpenCase.opened_at) >= facts.submitted_at - RECURRING_WINDOW,
-        col(OpenCase.opened_at) <= facts.submitted_at,
-        *_nearby(facts, radius_m),
+    params: dict[str, Any] = {
+        "no": False,
+        "since": raw.ts(facts.submitted_at - RECURRING_WINDOW),
+        "until": raw.ts(facts.submitted_at),
+    }
+    rows = raw.all(
+        f"{_CASE_SELECT} WHERE triage = :no AND opened_at >= :since AND opened_at <= :until AND "
+        + _nearby(facts, radius_m, params),
+        params,
     )
-    return [candidate(row) for row in session.exec(query)]
+    return [candidate(_case(row)) for row in rows]
 
 
-def case_reports(session: Session, case_id: str) -> list[tuple[str | None, datetime]]:
-    """Every report on a case as (rider reference, submitted at)."""
-    rows = session.exec(select(CaseRider.rider_ref, CaseRider.at).where(CaseRider.case_id == case_id))
-    return [(rider, as_utc(at)) for rider, at in rows]
+@dataclass(frozen=True)
+class Standing:
+    """A case's riders once a report joined it: distinct riders, common issue, and whether the
+    report's rider is new to the case."""
+
+    distinct_riders: int
+    common_issue: bool
+    new_rider: bool
 
 
-def report_ids(session: Session, case_id: str) -> list[str]:
+def standing(raw: Raw, case: IndexCase | None, rider_ref: str | None, at: datetime) -> Standing:
+    """The standing of a case (None: one about to be opened) with one more report, not yet stored,
+    by `rider_ref` at `at`.
+
+    Distinct riders: the count kept on the case, plus one for a rider new to it. Common issue: it is
+    sticky, and before this report no 24 h window held three riders, so only windows holding `at`
+    can have changed; they lie within 24 h either side of it (reports arrive out of order).
+    """
+    stored = case is not None
+    distinct = case.distinct_riders if case is not None else 0
+    new_rider = False
+    if rider_ref is not None:
+        new_rider = not stored or (
+            raw.first(
+                "SELECT 1 FROM case_rider WHERE case_id = :case AND rider_ref = :rider LIMIT 1",
+                {"case": case.case_id, "rider": rider_ref},  # type: ignore[union-attr]
+            )
+            is None
+        )
+        distinct += int(new_rider)
+    common = case is not None and case.common_issue
+    if not common and rider_ref is not None and stored and distinct >= 3:
+        assert case is not None
+        rows = raw.all(
+            "SELECT rider_ref, at FROM case_rider WHERE case_id = :case AND at >= :lo AND at <= :hi "
+            "AND rider_ref IS NOT NULL",
+            {
+                "case": case.case_id,
+                "lo": raw.ts(at - COMMON_ISSUE_WINDOW),
+                "hi": raw.ts(at + COMMON_ISSUE_WINDOW),
+            },
+        )
+        nearby = [(rider, read_ts(when)) for rider, when in rows]
+        common = is_common_issue([*nearby, (rider_ref, at)])  # type: ignore[list-item]
+    return Standing(max(distinct, 1), common, new_rider)
+
+
+def report_ids(raw: Raw, case_id: str) -> list[str]:
     """The reports the router put on a case."""
-    return list(session.exec(select(CaseRider.report_id).where(CaseRider.case_id == case_id)))
+    return [r[0] for r in raw.all("SELECT report_id FROM case_rider WHERE case_id = :id", {"id": case_id})]
+
+
+_RIDER_INSERT = insert_sql("case_rider", ("report_id", "case_id", "rider_ref", "at"))
+
+
+def add_report(raw: Raw, report_id: str, case_id: str, rider_ref: str | None, at: datetime) -> None:
+    """Put a report on a case."""
+    raw.run(
+        _RIDER_INSERT, {"report_id": report_id, "case_id": case_id, "rider_ref": rider_ref, "at": raw.ts(at)}
+    )
 
 
 def apply_case_state(
-    case: OpenCase, status: str, station_id: str, version: int, centre_ids: Sequence[str]
+    case: IndexCase, status: str, station_id: str, version: int, centre_ids: Sequence[str]
 ) -> bool:
     """Apply the closer's view of a case to its index row; False for a stale (older) event.
 

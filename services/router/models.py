@@ -49,12 +49,18 @@ class OpenCase(Base, table=True):
     common_issue: bool = False
     version: int = Field(default=0, description="The closer's case version last applied (stale events skip).")
     late_reports: int = Field(default=0, description="Reports merged after the closer had closed the case.")
+    distinct_riders: int = Field(default=0, description="Distinct known riders among the case's reports.")
 
 
 class CaseRider(Base, table=True):
     """A report on a case, with its pseudonymous rider, for counting distinct riders."""
 
     __tablename__ = "case_rider"
+    __table_args__ = (
+        # has this rider reported the case before? which riders reported it within 24 h?
+        Index("ix_case_rider_case_rider", "case_id", "rider_ref"),
+        Index("ix_case_rider_case_at", "case_id", "at"),
+    )
 
     report_id: str = Field(primary_key=True, max_length=40)
     case_id: str = Field(index=True, max_length=40)

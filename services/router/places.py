@@ -18,13 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlmodel import Session
-
 from gridloop import codes
 from gridloop.errors import ApiError
+from gridloop.rawsql import Raw
 from schemas.events import ReportSubmitted
 from schemas.reference import Jurisdiction, ReferenceError, load_places
-from services.router.models import KnownPlace
 
 log = logging.getLogger(__name__)
 
@@ -62,27 +60,27 @@ class PlaceBook:
             }
 
     @staticmethod
-    def learn(session: Session, data: ReportSubmitted, seen_at: datetime) -> None:
+    def learn(raw: Raw, data: ReportSubmitted, seen_at: datetime) -> None:
         """Remember the place of a report that came with a code and a point."""
         if not data.code or not data.place_id or data.location is None:
             return
-        row = session.get(KnownPlace, data.code)
-        if row is None:
-            row = KnownPlace(
-                code=data.code,
-                place_id=data.place_id,
-                lat=data.location.lat,
-                lon=data.location.lon,
-                seen_at=seen_at,
-            )
-        row.place_id = data.place_id
-        row.name = data.place_name
-        row.grid_id = data.grid_id
-        row.lat, row.lon = data.location.lat, data.location.lon
-        row.seen_at = seen_at
-        session.add(row)
+        raw.run(
+            "INSERT INTO known_place (code, place_id, name, grid_id, lat, lon, seen_at) "
+            "VALUES (:code, :place_id, :name, :grid_id, :lat, :lon, :seen_at) "
+            "ON CONFLICT (code) DO UPDATE SET place_id = excluded.place_id, name = excluded.name, "
+            "grid_id = excluded.grid_id, lat = excluded.lat, lon = excluded.lon, seen_at = excluded.seen_at",
+            {
+                "code": data.code,
+                "place_id": data.place_id,
+                "name": data.place_name,
+                "grid_id": data.grid_id,
+                "lat": data.location.lat,
+                "lon": data.location.lon,
+                "seen_at": raw.ts(seen_at),
+            },
+        )
 
-    def resolve(self, session: Session, raw: str) -> CodePlace:
+    def resolve(self, db: Raw, raw: str) -> CodePlace:
         """The place of a typed or scanned code; ApiError 422 for a malformed code, 404 for an unknown one."""
         try:
             code = codes.validate(raw)
@@ -92,7 +90,9 @@ class PlaceBook:
         found = self.reference.get(code)
         if found is not None:
             return found
-        row = session.get(KnownPlace, code)
+        row = db.first(
+            "SELECT place_id, name, grid_id, lat, lon FROM known_place WHERE code = :code", {"code": code}
+        )
         if row is None:
             raise ApiError(
                 404,
@@ -100,4 +100,5 @@ class PlaceBook:
                 "路由服务不认识这个报告码，请改用经纬度查询 — the router does not know this code; "
                 "ask with lat and lon instead.",
             )
-        return CodePlace(code, row.place_id, row.name, row.grid_id, row.lat, row.lon, "reports")
+        place_id, name, grid_id, lat, lon = row
+        return CodePlace(code, place_id, name, grid_id, lat, lon, "reports")

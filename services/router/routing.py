@@ -351,9 +351,20 @@ def assess(
     was_common: bool,
     recurring: Candidate | None,
 ) -> Assessment:
-    """The case's riders and common-issue flag after this report, and this report's priority."""
+    """The case's riders and common-issue flag after this report (every report of the case given),
+    and this report's priority."""
     common = was_common or is_common_issue(case_reports)
-    riders = distinct_riders(case_reports)
+    return assess_case(category, facts, distinct_riders(case_reports), common, recurring)
+
+
+def assess_case(
+    category: Category | None,
+    facts: ReportFacts,
+    riders: int,
+    common: bool,
+    recurring: Candidate | None,
+) -> Assessment:
+    """This report's priority and the reasons, from the case's distinct riders and common-issue flag."""
     priority = priority_for(category, facts.danger_now, common, recurring is not None)
     reasons: list[Reason] = []
     if facts.danger_now:
