@@ -116,11 +116,17 @@ class Lifecycle:
         b = sla.budget(self.j.categories.get(case.category), case.priority)
         case.ack_hours, case.resolve_hours = b.ack_hours, b.resolve_hours
 
-    def refresh_sla(self, session: Session, case: Case) -> None:
-        """Recompute deadlines, the active due time, the warning point and the next escalation."""
+    def refresh_sla(self, session: Session | None, case: Case) -> None:
+        """Recompute deadlines, the active due time, the warning point and the next escalation.
+
+        Without a session the case is new: it has no holds to read."""
         case.is_active = case.status in ACTIVE
         if case.status != "on_hold":
-            holds = session.exec(select(CaseHold).where(CaseHold.case_id == case.case_id)).all()
+            holds = (
+                session.exec(select(CaseHold).where(CaseHold.case_id == case.case_id)).all()
+                if session is not None
+                else []
+            )
             plan = sla.plan(
                 self.calendar,
                 as_utc(case.submitted_at),
