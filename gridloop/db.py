@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Insert, MetaData, Table, create_engine, event, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import registry
 from sqlmodel import Session, SQLModel
+
+from gridloop.rawsql import Tx
 
 
 def normalize_url(url: str) -> str:
@@ -125,6 +128,11 @@ class Database:
         # spinning in SQLite's busy handler (which sleeps up to 100 ms a try and starves throughput);
         # other processes still meet the busy timeout.
         self._write_lock: threading.RLock | None = threading.RLock() if is_sqlite(self.engine) else None
+        # what a unique key violation raises on the driver (plain SQL sees the DBAPI's own errors)
+        self.integrity_errors: tuple[type[Exception], ...] = (
+            IntegrityError,
+            self.engine.dialect.loaded_dbapi.IntegrityError,
+        )
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -146,6 +154,33 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def transaction(self, write: bool = False) -> Iterator[Tx]:
+        """A transaction for plain SQL only (a Tx), on a pooled connection: commits on success and
+        rolls back on error, like `session()`, at a tenth of its cost; `write` locks SQLite up front."""
+        sqlite = self._write_lock is not None
+        with self.writing() if write else nullcontext():
+            pooled = self.engine.raw_connection()
+            try:
+                driver = pooled.driver_connection
+                tx = Tx(driver, sqlite)
+                if sqlite:
+                    tx.cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield tx
+                    if sqlite:
+                        tx.cursor.execute("COMMIT")
+                    else:
+                        driver.commit()  # type: ignore[union-attr]
+                except BaseException:
+                    if not sqlite:
+                        driver.rollback()  # type: ignore[union-attr]
+                    elif driver.in_transaction:  # type: ignore[union-attr]
+                        tx.cursor.execute("ROLLBACK")
+                    raise
+            finally:
+                pooled.close()
 
     def ping(self) -> bool:
         """True when the database answers."""

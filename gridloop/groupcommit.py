@@ -12,15 +12,13 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
-
 from gridloop.db import Database
 from gridloop.errors import ApiError
+from gridloop.rawsql import Tx
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Work = Callable[[Session], Any]
+Work = Callable[[Tx], Any]
 
 
 class GroupCommit:
@@ -34,8 +32,9 @@ class GroupCommit:
         self.batches = 0
         self._retried: set[int] = set()
 
-    async def run(self, work: Callable[[Session], T]) -> T:
-        """Run work(session) inside the next shared transaction; its result or exception comes back."""
+    async def run(self, work: Callable[[Tx], T]) -> T:
+        """Run work(tx) inside the next shared transaction (plain SQL: gridloop.rawsql); its result or
+        exception comes back."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((work, future))
         if self._drainer is None or self._drainer.done():
@@ -85,18 +84,18 @@ class GroupCommit:
         """
         outcomes: list[tuple[bool, Any]] = []
         retry: set[int] = set()
-        with self.db.session(write=True) as session:
+        with self.db.transaction(write=True) as tx:
             for work in works:
                 if not careful:
                     try:
-                        outcomes.append((True, work(session)))
+                        outcomes.append((True, work(tx)))
                     except ApiError as exc:
                         outcomes.append((False, exc))
                     continue
                 try:
-                    with session.begin_nested():
-                        outcomes.append((True, work(session)))
-                except IntegrityError as exc:
+                    with tx.savepoint():
+                        outcomes.append((True, work(tx)))
+                except self.db.integrity_errors as exc:
                     retry.add(id(work))
                     outcomes.append((False, exc))
                 except Exception as exc:

@@ -9,13 +9,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
-from sqlmodel import Session
 
 from gridloop import metrics
 from gridloop.clock import utcnow
 from gridloop.db import Database, is_sqlite
 from gridloop.plumbing import PlumbingTables
-from gridloop.rawsql import Raw, in_list, insert_sql
+from gridloop.rawsql import Bind, Raw, in_list, insert_sql
 from schemas.envelope import CloudEvent
 
 log = logging.getLogger(__name__)
@@ -23,14 +22,14 @@ _OUTBOX_INSERT = insert_sql("outbox", ("event_id", "topic", "key", "payload", "c
 
 
 def add_event(
-    session: Session, tables: PlumbingTables, topic: str, key: str | None, event: CloudEvent
+    session: Bind, tables: PlumbingTables, topic: str, key: str | None, event: CloudEvent
 ) -> None:
     """Queue an event for publication in the caller's transaction."""
     add_raw(session, tables, topic, key, event.id, event.model_dump_json())
 
 
 def add_raw(
-    session: Session, tables: PlumbingTables, topic: str, key: str | None, event_id: str, payload: str
+    session: Bind, tables: PlumbingTables, topic: str, key: str | None, event_id: str, payload: str
 ) -> None:
     """Queue an already-serialised message (re-drive, dead letters) in the caller's transaction."""
     del tables  # every service's outbox table has the same name and shape (gridloop.plumbing)
@@ -190,8 +189,8 @@ class OutboxRelay:
                 backoff = min(backoff * 2, 5.0)
 
     def _fetch(self) -> list[tuple[Any, ...]]:
-        with self.db.engine.connect() as conn:
-            raw = Raw(conn)
+        with self.db.transaction() as tx:
+            raw = Raw(tx)
             rows = raw.all(
                 "SELECT id, topic, key, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT :n",
                 {"n": self.batch},
@@ -199,13 +198,12 @@ class OutboxRelay:
             pending = len(rows)
             if pending >= self.batch:  # only a full batch needs the count of what else waits
                 pending = int(raw.scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL") or 0)
-            conn.rollback()
         metrics.outbox_pending.labels(self.service).set(pending)
         return rows
 
     def _mark_sent(self, ids: list[int]) -> None:
-        with self.db.writing(), self.db.write_engine.begin() as conn:
-            raw = Raw(conn)
+        with self.db.transaction(write=True) as tx:
+            raw = Raw(tx)
             params: dict[str, Any] = {"at": raw.ts(utcnow())}
             raw.run(f"UPDATE outbox SET sent_at = :at WHERE id IN {in_list('id', ids, params)}", params)
 

@@ -15,7 +15,8 @@ takes the Python values as they are.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -43,12 +44,55 @@ def in_list(name: str, values: Sequence[Any], params: dict[str, Any]) -> str:
     return "(" + ", ".join(f":{name}_{i}" for i in range(len(values))) + ")"
 
 
+class Tx:
+    """A transaction straight on a DBAPI connection, for hot paths that use plain SQL only.
+
+    It stands in for an ORM session where a handler needs nothing else (``Database.transaction``):
+    an ORM session costs about ten times as much to open and commit (bench/RESULTS.md). `info`
+    carries what a session's would (after-commit callbacks).
+    """
+
+    __slots__ = ("_savepoints", "cursor", "info", "sqlite")
+
+    def __init__(self, driver: Any, sqlite: bool) -> None:
+        self.cursor = driver.cursor()
+        self.sqlite = sqlite
+        self.info: dict[str, Any] = {}
+        self._savepoints = 0
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A savepoint: what runs inside is undone alone when it raises."""
+        self._savepoints += 1
+        name = f"gl_sp{self._savepoints}"
+        self.cursor.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.cursor.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        self.cursor.execute(f"RELEASE SAVEPOINT {name}")
+
+
+Bind = Session | Connection | Tx
+"""What plain SQL can run in: an ORM session's transaction, a Core connection's, or a Tx."""
+
+
+def savepoint(bind: Session | Tx) -> AbstractContextManager[Any]:
+    """A savepoint in a session or a Tx."""
+    return bind.savepoint() if isinstance(bind, Tx) else bind.begin_nested()
+
+
 class Raw:
-    """Plain SQL in the transaction of a session (or connection), with SQLAlchemy's storage formats."""
+    """Plain SQL in the transaction of a session, connection or Tx, with SQLAlchemy's storage formats."""
 
     __slots__ = ("cursor", "sqlite")
 
-    def __init__(self, bind: Session | Connection) -> None:
+    def __init__(self, bind: Bind) -> None:
+        if isinstance(bind, Tx):
+            self.cursor, self.sqlite = bind.cursor, bind.sqlite
+            return
         conn = bind.connection() if isinstance(bind, Session) else bind
         self.sqlite = conn.dialect.name == "sqlite"
         driver = conn.connection.driver_connection

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, String, Table, inspect, select
@@ -13,8 +15,11 @@ from sqlmodel import Session
 from gridloop import migrate
 from gridloop.consumer import IdempotentConsumer, Incoming, RetryBatch, _Raw
 from gridloop.db import Database, service_base
+from gridloop.errors import ApiError
+from gridloop.groupcommit import GroupCommit
 from gridloop.outbox import add_event
 from gridloop.plumbing import define_plumbing
+from gridloop.rawsql import Raw, Tx, insert_row
 from schemas.events import ReportFeedback, make_event
 
 Base = service_base("plumbingtest")
@@ -49,16 +54,25 @@ def feedback_raw(offset: int, comment: str = "ok", event_id: str | None = None) 
     return _Raw("reports.feedback", 0, offset, "c1", event.model_dump_json().encode())
 
 
+@pytest.fixture(params=[False, True], ids=["orm", "plain_sql"])
+def plain_sql(request: pytest.FixtureRequest) -> bool:
+    """Consumers run their batches in an ORM session, or (plain_sql) in a Tx."""
+    return bool(request.param)
+
+
 def make_consumer(
-    db: Database, fail_on: str | None = None, replays: list[str] | None = None
+    db: Database, fail_on: str | None = None, replays: list[str] | None = None, plain_sql: bool = False
 ) -> IdempotentConsumer:
     """A consumer whose handler records each event (and fails on one comment, if asked)."""
 
-    def handler(session: Session, item: Incoming) -> None:
+    def handler(session: Session | Tx, item: Incoming) -> None:
         comment = item.data.comment  # type: ignore[attr-defined]
         if comment == fail_on:
             raise ValueError("cannot apply this one")
-        session.execute(APPLIED.insert().values(event_id=item.event.id, comment=comment))
+        if isinstance(session, Tx):
+            insert_row(Raw(session), "applied", {"event_id": item.event.id, "comment": comment})
+        else:
+            session.execute(APPLIED.insert().values(event_id=item.event.id, comment=comment))
 
     def replay(_session: Session, item: Incoming) -> None:
         if replays is not None:
@@ -73,6 +87,7 @@ def make_consumer(
         replays={"report.feedback": replay},
         service="test",
         attempts=3,
+        plain_sql=plain_sql,
     )
 
 
@@ -88,10 +103,10 @@ def outbox_rows(db: Database) -> list[dict[str, object]]:
         return [dict(r._mapping) for r in conn.execute(select(TABLES.outbox).order_by(TABLES.outbox.c.id))]
 
 
-def test_redelivered_event_is_applied_once(db: Database) -> None:
+def test_redelivered_event_is_applied_once(db: Database, plain_sql: bool) -> None:
     """The same event id in a later batch, or twice in one batch, changes nothing the second time."""
     seen: list[str] = []
-    consumer = make_consumer(db, replays=seen)
+    consumer = make_consumer(db, replays=seen, plain_sql=plain_sql)
     a = feedback_raw(0, "a")
     consumer.apply_batch([a])
     consumer.apply_batch([a, feedback_raw(1, "b")])
@@ -100,9 +115,9 @@ def test_redelivered_event_is_applied_once(db: Database) -> None:
     assert len(seen) == 2  # the replay hook saw both redeliveries
 
 
-def test_poison_message_goes_to_deadletter_and_batch_goes_on(db: Database) -> None:
+def test_poison_message_goes_to_deadletter_and_batch_goes_on(db: Database, plain_sql: bool) -> None:
     """An unparseable message is dead-lettered through the outbox; the next one is applied."""
-    consumer = make_consumer(db)
+    consumer = make_consumer(db, plain_sql=plain_sql)
     poison = _Raw("reports.feedback", 0, 7, "c1", b"{not json")
     consumer.apply_batch([poison, feedback_raw(8, "after")])
     assert applied(db) == ["after"]
@@ -114,9 +129,12 @@ def test_poison_message_goes_to_deadletter_and_batch_goes_on(db: Database) -> No
     assert letter["data"]["consumer"] == "g" and "unparseable" in letter["data"]["error"]
 
 
-def test_failing_handler_retries_then_dead_letters(db: Database) -> None:
-    """A handler that keeps failing: the batch is retried, then that message is dead-lettered."""
-    consumer = make_consumer(db, fail_on="bad")
+def test_failing_handler_retries_then_dead_letters(db: Database, plain_sql: bool) -> None:
+    """A handler that keeps failing: the batch is retried, then that message is dead-lettered.
+
+    The batch is applied straight through first; the failure sends it to a careful pass, a
+    savepoint per event, which counts the attempts; the good events are applied exactly once."""
+    consumer = make_consumer(db, fail_on="bad", plain_sql=plain_sql)
     batch = [feedback_raw(0, "good1"), feedback_raw(1, "bad"), feedback_raw(2, "good2")]
     for _ in range(2):
         with pytest.raises(RetryBatch):
@@ -161,3 +179,61 @@ def test_migrations_create_the_models_tables(db_url: str, service: str) -> None:
         assert tables == set(database.metadata.tables)
     finally:
         database.dispose()
+
+
+def test_group_commit_keeps_each_answer_its_own(db: Database) -> None:
+    """Works sharing a transaction: a refusal (ApiError) costs the others nothing; a work that hits a
+    unique key sends the batch to a careful pass (a savepoint each), is run once more after the winner
+    committed, and fails alone; everyone else's rows are stored once."""
+
+    def insert(event_id: str) -> Callable[[Tx], str]:
+        def work(tx: Tx) -> str:
+            insert_row(Raw(tx), "applied", {"event_id": event_id, "comment": "c"})
+            return event_id
+
+        return work
+
+    def refuse(tx: Tx) -> str:
+        raise ApiError(422, "invalid", "no")
+
+    calls = 0
+
+    def lost_a_race(tx: Tx) -> str:
+        # as intake when another replica stored the same Idempotency-Key first: the driver's own
+        # unique-key error, until the winner has committed
+        nonlocal calls
+        calls += 1
+        if calls <= 2:  # the straight pass, then the careful one
+            raise db.integrity_errors[-1]("duplicate key value violates unique constraint")
+        return "answered as the winner"
+
+    commit = GroupCommit(db)
+
+    async def burst(*works: Callable[[Tx], str]) -> list[Any]:
+        return list(await asyncio.gather(*(commit.run(w) for w in works), return_exceptions=True))
+
+    ok_a, refused, retried, ok_b = asyncio.run(burst(insert("a"), refuse, lost_a_race, insert("b")))
+    assert (ok_a, ok_b) == ("a", "b")
+    assert retried == "answered as the winner" and calls == 3
+    dup, ok_c = asyncio.run(burst(insert("a"), insert("c")))
+    assert ok_c == "c"
+    assert isinstance(refused, ApiError)
+    assert isinstance(dup, db.integrity_errors)
+    with db.engine.connect() as conn:
+        assert sorted(r.event_id for r in conn.execute(select(APPLIED.c.event_id))) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("service", ["reporter", "router", "closer"])
+def test_migrations_match_the_models(db_url: str, service: str) -> None:
+    """After `db upgrade` Alembic finds nothing to add or drop: columns and indexes as the models say."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    migrate.upgrade(service, db_url)
+    database = Database(db_url, migrate.service_metadata(service))
+    try:
+        with database.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), database.metadata)
+    finally:
+        database.dispose()
+    assert diff == []

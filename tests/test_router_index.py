@@ -61,6 +61,7 @@ class Router:
             handlers={"report.submitted": self.logic.on_submitted},
             replays={"report.submitted": self.logic.replay},
             service="router",
+            plain_sql=True,  # as the router runs them
         )
         self.cases = IdempotentConsumer(
             group="router-cases",
@@ -69,6 +70,7 @@ class Router:
             tables=PLUMBING,
             handlers={name: self.logic.on_case_event for name in CASE_STATE_EVENTS},
             service="router",
+            plain_sql=True,  # as the router runs them
         )
 
     def feed(self, events: list[CloudEvent], topic: str = "reports.submitted") -> None:
@@ -458,3 +460,49 @@ def test_merging_is_independent_of_arrival_order(reports: list[dict[str, object]
     assert first == second
     expected = {(str(r["spot"].place_id), r["category"]) for r in reports}  # type: ignore[attr-defined]
     assert len(first["cases"]) == len(expected)  # type: ignore[arg-type]
+
+
+# --- the kept standing of a case equals a recount (hypothesis) -------------------------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    riders=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c", "d", None]), st.integers(0, 72 * 60)), max_size=12
+    ),
+    seed=st.integers(0, 2**32 - 1),
+    batch=st.integers(1, 4),
+)
+def test_kept_riders_and_common_issue_equal_a_recount(
+    riders: list[tuple[str | None, int]], seed: int, batch: int
+) -> None:
+    """Routing keeps a case's distinct riders on its row and tests for a common issue only around the new
+    report; over any arrival order and batching that equals counting every report of the case again."""
+    from services.router.routing import distinct_riders, is_common_issue
+
+    events = [
+        submitted(f"s{i}", rider, place=MANHOLE, category="sanitation", at=T0 + timedelta(minutes=m))
+        for i, (rider, m) in enumerate(riders)
+    ]
+    random.Random(seed).shuffle(events)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'router.db'}"
+        migrate.upgrade("router", url)
+        r = Router(url)
+        try:
+            for i in range(0, len(events), batch):
+                r.feed(events[i : i + batch])
+            with r.db.session() as s:
+                cases = list(s.exec(orm_select(OpenCase)))
+                rows = list(s.exec(orm_select(CaseRider)))
+            routed = decisions(r.db)
+        finally:
+            r.close()
+    for case in cases:
+        reports = [(row.rider_ref, row.at.replace(tzinfo=UTC)) for row in rows if row.case_id == case.case_id]
+        assert case.distinct_riders == len({rider for rider, _ in reports if rider})
+        assert case.common_issue == is_common_issue(reports)
+        # the last report routed into the case carried the count as it stood then
+        assert max(
+            int(str(d["distinct_riders"])) for d in routed.values() if d["case_id"] == case.case_id
+        ) == (distinct_riders(reports))

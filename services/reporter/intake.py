@@ -12,13 +12,12 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlmodel import Session
 
 from gridloop import codes, metrics
 from gridloop.clock import utcnow
 from gridloop.errors import ApiError
 from gridloop.outbox import add_event
-from gridloop.rawsql import Raw, insert_row
+from gridloop.rawsql import Bind, Raw, insert_row
 from gridloop.topics import REPORTS_SUBMITTED
 from schemas.events import Location, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction
@@ -124,7 +123,7 @@ _CODE_PLACE = (
 )
 
 
-def resolve_place(session: Session, raw_code: str) -> tuple[str, PlaceRef]:
+def resolve_place(session: Bind, raw_code: str) -> tuple[str, PlaceRef]:
     """The place behind a code; mistyped, unknown and deactivated codes are clear errors."""
     try:
         code = codes.validate(raw_code)
@@ -248,7 +247,7 @@ def submitted_event(
 
 
 def accept_report(
-    session: Session,
+    session: Bind,
     body: ReportIn,
     ctx: IntakeContext,
     jurisdiction: Jurisdiction,

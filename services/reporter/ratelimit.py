@@ -28,10 +28,9 @@ from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlmodel import Session
 
 from gridloop.clock import as_utc
-from gridloop.rawsql import Raw, read_ts
+from gridloop.rawsql import Bind, Raw, read_ts
 
 
 class RateLimits(BaseSettings):
@@ -102,7 +101,7 @@ def limits_for(
     return out
 
 
-def check(session: Session, config: RateLimits, limits: Sequence[Limit], now: datetime) -> Verdict:
+def check(session: Bind, config: RateLimits, limits: Sequence[Limit], now: datetime) -> Verdict:
     """Count recent reports for each limit; the first one exceeded decides (longest wait wins)."""
     window = timedelta(seconds=config.window_seconds)
     worst: Verdict = Verdict(True)

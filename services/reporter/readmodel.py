@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session
-
 from gridloop.consumer import Handler, Incoming
-from gridloop.rawsql import Raw, in_list, insert_sql, read_ts
+from gridloop.rawsql import Raw, Tx, in_list, insert_sql, read_ts
 from schemas.events import REGISTRY, CaseOpened, CaseReportMerged, CaseTransitioned
 
 OPEN_STATES = ("new", "acknowledged", "dispatched", "returned", "on_hold")
@@ -147,7 +145,7 @@ def _update_view(view: _View, status: str, version: int, at: datetime) -> bool:
     return True
 
 
-def on_case_opened(session: Session, item: Incoming) -> None:
+def on_case_opened(session: Tx, item: Incoming) -> None:
     """A case was opened for one of our reports: the receipt now points at it."""
     data = item.data
     assert isinstance(data, CaseOpened)
@@ -177,7 +175,7 @@ def on_case_opened(session: Session, item: Incoming) -> None:
         set_status(raw, report, data.case_id, data.status, "opened", data.opened_at, data.version)
 
 
-def on_report_merged(session: Session, item: Incoming) -> None:
+def on_report_merged(session: Tx, item: Incoming) -> None:
     """Our report joined an existing case."""
     data = item.data
     assert isinstance(data, CaseReportMerged)
@@ -213,7 +211,7 @@ def _optional(data: Any, name: str) -> Any:
     return value
 
 
-def on_case_transition(session: Session, item: Incoming) -> None:
+def on_case_transition(session: Tx, item: Incoming) -> None:
     """A case moved on: its view and every report in it show the new status."""
     data = item.data
     assert isinstance(data, CaseTransitioned)

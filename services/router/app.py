@@ -25,7 +25,6 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Query
-from sqlmodel import Session
 
 from gridloop import metrics
 from gridloop.clock import as_utc, utcnow
@@ -33,7 +32,7 @@ from gridloop.consumer import Incoming, after_commit
 from gridloop.demo import DEMO_PLACES
 from gridloop.errors import ApiError
 from gridloop.outbox import add_raw
-from gridloop.rawsql import Raw, insert_sql
+from gridloop.rawsql import Raw, Tx, insert_sql
 from gridloop.service import Runtime, create_app
 from gridloop.settings import Settings, get_settings
 from gridloop.topics import CASES_EVENTS, REPORTS_ROUTED, REPORTS_SUBMITTED
@@ -124,7 +123,7 @@ class RouterLogic:
             standing,
         )
 
-    def on_submitted(self, session: Session, item: Incoming) -> None:
+    def on_submitted(self, session: Tx, item: Incoming) -> None:
         """Decide one report's case and queue `report.routed`."""
         started = time.perf_counter()
         data = item.data
@@ -218,7 +217,7 @@ class RouterLogic:
 
         after_commit(session, count)
 
-    def replay(self, session: Session, item: Incoming) -> None:
+    def replay(self, session: Tx, item: Incoming) -> None:
         """A report seen before: publish the stored decision again (downstream dedupes by id)."""
         data = item.data
         assert isinstance(data, ReportSubmitted)
@@ -230,7 +229,7 @@ class RouterLogic:
             case_id, event_id, envelope = row
             add_raw(session, PLUMBING, REPORTS_ROUTED, case_id, event_id, envelope)
 
-    def on_case_event(self, session: Session, item: Incoming) -> None:
+    def on_case_event(self, session: Tx, item: Incoming) -> None:
         """Keep the index current: closed and rejected cases leave it, transfers move it."""
         data = item.data
         if not isinstance(data, CaseTransitioned):
@@ -330,9 +329,13 @@ def build(settings: Settings | None = None) -> FastAPI:
         [REPORTS_SUBMITTED],
         {"report.submitted": logic.on_submitted},
         replays={"report.submitted": logic.replay},
+        plain_sql=True,
     )
     runtime.consumer(
-        "router-cases", [CASES_EVENTS], {name: logic.on_case_event for name in CASE_STATE_EVENTS}
+        "router-cases",
+        [CASES_EVENTS],
+        {name: logic.on_case_event for name in CASE_STATE_EVENTS},
+        plain_sql=True,
     )
     runtime.document_publication(REPORTS_ROUTED, ReportRouted, "One decision per report, keyed by case id.")
     for decision in ("open", "merge", "triage"):
