@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     topic_replication: int = Field(1, description="Replication factor of created topics.")
     consumer_max_records: int = Field(500, description="Most records a consumer applies in one transaction.")
     fetch_max_wait_ms: int = Field(50, description="Consumer fetch wait; every hop may add this much.")
+    fetch_min_bytes: int = Field(
+        32768, description="Bytes a fetch waits for (up to fetch_max_wait_ms): larger batches under load."
+    )
     session_timeout_ms: int = Field(10_000, description="Consumer group session timeout.")
     deadletter_attempts: int = Field(3, description="Attempts before a message goes to `deadletter`.")
     outbox_batch: int = Field(500, description="Outbox rows relayed per broker round trip.")
