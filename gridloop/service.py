@@ -69,8 +69,9 @@ class Runtime:
         topics: list[str],
         handlers: Mapping[str, Handler],
         replays: Mapping[str, Handler] | None = None,
+        plain_sql: bool = False,
     ) -> IdempotentConsumer:
-        """Declare an idempotent consumer group on the broker."""
+        """Declare an idempotent consumer group on the broker (`plain_sql`: its handlers take a Tx)."""
         consumer = IdempotentConsumer(
             group=group,
             topics=topics,
@@ -81,11 +82,13 @@ class Runtime:
             service=self.service,
             attempts=self.settings.deadletter_attempts,
             after_commit=self.relay.wake,
+            plain_sql=plain_sql,
         )
         consumer.subscribe(
             self.broker,
             max_records=self.settings.consumer_max_records,
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            fetch_min_bytes=self.settings.fetch_min_bytes,
             session_timeout_ms=self.settings.session_timeout_ms,
             topic_prefix=self.settings.topic_prefix,
         )
@@ -228,7 +231,15 @@ def create_app(
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title, description=description, version="1.0", lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0",
+        lifespan=lifespan,
+        # HTTP metrics are ours (HttpMetrics, on Prometheus); FastAPI's OpenTelemetry hooks would
+        # look up the providers on every request for nothing
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.runtime = runtime
     install_error_handlers(app)
     service = runtime.service

@@ -27,6 +27,7 @@ from schemas.events import ReportFeedback, ReportSubmitted
 from schemas.reference import load_jurisdiction
 from services.reporter import open311, pages, places, qr
 from services.reporter.deps import Deps
+from services.reporter.fastpath import JsonReportFastPath
 from services.reporter.feedback import FeedbackIn, feedback_json, give_feedback, shown_feedback
 from services.reporter.intake import IntakeContext, ReportAccepted, ReportIn, rider_ref_for, submitted_event
 from services.reporter.models import PLUMBING, ApiKey, Base, CaseView, Photo, Place, Report, ReportEvent
@@ -110,21 +111,41 @@ def _reject(reason: str, status: int, code: str, message: str, details: Any = No
     return ApiError(status, code, message, details)
 
 
+def too_large(cap: int) -> ApiError:
+    """The 413 of a request body over `cap` bytes."""
+    return _reject(
+        "too_large", 413, "payload_too_large", f"The request is larger than {cap // 1048576 or 1} MB."
+    )
+
+
 async def _capped_body(request: Request, cap: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `cap` bytes (before it is all read)."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > cap:
-        raise _reject(
-            "too_large", 413, "payload_too_large", f"The request is larger than {cap // 1048576 or 1} MB."
-        )
+        raise too_large(cap)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > cap:
-            raise _reject(
-                "too_large", 413, "payload_too_large", f"The request is larger than {cap // 1048576 or 1} MB."
-            )
+            raise too_large(cap)
     return bytes(body)
+
+
+def report_from_json(raw: bytes) -> ReportIn:
+    """A report from a JSON body: 400 when it is not JSON, 422 when it is not a valid report."""
+    try:
+        data = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _reject("invalid", 400, "invalid_json", "The body is not valid JSON.") from exc
+    if not isinstance(data, dict):
+        raise _reject("invalid", 422, "invalid", "The body must be a JSON object.")
+    return _validated(data)
+
+
+def check_idempotency_key(key: str | None) -> None:
+    """422 for an Idempotency-Key header of the wrong length."""
+    if key is not None and not 1 <= len(key) <= 100:
+        raise _reject("invalid", 422, "invalid", "Idempotency-Key has 1 to 100 characters.")
 
 
 def _validated(fields: dict[str, Any]) -> ReportIn:
@@ -139,14 +160,7 @@ async def read_report_request(request: Request) -> tuple[ReportIn, list[CleanPho
     """A report from a JSON body, or from a multipart form with up to 3 photos (checked and cleaned)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
-        raw = await _capped_body(request, MAX_JSON_BYTES)
-        try:
-            data = json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _reject("invalid", 400, "invalid_json", "The body is not valid JSON.") from exc
-        if not isinstance(data, dict):
-            raise _reject("invalid", 422, "invalid", "The body must be a JSON object.")
-        return _validated(data), []
+        return report_from_json(await _capped_body(request, MAX_JSON_BYTES)), []
     if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise _reject(
             "invalid", 415, "unsupported_media_type", "Send JSON, or a multipart form (with photos)."
@@ -194,7 +208,7 @@ def build(settings: Settings | None = None) -> FastAPI:
     deps = Deps(
         runtime, settings, jurisdiction, settings.signing_key(), RateLimits(), GroupCommit(runtime.db)
     )
-    runtime.consumer("reporter", [CASES_EVENTS], case_handlers())
+    runtime.consumer("reporter", [CASES_EVENTS], case_handlers(), plain_sql=True)
     runtime.document_publication(REPORTS_SUBMITTED, ReportSubmitted, "Accepted reports, keyed by grid id.")
     runtime.document_publication(REPORTS_FEEDBACK, ReportFeedback, "Riders' answers, keyed by case id.")
 
@@ -218,6 +232,17 @@ def build(settings: Settings | None = None) -> FastAPI:
     runtime.background.append(redrive_loop)
     app = create_app(runtime, "GridLoop reporter", "Report codes, rider intake, tracking, Open311.")
     app.add_middleware(GZipMiddleware, minimum_size=800)
+    # added last, so outermost: the riders' JSON posts skip the layers above (services.reporter.fastpath)
+    app.add_middleware(
+        JsonReportFastPath,
+        service=SERVICE,
+        submit=deps.submit,
+        read_json=report_from_json,
+        check_key=check_idempotency_key,
+        too_large=lambda: too_large(MAX_JSON_BYTES),
+        max_bytes=MAX_JSON_BYTES,
+        context=deps.intake_context,
+    )
     app.state.jurisdiction = jurisdiction
     app.state.deps = deps
 
@@ -241,8 +266,7 @@ def build(settings: Settings | None = None) -> FastAPI:
     async def post_report(request: Request, response: Response) -> Any:
         """Accept a rider's report: stored before this answer, routed in the background."""
         key = request.headers.get("Idempotency-Key")
-        if key is not None and not 1 <= len(key) <= 100:
-            raise _reject("invalid", 422, "invalid", "Idempotency-Key has 1 to 100 characters.")
+        check_idempotency_key(key)
         body, photos = await read_report_request(request)
         token = deps.rider_token(request, response)
         ctx = IntakeContext(

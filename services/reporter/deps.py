@@ -12,6 +12,7 @@ from fastapi import Request, Response
 from sqlmodel import Session
 
 from gridloop.groupcommit import GroupCommit
+from gridloop.rawsql import Tx
 from gridloop.service import Runtime
 from gridloop.settings import Settings
 from gridloop.tokens import Principal, Role, bearer_principal, require_role
@@ -23,6 +24,20 @@ T = TypeVar("T")
 RIDER_COOKIE = "gl_rider"
 LANG_COOKIE = "gl_lang"
 RIDER_COOKIE_AGE = 3600 * 24 * 365
+
+
+def token_for(cookie: str | None) -> tuple[str, bool]:
+    """The rider's token from their cookie, or a new one: (token, is it new)."""
+    if cookie and 16 <= len(cookie) <= 64:
+        return cookie, False
+    return secrets.token_urlsafe(18), True
+
+
+def set_rider_cookie(response: Response, token: str) -> None:
+    """Keep the rider's token on their phone for a year (no account, no personal data)."""
+    response.set_cookie(
+        RIDER_COOKIE, token, max_age=RIDER_COOKIE_AGE, httponly=True, samesite="lax", path="/"
+    )
 
 
 @dataclass
@@ -63,15 +78,21 @@ class Deps:
 
     def rider_token(self, request: Request, response: Response | None) -> str:
         """The rider's cookie token; a new one is set on the response when there is none."""
-        token = request.cookies.get(RIDER_COOKIE)
-        if token and 16 <= len(token) <= 64:
-            return token
-        token = secrets.token_urlsafe(18)
-        if response is not None:
-            response.set_cookie(
-                RIDER_COOKIE, token, max_age=RIDER_COOKIE_AGE, httponly=True, samesite="lax", path="/"
-            )
+        token, new = token_for(request.cookies.get(RIDER_COOKIE))
+        if new and response is not None:
+            set_rider_cookie(response, token)
         return token
+
+    def intake_context(self, cookie: str | None, address: str | None) -> tuple[IntakeContext, str | None]:
+        """The intake context of a rider's post from the rider cookie and the client address, and the
+        new token to set as the cookie (None when the rider kept theirs)."""
+        token, new = token_for(cookie)
+        ctx = IntakeContext(
+            channel="scan",
+            rider_ref=rider_ref_for(token, self.secret),
+            client_ref=client_ref_for(address, self.secret),
+        )
+        return ctx, token if new else None
 
     def rider_ref(self, request: Request) -> str | None:
         """The rider reference of the cookie, when the request carries one."""
@@ -91,7 +112,7 @@ class Deps:
         """Accept a report: stored with its event before the answer; a racing duplicate key is a replay."""
         ctx.limits = ctx.limits or self.limits
 
-        def work(session: Session) -> ReportAccepted:
+        def work(session: Tx) -> ReportAccepted:
             answer, _created = accept_report(
                 session, body, ctx, self.jurisdiction, idempotency_key, self.base_url
             )
