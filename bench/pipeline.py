@@ -20,11 +20,13 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,8 @@ class Step:
     queue_p95_ms: float
     queue_p99_ms: float
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_report: dict[str, float] = field(default_factory=dict)
+    profile: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
 
 
 def histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float]:
@@ -266,8 +270,67 @@ def closer_scrape(stack: Stack) -> str:
     return httpx.get(stack.url("closer") + "/metrics", timeout=10).text
 
 
-async def pipeline_step(stack: Stack, rate: float, seconds: float, pids: dict[str, list[int]]) -> Step:
-    """Offer `rate` reports/s for `seconds`, then wait for the pipeline to drain."""
+_ROOT_FRAMES = {
+    "Thread._bootstrap",
+    "Thread._bootstrap_inner",
+    "Thread.run",
+    "_worker",
+    "_WorkItem.run",
+    "_run_module_as_main",
+    "_run_code",
+    "<module>",
+    "main",
+    "cmd_service",
+    "run",
+    "Server.run",
+    "asyncio_run",
+    "Runner.run",
+}
+
+
+def start_profiles(
+    pids: dict[str, list[int]], seconds: float, out: Path
+) -> dict[str, subprocess.Popen[bytes]]:
+    """py-spy on each service for `seconds` (samples taken only while a thread holds the GIL)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        print("  (py-spy not installed: no profile; pip install py-spy)", flush=True)
+        return {}
+    out.mkdir(parents=True, exist_ok=True)
+    procs = {}
+    for name in ("reporter", "router", "closer"):
+        cmd = [spy, "record", "--gil", "--nonblocking", "-r", "100", "-d", str(max(int(seconds), 1))]
+        cmd += ["-f", "raw", "-o", str(out / f"{name}.txt"), "-p", str(pids[name][0])]
+        procs[name] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return procs
+
+
+def profile_summary(path: Path, top: int = 14) -> list[tuple[str, float]]:
+    """The functions with the largest inclusive share of a py-spy raw (collapsed stacks) profile."""
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        names = set()
+        for frame in stack.split(";"):
+            name, _, where = frame.partition(" (")
+            if name in _ROOT_FRAMES:
+                continue
+            names.add(f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]}")
+        for name in names:
+            inclusive[name] += n
+    return [(name, n / total) for name, n in inclusive.most_common(top)] if total else []
+
+
+async def pipeline_step(
+    stack: Stack, rate: float, seconds: float, pids: dict[str, list[int]], profile_dir: Path | None = None
+) -> Step:
+    """Offer `rate` reports/s for `seconds`, then wait for the pipeline to drain (profiling the services
+    while the load runs when given a directory)."""
     places = load_places(DEMO_PLACES)
     categories = ("sanitation", "shared_bikes", "fire_lane_blocked", "ebike_flying_wire", "other")
 
@@ -281,6 +344,7 @@ async def pipeline_step(stack: Stack, rate: float, seconds: float, pids: dict[st
 
     before_buckets, before_count = histogram(closer_scrape(stack), "gridloop_report_to_queue_seconds")
     cpu_before = cpu_of(pids)
+    spies = start_profiles(pids, seconds - 1, profile_dir) if profile_dir else {}
     start = time.perf_counter()
     result = await run_load(stack.url("reporter") + "/api/v1/reports", body, rate, seconds, connections=64)
     load_end = time.perf_counter()
@@ -294,6 +358,12 @@ async def pipeline_step(stack: Stack, rate: float, seconds: float, pids: dict[st
     end = time.perf_counter()
     after_buckets, _ = histogram(text, "gridloop_report_to_queue_seconds")
     cpu_after = cpu_of(pids)
+    profiles = {}
+    for name, spy in spies.items():
+        spy.wait(timeout=60)
+        assert profile_dir is not None
+        if (profile_dir / f"{name}.txt").exists():
+            profiles[name] = profile_summary(profile_dir / f"{name}.txt")
     return Step(
         offered_per_s=rate,
         seconds=round(load_end - start, 2),
@@ -308,6 +378,10 @@ async def pipeline_step(stack: Stack, rate: float, seconds: float, pids: dict[st
         queue_p95_ms=round(quantile(0.95, before_buckets, after_buckets) * 1000, 1),
         queue_p99_ms=round(quantile(0.99, before_buckets, after_buckets) * 1000, 1),
         cpu_seconds={k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after},
+        cpu_ms_per_report={
+            k: round((cpu_after[k] - cpu_before.get(k, 0.0)) / max(accepted, 1) * 1000, 3) for k in cpu_after
+        },
+        profile=profiles,
     )
 
 
@@ -333,11 +407,74 @@ def print_table(meta: dict[str, Any], ceilings: dict[str, float], steps: list[St
             f"{cpu.get('reporter', 0):5.1f} {cpu.get('router', 0):5.1f} {cpu.get('closer', 0):5.1f} "
             f"{cpu.get('broker', 0):5.1f} {cpu.get('loadgen', 0):5.1f}"
         )
+    print("\n offered  CPU ms per accepted report: reporter router closer broker loadgen  all")
+    for s in steps:
+        per = s.cpu_ms_per_report
+        names = ("reporter", "router", "closer", "broker", "loadgen")
+        cells = " ".join(f"{per.get(n, 0):6.2f}" for n in names)
+        print(f" {s.offered_per_s:7.0f}  {' ' * 31}{cells} {sum(per.get(n, 0) for n in names):5.2f}")
+    for s in steps:
+        for service, top in s.profile.items():
+            print(
+                f"\n profile of {service} at {s.offered_per_s:.0f}/s (share of the samples holding the GIL):"
+            )
+            for name, share in top:
+                print(f"   {share * 100:5.1f}%  {name}")
+    verdict = against_targets(ceilings, steps)
+    print("\nagainst the targets:")
+    for line in verdict["lines"]:
+        print(f"  {line}")
+
+
+def sustained(steps: list[Step]) -> Step | None:
+    """The highest offered rate the pipeline kept up with: ≥ 98 % accepted and ≥ 95 % through end to end,
+    no errors, and the queue's p99 under 5 s (so it was not building a backlog)."""
+    kept = [
+        s
+        for s in steps
+        if s.accepted_per_s >= 0.98 * s.offered_per_s
+        and s.end_to_end_per_s >= 0.95 * s.offered_per_s
+        and not s.errors
+        and s.queue_p99_ms < 5000
+    ]
+    return max(kept, key=lambda s: s.offered_per_s, default=None)
+
+
+def against_targets(ceilings: dict[str, float], steps: list[Step]) -> dict[str, Any]:
+    """The issue's targets, measured: sustained rate, p99 at 200/s, end to end against the hop ceiling."""
+    best = sustained(steps)
+    peak = max(steps, key=lambda s: s.end_to_end_per_s, default=None)
+    at_200 = next((s for s in steps if s.offered_per_s == 200), None)
+    hop = ceilings.get("faststream_one_hop_per_s")
+    lines = [
+        f"sustained end to end: {best.end_to_end_per_s:.0f} reports/s (offered {best.offered_per_s:.0f})"
+        if best
+        else "sustained end to end: none of the rates",
+        f"peak end to end: {peak.end_to_end_per_s:.0f} reports/s (offered {peak.offered_per_s:.0f})"
+        if peak
+        else "",
+        f"p99 report→queue at 200/s: {at_200.queue_p99_ms:.0f} ms"
+        if at_200
+        else "p99 at 200/s: not measured",
+    ]
+    if hop and peak:
+        lines.append(f"peak end to end ÷ one-hop FastStream ceiling: {peak.end_to_end_per_s / hop:.2f}")
+    bare = ceilings.get("bare_fastapi_post_per_s")
+    if bare and peak:
+        lines.append(f"peak intake ÷ bare FastAPI POST: {peak.accepted_per_s / bare:.2f}")
+    return {
+        "sustained_per_s": best.end_to_end_per_s if best else 0.0,
+        "peak_per_s": peak.end_to_end_per_s if peak else 0.0,
+        "p99_at_200_ms": at_200.queue_p99_ms if at_200 else None,
+        "peak_over_hop": peak.end_to_end_per_s / hop if hop and peak else None,
+        "lines": [line for line in lines if line],
+    }
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     """Run the ceilings and the pipeline steps; return everything measured."""
     work = Path(tempfile.mkdtemp(prefix="gridloop-bench-"))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     broker: KafkaCluster | TansuBroker
     if args.broker == "kafka":
         broker = KafkaCluster(work / "kafka", brokers=1, log_dir=work / "logs", heap="1g")
@@ -375,7 +512,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             steps = []
             for rate in args.rates:
                 print(f"offering {rate}/s for {args.step_seconds}s …", flush=True)
-                steps.append(await pipeline_step(stack, rate, args.step_seconds, pids))
+                where = RESULTS / f"profile-{stamp}-{rate:.0f}" if rate in args.profile else None
+                steps.append(await pipeline_step(stack, rate, args.step_seconds, pids, where))
         finally:
             stack.stop()
     finally:
@@ -393,7 +531,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "partitions": args.partitions,
     }
     print_table(meta, ceilings, steps)
-    return {"meta": meta, "ceilings": ceilings, "steps": [asdict(s) for s in steps]}
+    return {
+        "meta": meta,
+        "ceilings": ceilings,
+        "steps": [asdict(s) for s in steps],
+        "targets": {k: v for k, v in against_targets(ceilings, steps).items() if k != "lines"},
+    }
 
 
 def main() -> None:
@@ -405,13 +548,19 @@ def main() -> None:
     parser.add_argument(
         "--rates",
         type=lambda s: [float(x) for x in s.split(",")],
-        default=[50.0, 100.0, 200.0, 500.0, 1000.0],
+        default=[50.0, 100.0, 200.0, 500.0, 700.0, 1000.0],
     )
     parser.add_argument("--step-seconds", type=float, default=15.0)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--ceiling-messages", type=int, default=50_000)
     parser.add_argument("--hop-messages", type=int, default=10_000)
     parser.add_argument("--skip-ceilings", action="store_true")
+    parser.add_argument(
+        "--profile",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[],
+        help="rates at which to profile the three services with py-spy (e.g. --profile 500)",
+    )
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     RESULTS.mkdir(exist_ok=True)
