@@ -26,7 +26,6 @@ from sqlmodel import Session
 
 Params = Mapping[str, Any]
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
-_SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"
 
 
 @lru_cache(maxsize=1024)
@@ -140,10 +139,11 @@ class Raw:
 
 @lru_cache(maxsize=256)
 def _sqlite_ts(value: datetime) -> str:
-    # formatting costs microseconds and one report stamps the same instant on several rows
-    if value.tzinfo is not None:
+    # one report stamps the same instant on several rows; str() is the fastest formatter there is
+    if value.tzinfo is not None and value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    return value.strftime(_SQLITE_TS)
+    text = str(value)  # YYYY-MM-DD HH:MM:SS[.ffffff][+00:00]
+    return text[:26] if text[19:20] == "." else text[:19] + ".000000"
 
 
 def read_ts(value: Any) -> datetime | None:

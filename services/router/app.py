@@ -82,11 +82,14 @@ def facts_of(data: ReportSubmitted) -> ReportFacts:
 
 @dataclass(frozen=True)
 class Plan:
-    """A routing decision before it is written: the decision and the candidates it chose from."""
+    """A routing decision before it is written: the decision, and the cases near the report it chose
+    from (candidates) and judges recurrence by (history)."""
 
     facts: ReportFacts
     result: RouteResult
     candidates: list[Candidate]
+    history: list[Candidate]
+    cases: dict[str, IndexCase]
 
 
 class RouterLogic:
@@ -99,23 +102,22 @@ class RouterLogic:
     def plan(self, raw: Raw, facts: ReportFacts) -> Plan:
         """Decide a report from the index as it stands in this transaction (reads only)."""
         category = self.j.categories.get(facts.category)
-        candidates: list[Candidate] = []
+        found = index.Nearby({}, [], [])
         if category is not None:
-            candidates = index.merge_candidates(
+            found = index.nearby(
                 raw, facts, category.dup_radius_m, timedelta(hours=category.dup_window_hours)
             )
-        return Plan(facts, decide(self.j, facts, candidates), candidates)
+        result = decide(self.j, facts, found.candidates)
+        return Plan(facts, result, found.candidates, found.history, found.cases)
 
-    def assessment(
-        self, raw: Raw, facts: ReportFacts, result: RouteResult, case: IndexCase | None
-    ) -> tuple[Assessment, index.Standing]:
+    def assessment(self, raw: Raw, plan: Plan, case: IndexCase | None) -> tuple[Assessment, index.Standing]:
         """Riders, common issue and priority of the case (None: a new one) once this report joins it."""
+        facts, result = plan.facts, plan.result
         category = self.j.categories.get(facts.category)
         recurring = None
         if category is not None and result.decision != "triage":
-            history = index.recurrence_history(raw, facts, category.dup_radius_m)
             recurring = is_recurring(
-                category, facts, history, exclude_case=case.case_id if case is not None else None
+                category, facts, plan.history, exclude_case=case.case_id if case is not None else None
             )
         standing = index.standing(raw, case, facts.rider_ref, facts.submitted_at)
         return (
@@ -140,9 +142,8 @@ class RouterLogic:
         merged: IndexCase | None = None
         if result.decision == "merge":
             assert result.merge_case_id is not None
-            merged = index.load_case(raw, result.merge_case_id)
-            assert merged is not None
-        standing, riders = self.assessment(raw, facts, result, merged)
+            merged = plan.cases[result.merge_case_id]
+        standing, riders = self.assessment(raw, plan, merged)
         if merged is not None:
             case = merged
             case.last_report_at = max(case.last_report_at, facts.submitted_at)
@@ -371,10 +372,8 @@ def build(settings: Settings | None = None) -> FastAPI:
                 submitted_at=utcnow(),
             )
             plan = logic.plan(raw, facts)
-            duplicate = None
-            if plan.result.merge_case_id is not None:
-                duplicate = index.load_case(raw, plan.result.merge_case_id)
-            standing, _ = logic.assessment(raw, facts, plan.result, duplicate)
+            duplicate = plan.cases.get(plan.result.merge_case_id) if plan.result.merge_case_id else None
+            standing, _ = logic.assessment(raw, plan, duplicate)
         return explain_view(jurisdiction, plan, standing, place, duplicate)
 
     return app

@@ -140,35 +140,45 @@ def _nearby(facts: ReportFacts, radius_m: float, params: dict[str, Any]) -> str:
     return f"category = :category AND ({' OR '.join(near) if near else '1 = 0'})"
 
 
-def merge_candidates(raw: Raw, facts: ReportFacts, radius_m: float, window: timedelta) -> list[Candidate]:
-    """Open, non-triage cases of the report's category near it with a report inside the window."""
-    params: dict[str, Any] = {"yes": True, "no": False, "since": raw.ts(facts.submitted_at - window)}
-    rows = raw.all(
-        f"{_CASE_SELECT} WHERE open = :yes AND triage = :no AND last_report_at >= :since AND "
-        + _nearby(facts, radius_m, params),
-        params,
-    )
-    found = [candidate(_case(row)) for row in rows]
-    if facts.plus_one_case_id and all(c.case_id != facts.plus_one_case_id for c in found):
-        chosen = load_case(raw, facts.plus_one_case_id)
-        if chosen is not None and chosen.open and not chosen.triage:
-            found.append(candidate(chosen))
-    return found
+@dataclass
+class Nearby:
+    """The cases near a report, from one query: those it may merge into, and the history that makes
+    it a recurring hazard."""
+
+    cases: dict[str, IndexCase]
+    """Every case found, by id."""
+    candidates: list[Candidate]
+    """Open, non-triage cases of its category near it with a report inside the window (or its +1)."""
+    history: list[Candidate]
+    """Non-triage cases of its category near it opened in the 30 days before it, whatever their state."""
 
 
-def recurrence_history(raw: Raw, facts: ReportFacts, radius_m: float) -> list[Candidate]:
-    """Cases of the report's category near it opened in the 30 days before it, whatever their state."""
+def nearby(raw: Raw, facts: ReportFacts, radius_m: float, window: timedelta) -> Nearby:
+    """The merge candidates and the recurrence history of a report (one indexed query, and one more
+    for a '+1' on a case farther away)."""
+    since = facts.submitted_at - window
+    recurring_since = facts.submitted_at - RECURRING_WINDOW
     params: dict[str, Any] = {
+        "yes": True,
         "no": False,
-        "since": raw.ts(facts.submitted_at - RECURRING_WINDOW),
+        "since": raw.ts(since),
+        "recurring_since": raw.ts(recurring_since),
         "until": raw.ts(facts.submitted_at),
     }
     rows = raw.all(
-        f"{_CASE_SELECT} WHERE triage = :no AND opened_at >= :since AND opened_at <= :until AND "
-        + _nearby(facts, radius_m, params),
+        f"{_CASE_SELECT} WHERE triage = :no AND ((open = :yes AND last_report_at >= :since) "
+        "OR (opened_at >= :recurring_since AND opened_at <= :until)) AND " + _nearby(facts, radius_m, params),
         params,
     )
-    return [candidate(_case(row)) for row in rows]
+    cases = {case.case_id: case for case in map(_case, rows)}
+    candidates = [candidate(c) for c in cases.values() if c.open and c.last_report_at >= since]
+    history = [candidate(c) for c in cases.values() if recurring_since <= c.opened_at <= facts.submitted_at]
+    if facts.plus_one_case_id and facts.plus_one_case_id not in cases:
+        chosen = load_case(raw, facts.plus_one_case_id)
+        if chosen is not None and chosen.open and not chosen.triage:
+            cases[chosen.case_id] = chosen
+            candidates.append(candidate(chosen))
+    return Nearby(cases, candidates, history)
 
 
 @dataclass(frozen=True)
