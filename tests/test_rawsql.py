@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Column, DateTime, Integer, String
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, select
@@ -141,3 +143,25 @@ def test_plain_sql_joins_an_orm_session_transaction(db: Database) -> None:
         raise RuntimeError("boom")
     with Session(db.engine) as s:
         assert list(s.exec(select(Thing))) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    naive=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31)),
+    aware=st.booleans(),
+    offset_minutes=st.integers(-12 * 60, 14 * 60),
+)
+def test_sqlite_timestamps_are_formatted_as_sqlalchemy_does(
+    naive: datetime, aware: bool, offset_minutes: int
+) -> None:
+    """The fast formatter gives SQLAlchemy's SQLite text for naive, UTC and other-zone values."""
+    from gridloop.rawsql import _sqlite_ts
+
+    def expected(value: datetime) -> str:
+        return (value.astimezone(UTC) if value.tzinfo else value).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    when = naive.replace(tzinfo=UTC) if aware else naive
+    assert _sqlite_ts(when) == expected(when)
+    if aware:
+        other = when.astimezone(timezone(timedelta(minutes=offset_minutes)))
+        assert _sqlite_ts(other) == expected(when)
