@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from gridloop import migrate
-from gridloop.clock import FrozenClock, SystemClock, set_clock
+from gridloop.clock import FrozenClock, SystemClock, as_utc, set_clock
 from gridloop.consumer import Incoming
 from gridloop.db import Database
 from gridloop.errors import ApiError
@@ -18,7 +18,7 @@ from schemas.events import CaseOpened, CaseReportMerged, CaseTransitioned, Event
 from schemas.reference import load_jurisdiction
 from services.reporter.feedback import FeedbackIn, give_feedback, shown_feedback
 from services.reporter.intake import IntakeContext, ReportIn, accept_report
-from services.reporter.models import Base, CaseView, Place, Report, ReportCode
+from services.reporter.models import Base, CaseView, Place, Report, ReportCode, ReportEvent
 from services.reporter.open311 import query_requests
 from services.reporter.pages import open_cases
 from services.reporter.ratelimit import RateLimits
@@ -146,6 +146,54 @@ def test_read_model_open_cases_feedback_and_open311(db: Database) -> None:
         assert everything[0]["expected_datetime"] == "2026-11-24T09:00:00Z"
         assert query_requests(s, {**params, "status": "open"}, J, "http://x") == []
         assert len(query_requests(s, {"service_request_id": first}, J, "http://x")) == 1
+
+
+def test_read_model_takes_events_in_any_order(db: Database) -> None:
+    """A merge before its case's opening makes the view from the report; the opening then fills in the
+    case's details without moving its state back; a late older merge only points the report at the case;
+    an event about a report that is not ours still keeps the case's view."""
+    first = submit(db, "rider-a")
+    second = submit(db, "rider-b")
+    merged = CaseReportMerged(
+        case_id="c9", report_id=second, station_id="yh-s1", status="acknowledged", version=3
+    )
+    apply(db, "case.report_merged", merged, at=T0 + timedelta(minutes=3))
+    opened = CaseOpened(
+        case_id="c9",
+        report_id=first,
+        station_id="yh-s1",
+        category="manhole_cover",
+        opened_at=T0,
+        resolve_due=T0 + timedelta(hours=8),
+    )
+    apply(db, "case.opened", opened)
+    late = CaseReportMerged(case_id="c9", report_id=second, station_id="yh-s1", status="new", version=2)
+    apply(db, "case.report_merged", late, at=T0 + timedelta(minutes=2))
+    stranger = CaseReportMerged(
+        case_id="c9", report_id="r_other", station_id="yh-s1", status="dispatched", version=4
+    )
+    apply(db, "case.report_merged", stranger, at=T0 + timedelta(minutes=4))
+    with db.session() as s:
+        view = s.get(CaseView, "c9")
+        assert view is not None
+        assert (view.status, view.version, view.category, view.place_id) == (
+            "dispatched",
+            4,
+            "manhole_cover",
+            "yh-p01",
+        )
+        assert as_utc(view.opened_at) == T0 and as_utc(view.resolve_due) == T0 + timedelta(hours=8)  # type: ignore[arg-type]
+        one, two = s.get(Report, first), s.get(Report, second)
+        assert one is not None and two is not None
+        assert (one.case_id, one.status, one.case_version) == ("c9", "new", 1)
+        assert (two.case_id, two.status, two.case_version) == ("c9", "acknowledged", 3)
+        for report_id, expected in ((first, ["submitted", "opened"]), (second, ["submitted", "merged"])):
+            steps = s.exec(
+                select(ReportEvent.action)
+                .where(ReportEvent.report_id == report_id)
+                .order_by(col(ReportEvent.id))
+            )
+            assert list(steps) == expected  # the late merge added no step
 
 
 def test_rate_limit_counts_recent_reports(db: Database) -> None:

@@ -97,7 +97,7 @@ def _save_view(raw: Raw, view: _View) -> None:
 
 def set_status(
     raw: Raw,
-    report: _Report,
+    report_id: str,
     case_id: str,
     status: str,
     action: str,
@@ -106,32 +106,28 @@ def set_status(
     note: str | None = None,
 ) -> None:
     """Point a report at its case; move it to the case's new status and add the step to its timeline
-    (unless the event is older than what the report shows)."""
-    if version and version < report.case_version:
-        # an older event arriving late must not move the status back
+    (unless the event is older than what the report shows: a late event must not move it back)."""
+    params = {"case": case_id, "status": status, "at": raw.ts(at), "version": version, "id": report_id}
+    if raw.run(_REPORT_MOVE, params):
         raw.run(
-            "UPDATE report SET case_id = :case WHERE report_id = :id",
-            {"case": case_id, "id": report.report_id},
+            _TIMELINE_INSERT,
+            {"report_id": report_id, "status": status, "action": action, "at": params["at"], "note": note},
         )
-        return
-    report.case_version = max(version, report.case_version)
-    raw.run(
-        "UPDATE report SET case_id = :case, status = :status, status_at = :at, case_version = :version "
-        "WHERE report_id = :id",
-        {
-            "case": case_id,
-            "status": status,
-            "at": raw.ts(at),
-            "version": report.case_version,
-            "id": report.report_id,
-        },
-    )
-    raw.run(
-        _TIMELINE_INSERT,
-        {"report_id": report.report_id, "status": status, "action": action, "at": raw.ts(at), "note": note},
-    )
+    else:
+        raw.run("UPDATE report SET case_id = :case WHERE report_id = :id", params)
 
 
+# version 0 is an event without one: it always applies
+_REPORT_MOVE = (
+    "UPDATE report SET case_id = :case, status = :status, status_at = :at, "
+    "case_version = CASE WHEN :version > case_version THEN :version ELSE case_version END "
+    "WHERE report_id = :id AND (:version = 0 OR case_version <= :version)"
+)
+_VIEW_MOVE = (
+    "UPDATE case_view SET status = :status, updated_at = :at, "
+    "version = CASE WHEN :version > version THEN :version ELSE version END "
+    "WHERE case_id = :case AND (:version = 0 OR version <= :version)"
+)
 _TIMELINE_INSERT = insert_sql("report_event", ("report_id", "status", "action", "at", "note"))
 
 
@@ -172,7 +168,7 @@ def on_case_opened(session: Tx, item: Incoming) -> None:
         _update_view(view, data.status, data.version, data.opened_at)
     _save_view(raw, view)
     if report is not None:
-        set_status(raw, report, data.case_id, data.status, "opened", data.opened_at, data.version)
+        set_status(raw, report.report_id, data.case_id, data.status, "opened", data.opened_at, data.version)
 
 
 def on_report_merged(session: Tx, item: Incoming) -> None:
@@ -181,9 +177,12 @@ def on_report_merged(session: Tx, item: Incoming) -> None:
     assert isinstance(data, CaseReportMerged)
     at = item.event.time
     raw = Raw(session)
-    report = _load_report(raw, data.report_id)
-    view = _load_view(raw, data.case_id)
-    if view is None:
+    # usually the case's view is there and this is newer: one update (a storm is mostly merges)
+    moved = raw.run(
+        _VIEW_MOVE, {"case": data.case_id, "status": data.status, "version": data.version, "at": raw.ts(at)}
+    )
+    if not moved and _load_view(raw, data.case_id) is None:
+        report = _load_report(raw, data.report_id)
         view = _View(
             case_id=data.case_id,
             station_id=data.station_id,
@@ -196,11 +195,8 @@ def on_report_merged(session: Tx, item: Incoming) -> None:
             resolve_due=None,
             stored=False,
         )
-    else:
-        _update_view(view, data.status, data.version, at)
-    _save_view(raw, view)
-    if report is not None:
-        set_status(raw, report, data.case_id, data.status, "merged", at, data.version)
+        _save_view(raw, view)
+    set_status(raw, data.report_id, data.case_id, data.status, "merged", at, data.version)
 
 
 def _optional(data: Any, name: str) -> Any:
@@ -266,7 +262,7 @@ def on_case_transition(session: Tx, item: Incoming) -> None:
                 view.resolve_due = due
         _save_view(raw, view)
     for report in reports:
-        set_status(raw, report, data.case_id, data.status, data.action, data.at, data.version, note)
+        set_status(raw, report.report_id, data.case_id, data.status, data.action, data.at, data.version, note)
 
 
 def handlers() -> dict[str, Handler]:
