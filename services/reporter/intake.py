@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -21,7 +21,7 @@ from gridloop.rawsql import Bind, Raw, insert_row
 from gridloop.topics import REPORTS_SUBMITTED
 from schemas.events import Location, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction
-from services.reporter.models import PLUMBING
+from services.reporter.models import PLUMBING, Report
 from services.reporter.photos import CleanPhoto
 from services.reporter.ratelimit import RateLimits, check, limits_for
 
@@ -185,28 +185,7 @@ class NewReport:
 _NEW_REPORT_FIELDS = tuple(f.name for f in fields(NewReport))
 
 
-class ReportLike(Protocol):
-    """What building a `report.submitted` event reads of a report (a stored or a new one)."""
-
-    report_id: str
-    channel: str
-    category: str
-    code: str | None
-    place_id: str | None
-    grid_id: str | None
-    lat: float | None
-    lon: float | None
-    description: str
-    danger_now: bool
-    rider_ref: str | None
-    platform: str | None
-    submitted_at: datetime
-    submitted_event_id: str
-    plus_one_case_id: str | None
-    address: str | None
-
-
-def event_description(report: ReportLike) -> str:
+def event_description(report: NewReport | Report) -> str:
     """The rider's words, with the Open311 address appended when there is room."""
     if not report.address:
         return report.description
@@ -214,7 +193,7 @@ def event_description(report: ReportLike) -> str:
 
 
 def submitted_event(
-    report: ReportLike, place_name: str | None, event_time: Any, photo_ids: Sequence[str] = ()
+    report: NewReport | Report, place_name: str | None, event_time: Any, photo_ids: Sequence[str] = ()
 ) -> Any:
     """The `report.submitted` event of a stored report (same id every time it is built)."""
     data = ReportSubmitted(
