@@ -121,6 +121,7 @@ class IdempotentConsumer:
         attempts: int = 3,
         after_commit: Callable[[], None] | None = None,
         plain_sql: bool = False,
+        on_begin: Callable[[Any], None] | None = None,
     ) -> None:
         self.group = group
         self.topics = topics
@@ -137,6 +138,8 @@ class IdempotentConsumer:
         # every handler uses plain SQL only: batches run in a Tx, not an ORM session (a tenth of the
         # cost of a transaction; gridloop.rawsql)
         self.plain_sql = plain_sql
+        # run first in every batch transaction, outside any savepoint (the router takes its lock)
+        self.on_begin = on_begin
 
     def subscribe(
         self,
@@ -239,6 +242,8 @@ class IdempotentConsumer:
         duplicates: Counter[str] = Counter()
         with self.db.transaction(write=True) if self.plain_sql else self.db.session(write=True) as session:
             session.info["after_commit"] = callbacks
+            if self.on_begin is not None:
+                self.on_begin(session)
             raw_sql = Raw(session)
             seen = self._seen(raw_sql, [p.event.id for p in parsed])
             now = raw_sql.ts(utcnow())

@@ -70,8 +70,10 @@ class Runtime:
         handlers: Mapping[str, Handler],
         replays: Mapping[str, Handler] | None = None,
         plain_sql: bool = False,
+        on_begin: Callable[[Any], None] | None = None,
     ) -> IdempotentConsumer:
-        """Declare an idempotent consumer group on the broker (`plain_sql`: its handlers take a Tx)."""
+        """Declare an idempotent consumer group on the broker (`plain_sql`: its handlers take a Tx;
+        `on_begin`: run first in every batch transaction)."""
         consumer = IdempotentConsumer(
             group=group,
             topics=topics,
@@ -83,6 +85,7 @@ class Runtime:
             attempts=self.settings.deadletter_attempts,
             after_commit=self.relay.wake,
             plain_sql=plain_sql,
+            on_begin=on_begin,
         )
         consumer.subscribe(
             self.broker,

@@ -29,6 +29,7 @@ from gridloop.settings import REPO_ROOT
 from schemas.envelope import CloudEvent
 from schemas.events import CaseTransitioned, Location, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction, Place, load_jurisdiction, load_places
+from services.router import index
 from services.router.app import CASE_STATE_EVENTS, RouterLogic
 from services.router.models import PLUMBING, Base, CaseRider, OpenCase, RouteDecision
 from services.router.routing import distance_m
@@ -62,6 +63,7 @@ class Router:
             replays={"report.submitted": self.logic.replay},
             service="router",
             plain_sql=True,  # as the router runs them
+            on_begin=index.lock_batch,
         )
         self.cases = IdempotentConsumer(
             group="router-cases",
@@ -310,6 +312,54 @@ def test_two_replicas_alternating_agree_with_one(db_url: str) -> None:
             [sorted(f"x{i}" for i in range(12) if i % 3 == k) for k in range(3)]
         )
     finally:
+        a.close()
+        b.close()
+
+
+def test_a_replica_waits_for_another_deciding_the_same_place(db_url: str) -> None:
+    """While replica A holds a decision for a place uncommitted, replica B's report there waits for it
+    and merges into A's case: the routing lock, taken as each batch begins, keeps them from both opening
+    one (on SQLite the write transaction alone does)."""
+    migrate.upgrade("router", db_url)
+    a, b = Router(db_url), Router(db_url)
+    decided, release = threading.Event(), threading.Event()
+    route = a.logic.on_submitted
+
+    def slow(session: object, item: object) -> None:
+        route(session, item)  # type: ignore[arg-type]
+        decided.set()
+        release.wait(timeout=30)  # A's transaction stays open, its case not yet visible to others
+
+    a.reports.handlers = {"report.submitted": slow}
+    errors: list[BaseException] = []
+
+    def feed(replica: Router, event: CloudEvent) -> None:
+        try:
+            replica.feed([event])
+        except BaseException as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=feed, args=(a, submitted("w1", "rider-a", place=MANHOLE)))
+    # by GPS, a few metres off: nothing but the lock orders the two (no code, so no shared place row)
+    near = submitted(
+        "w2", "rider-b", lat=MANHOLE.lat + 0.00003, lon=MANHOLE.lon, at=T0 + timedelta(minutes=1)
+    )
+    second = threading.Thread(target=feed, args=(b, near))
+    try:
+        first.start()
+        assert decided.wait(timeout=30)
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive(), "B decided while A's decision was still open"
+        release.set()
+        first.join(timeout=30)
+        second.join(timeout=30)
+        assert not errors, errors
+        d = decisions(a.db)
+        assert d["w1"]["case_id"] == d["w2"]["case_id"]
+        assert (d["w1"]["decision"], d["w2"]["decision"]) == ("open", "merge")
+    finally:
+        release.set()
         a.close()
         b.close()
 

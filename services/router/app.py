@@ -131,7 +131,8 @@ class RouterLogic:
         data = item.data
         assert isinstance(data, ReportSubmitted)
         raw = Raw(session)
-        index.lock_for_routing(raw)
+        if not session.info.get(index.BATCH_LOCKED):
+            index.lock_for_routing(raw)
         if raw.first("SELECT 1 FROM route_decision WHERE report_id = :id", {"id": data.report_id}):
             self.replay(session, item)  # the same report under another event id: same answer
             return
@@ -331,6 +332,7 @@ def build(settings: Settings | None = None) -> FastAPI:
         {"report.submitted": logic.on_submitted},
         replays={"report.submitted": logic.replay},
         plain_sql=True,
+        on_begin=index.lock_batch,
     )
     runtime.consumer(
         "router-cases",

@@ -24,7 +24,9 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from gridloop.rawsql import Raw, insert_sql, read_ts
+from sqlmodel import Session
+
+from gridloop.rawsql import Raw, Tx, insert_sql, read_ts
 from services.router.routing import (
     COMMON_ISSUE_WINDOW,
     RECURRING_WINDOW,
@@ -103,10 +105,22 @@ def update_case(raw: Raw, case: IndexCase) -> None:
 
 
 def lock_for_routing(raw: Raw) -> None:
-    """Serialise routing decisions across replicas (PostgreSQL; SQLite is already serialised)."""
+    """Serialise routing decisions across replicas (PostgreSQL; SQLite is already serialised).
+
+    Re-entrant within a transaction, and held to its commit. Taken inside a savepoint, it goes when
+    the savepoint is rolled back."""
     if not raw.sqlite:
-        # re-entrant within a transaction, so taking it once per report is harmless
         raw.run("SELECT pg_advisory_xact_lock(:key)", {"key": ROUTING_LOCK_KEY})
+
+
+def lock_batch(session: Session | Tx) -> None:
+    """The routing lock for a whole consumer batch, taken as its transaction begins (outside every
+    savepoint), so the reports in it need not take it one by one."""
+    lock_for_routing(Raw(session))
+    session.info[BATCH_LOCKED] = True
+
+
+BATCH_LOCKED = "routing_lock"
 
 
 def candidate(row: IndexCase) -> Candidate:
