@@ -1,8 +1,9 @@
 """End-to-end pipeline benchmark, with this machine's ceilings measured in the same run.
 
-    python -m bench.pipeline                    # Apache Kafka, rates 50,100,200,500,1000
-    python -m bench.pipeline --broker tansu     # the embedded fallback broker
-    python -m bench.pipeline --rates 200 --step-seconds 10
+    python -m bench.pipeline                      # Apache Kafka, SQLite, rates 50 … 1000
+    python -m bench.pipeline --broker tansu       # the embedded fallback broker
+    python -m bench.pipeline --database postgres  # a PostgreSQL database per service, as in production
+    python -m bench.pipeline --rates 200 --step-seconds 10 --profile 200
 
 Starts its own broker and the three services (SQLite, as `gridloop up` does), drives riders over HTTP
 at rising rates, and reports accepted reports/s, errors, report-to-queue latency (p50/p95/p99, from
@@ -265,6 +266,25 @@ async def ceiling_bare_fastapi(seconds: float) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------- pipeline
 
 
+def postgres_databases() -> dict[str, str]:
+    """A PostgreSQL database of its own for each service, on one server (as production runs them)."""
+    from bench.queue import server_url
+    from gridloop.db import create_database
+    from gridloop.settings import SERVICES
+
+    server = server_url()
+    return {service: create_database(server, f"bench_{service}_") for service in SERVICES}
+
+
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server processes on this machine (their backends count as their children)."""
+    return [
+        p.pid
+        for p in psutil.process_iter(["name", "ppid"])
+        if p.info["name"] == "postgres" and psutil.Process(p.info["ppid"]).name() != "postgres"
+    ]
+
+
 def closer_scrape(stack: Stack) -> str:
     """The closer's metrics text."""
     return httpx.get(stack.url("closer") + "/metrics", timeout=10).text
@@ -388,13 +408,13 @@ async def pipeline_step(
 def print_table(meta: dict[str, Any], ceilings: dict[str, float], steps: list[Step]) -> None:
     """The human-readable summary."""
     print(f"\nGridLoop pipeline benchmark — {meta['date']} — {meta['machine']} — commit {meta['commit']}")
-    print(f"broker: {meta['broker']}\n\nceilings (same run, same machine):")
+    print(f"broker: {meta['broker']}, databases: {meta['database']}\n\nceilings (same run, same machine):")
     for k, v in ceilings.items():
         print(f"  {k:38} {v:10.1f}")
     hop = ceilings.get("faststream_one_hop_per_s", 0.0)
     print(
         "\n offered  accepted/s  e2e/s  drain s  errors  POST p50/p99 ms  queue p50/p95/p99 ms  e2e/hop  "
-        "CPU s (reporter router closer broker loadgen)"
+        "CPU s (reporter router closer broker loadgen postgres)"
     )
     for s in steps:
         cpu = s.cpu_seconds
@@ -406,13 +426,16 @@ def print_table(meta: dict[str, Any], ceilings: dict[str, float], steps: list[St
             f"{s.queue_p99_ms:<6.0f}  {s.end_to_end_per_s / hop if hop else 0:7.2f}  "
             f"{cpu.get('reporter', 0):5.1f} {cpu.get('router', 0):5.1f} {cpu.get('closer', 0):5.1f} "
             f"{cpu.get('broker', 0):5.1f} {cpu.get('loadgen', 0):5.1f}"
+            + (f" {cpu['postgres']:5.1f}" if "postgres" in cpu else "")
         )
-    print("\n offered  CPU ms per accepted report: reporter router closer broker loadgen  all")
+    names: tuple[str, ...] = ("reporter", "router", "closer", "broker", "loadgen")
+    if any("postgres" in s.cpu_ms_per_report for s in steps):
+        names += ("postgres",)
+    print(f"\n offered  CPU ms per accepted report: {' '.join(names)}  all")
     for s in steps:
         per = s.cpu_ms_per_report
-        names = ("reporter", "router", "closer", "broker", "loadgen")
         cells = " ".join(f"{per.get(n, 0):6.2f}" for n in names)
-        print(f" {s.offered_per_s:7.0f}  {' ' * 31}{cells} {sum(per.get(n, 0) for n in names):5.2f}")
+        print(f" {s.offered_per_s:7.0f}  {' ' * 34}{cells} {sum(per.get(n, 0) for n in names):5.2f}")
     for s in steps:
         for service, top in s.profile.items():
             print(
@@ -492,7 +515,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             ceilings |= await ceiling_aiokafka(bootstrap, args.ceiling_messages)
             ceilings |= await ceiling_faststream_hop(bootstrap, args.hop_messages)
             ceilings |= await ceiling_bare_fastapi(args.step_seconds)
-        settings = isolated_settings(work / "var", bootstrap, "", topic_partitions=args.partitions)
+        databases: dict[str, str] = {}
+        if args.database == "postgres":
+            databases = postgres_databases()
+        settings = isolated_settings(
+            work / "var",
+            bootstrap,
+            "",
+            topic_partitions=args.partitions,
+            **{f"{service}_database_url": url for service, url in databases.items()},
+        )
         ensure_topics(bootstrap, args.partitions)
         stack = Stack(
             settings=settings,
@@ -512,6 +544,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             pids = {name: [proc.pid] for name, proc in stack.procs.items()}
             pids["broker"] = broker_pids
             pids["loadgen"] = [os.getpid()]
+            if databases:
+                pids["postgres"] = postgres_pids()
             steps = []
             for rate in args.rates:
                 print(f"offering {rate}/s for {args.step_seconds}s …", flush=True)
@@ -528,6 +562,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "commit": commit,
         "broker": args.broker,
+        "database": args.database,
         "machine": f"{platform.machine()} {psutil.cpu_count()} cores "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",
         "step_seconds": args.step_seconds,
@@ -549,6 +584,13 @@ def main() -> None:
     )
     parser.add_argument("--broker", choices=["kafka", "tansu"], default="kafka")
     parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="SQLite files as `gridloop up` runs (default), or a PostgreSQL database per service as in "
+        "production (GRIDLOOP_BENCH_POSTGRES_URL, else an embedded server)",
+    )
+    parser.add_argument(
         "--rates",
         type=lambda s: [float(x) for x in s.split(",")],
         default=[50.0, 100.0, 200.0, 500.0, 700.0, 1000.0],
@@ -567,7 +609,7 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"pipeline-{args.broker}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = RESULTS / f"pipeline-{args.broker}-{args.database}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"\nwritten {out}")
 
