@@ -31,7 +31,7 @@ from gridloop.clock import utcnow
 from gridloop.db import Database
 from gridloop.outbox import add_raw
 from gridloop.plumbing import PlumbingTables
-from gridloop.rawsql import Raw, Tx, in_list, insert_sql, savepoint
+from gridloop.rawsql import Raw, Tx, after_commit, in_list, insert_sql, savepoint
 from schemas.envelope import CloudEvent, new_event_id
 from schemas.events import DeadLetter, EventData, parse_data
 
@@ -55,15 +55,6 @@ class Incoming:
 
 Handler = Callable[[Any, Incoming], None]
 """Applies one event in the batch's transaction: an ORM Session, or a Tx when the consumer is plain_sql."""
-
-
-def after_commit(session: Session | Tx, callback: Callable[[], None]) -> None:
-    """Run callback once the consumer's batch transaction has committed (e.g. a latency metric)."""
-    callbacks = session.info.get("after_commit")
-    if callbacks is None:
-        callback()  # not inside a consumer batch: nothing to wait for
-    else:
-        callbacks.append(callback)
 
 
 async def _undecoded(msg: Any) -> Any:
@@ -347,4 +338,4 @@ class IdempotentConsumer:
         log.error("%s: dead-lettered %s/%d/%d: %s", self.group, raw.topic, raw.partition, raw.offset, error)
 
 
-__all__ = ["DEADLETTER_TOPIC", "Handler", "IdempotentConsumer", "Incoming", "TopicPartition"]
+__all__ = ["DEADLETTER_TOPIC", "Handler", "IdempotentConsumer", "Incoming", "TopicPartition", "after_commit"]

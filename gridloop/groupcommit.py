@@ -69,13 +69,18 @@ class GroupCommit:
 
     def _apply(self, works: list[Work]) -> tuple[list[tuple[bool, Any]], set[int]]:
         try:
-            return self._attempt(works, careful=False)
+            outcomes, retry, callbacks = self._attempt(works, careful=False)
         except Exception as exc:
             # something failed that is not a clean refusal: find out whose, a savepoint each
             log.info("group commit of %d needs a careful pass (%s)", len(works), exc)
-            return self._attempt(works, careful=True)
+            outcomes, retry, callbacks = self._attempt(works, careful=True)
+        for callback in callbacks:  # committed: what the works left for after the commit (metrics)
+            callback()
+        return outcomes, retry
 
-    def _attempt(self, works: list[Work], careful: bool) -> tuple[list[tuple[bool, Any]], set[int]]:
+    def _attempt(
+        self, works: list[Work], careful: bool
+    ) -> tuple[list[tuple[bool, Any]], set[int], list[Callable[[], None]]]:
         """One transaction for all works: straight through, or (careful) each in its savepoint.
 
         Straight through costs no savepoint per request. It relies on the contract of the works: an
@@ -84,13 +89,17 @@ class GroupCommit:
         """
         outcomes: list[tuple[bool, Any]] = []
         retry: set[int] = set()
+        callbacks: list[Callable[[], None]] = []
         with self.db.transaction(write=True) as tx:
+            tx.info["after_commit"] = callbacks
             for work in works:
+                mark = len(callbacks)
                 if not careful:
                     try:
                         outcomes.append((True, work(tx)))
                     except ApiError as exc:
                         outcomes.append((False, exc))
+                        del callbacks[mark:]
                     continue
                 try:
                     with tx.savepoint():
@@ -98,6 +107,8 @@ class GroupCommit:
                 except self.db.integrity_errors as exc:
                     retry.add(id(work))
                     outcomes.append((False, exc))
+                    del callbacks[mark:]
                 except Exception as exc:
                     outcomes.append((False, exc))
-        return outcomes, retry
+                    del callbacks[mark:]
+        return outcomes, retry, callbacks

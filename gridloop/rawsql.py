@@ -15,7 +15,7 @@ takes the Python values as they are.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -76,6 +76,16 @@ class Tx:
 
 Bind = Session | Connection | Tx
 """What plain SQL can run in: an ORM session's transaction, a Core connection's, or a Tx."""
+
+
+def after_commit(bind: Bind, callback: Callable[[], None]) -> None:
+    """Run callback once the transaction has committed (a consumer batch, a group commit), so a batch
+    applied twice counts once; outside those, at once."""
+    callbacks = bind.info.get("after_commit")
+    if callbacks is None:
+        callback()  # not inside a batch: nothing to wait for
+    else:
+        callbacks.append(callback)
 
 
 def savepoint(bind: Session | Tx) -> AbstractContextManager[Any]:

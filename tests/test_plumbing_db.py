@@ -19,7 +19,7 @@ from gridloop.errors import ApiError
 from gridloop.groupcommit import GroupCommit
 from gridloop.outbox import add_event
 from gridloop.plumbing import define_plumbing
-from gridloop.rawsql import Raw, Tx, insert_row
+from gridloop.rawsql import Raw, Tx, after_commit, insert_row
 from schemas.events import ReportFeedback, make_event
 
 Base = service_base("plumbingtest")
@@ -186,9 +186,12 @@ def test_group_commit_keeps_each_answer_its_own(db: Database) -> None:
     unique key sends the batch to a careful pass (a savepoint each), is run once more after the winner
     committed, and fails alone; everyone else's rows are stored once."""
 
+    counted: list[str] = []
+
     def insert(event_id: str) -> Callable[[Tx], str]:
         def work(tx: Tx) -> str:
             insert_row(Raw(tx), "applied", {"event_id": event_id, "comment": "c"})
+            after_commit(tx, lambda: counted.append(event_id))  # as intake counts a stored report
             return event_id
 
         return work
@@ -217,6 +220,8 @@ def test_group_commit_keeps_each_answer_its_own(db: Database) -> None:
     assert retried == "answered as the winner" and calls == 3
     dup, ok_c = asyncio.run(burst(insert("a"), insert("c")))
     assert ok_c == "c"
+    # after-commit effects once per stored row, however many passes a batch took; none for the duplicate
+    assert sorted(counted) == ["a", "b", "c"]
     assert isinstance(refused, ApiError)
     assert isinstance(dup, db.integrity_errors)
     with db.engine.connect() as conn:

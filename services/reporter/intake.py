@@ -17,7 +17,7 @@ from gridloop import codes, metrics
 from gridloop.clock import utcnow
 from gridloop.errors import ApiError
 from gridloop.outbox import add_event
-from gridloop.rawsql import Bind, Raw, insert_row
+from gridloop.rawsql import Bind, Raw, after_commit, insert_row
 from gridloop.topics import REPORTS_SUBMITTED
 from schemas.events import Location, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction
@@ -342,7 +342,9 @@ def accept_report(
         {"report_id": report.report_id, "status": "received", "action": "submitted", "at": now},
     )
     add_event(session, PLUMBING, REPORTS_SUBMITTED, report.grid_id or "none", event)
-    metrics.reports_received.labels(report.category, report.channel).inc()
+    # counted once stored: a group commit that runs the batch a second time must not count it twice
+    counter = metrics.reports_received.labels(report.category, report.channel)
+    after_commit(session, counter.inc)
     return _answer(report.report_id, report.case_id, report.status, base_url), True
 
 
