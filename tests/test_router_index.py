@@ -556,3 +556,27 @@ def test_kept_riders_and_common_issue_equal_a_recount(
         assert max(
             int(str(d["distinct_riders"])) for d in routed.values() if d["case_id"] == case.case_id
         ) == (distinct_riders(reports))
+
+
+def test_known_place_follows_the_reports_without_a_write_each(router: Router) -> None:
+    """The code's place is learnt from the first report, rewritten when the reports say something else,
+    and otherwise touched at most once an hour (not once a report)."""
+    from services.router.models import KnownPlace
+
+    def row() -> KnownPlace:
+        with router.db.session() as s:
+            found = s.get(KnownPlace, MANHOLE.code)
+            assert found is not None
+            return found
+
+    router.feed([submitted("k1", "a", place=MANHOLE)])
+    assert (row().place_id, row().seen_at.replace(tzinfo=UTC)) == (MANHOLE.place_id, T0)
+    router.feed([submitted("k2", "b", place=MANHOLE, at=T0 + timedelta(minutes=20))])
+    assert row().seen_at.replace(tzinfo=UTC) == T0  # the same place: no write
+    moved = submitted("k3", "c", place=MANHOLE, lat=MANHOLE.lat + 0.0001, at=T0 + timedelta(minutes=30))
+    router.feed([moved])
+    assert row().lat == pytest.approx(MANHOLE.lat + 0.0001)
+    assert row().seen_at.replace(tzinfo=UTC) == T0 + timedelta(minutes=30)
+    later = submitted("k4", "d", place=MANHOLE, lat=MANHOLE.lat + 0.0001, at=T0 + timedelta(hours=2))
+    router.feed([later])
+    assert row().seen_at.replace(tzinfo=UTC) == T0 + timedelta(hours=2)

@@ -34,11 +34,16 @@ class CaseIntake:
         d = item.data
         assert isinstance(d, ReportRouted)
         raw = Raw(session)
-        if raw.first("SELECT 1 FROM case_report WHERE report_id = :id", {"id": d.report_id}):
+        # one round trip: is the report known already (a redelivery), and the case's priority if any
+        seen, priority = raw.first(
+            "SELECT (SELECT 1 FROM case_report WHERE report_id = :report), "
+            '(SELECT priority FROM "case" WHERE case_id = :case)',
+            {"report": d.report_id, "case": d.case_id},
+        ) or (None, None)
+        if seen:
             self.replay(session, item)
             return
         now = utcnow()
-        priority = raw.scalar('SELECT priority FROM "case" WHERE case_id = :id', {"id": d.case_id})
         if priority is None:
             # a merge that arrives for a case we never saw (redelivery order) opens it just the same
             event = self._open(raw, d, now)

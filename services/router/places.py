@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from gridloop import codes
@@ -61,14 +61,24 @@ class PlaceBook:
 
     @staticmethod
     def learn(raw: Raw, data: ReportSubmitted, seen_at: datetime) -> None:
-        """Remember the place of a report that came with a code and a point."""
+        """Remember the place of a report that came with a code and a point.
+
+        Most reports repeat what the row says already: then it is written at most once an hour (to
+        keep `seen_at` roughly current), not once a report."""
         if not data.code or not data.place_id or data.location is None:
             return
         raw.run(
             "INSERT INTO known_place (code, place_id, name, grid_id, lat, lon, seen_at) "
             "VALUES (:code, :place_id, :name, :grid_id, :lat, :lon, :seen_at) "
             "ON CONFLICT (code) DO UPDATE SET place_id = excluded.place_id, name = excluded.name, "
-            "grid_id = excluded.grid_id, lat = excluded.lat, lon = excluded.lon, seen_at = excluded.seen_at",
+            "grid_id = excluded.grid_id, lat = excluded.lat, lon = excluded.lon, seen_at = excluded.seen_at "
+            "WHERE known_place.seen_at < :stale OR known_place.place_id <> excluded.place_id "
+            "OR known_place.lat <> excluded.lat OR known_place.lon <> excluded.lon "
+            # IS DISTINCT FROM, spelled so SQLite before 3.39 takes it too
+            "OR NOT (known_place.name = excluded.name "
+            "OR (known_place.name IS NULL AND excluded.name IS NULL)) "
+            "OR NOT (known_place.grid_id = excluded.grid_id "
+            "OR (known_place.grid_id IS NULL AND excluded.grid_id IS NULL))",
             {
                 "code": data.code,
                 "place_id": data.place_id,
@@ -77,6 +87,7 @@ class PlaceBook:
                 "lat": data.location.lat,
                 "lon": data.location.lon,
                 "seen_at": raw.ts(seen_at),
+                "stale": raw.ts(seen_at - timedelta(hours=1)),
             },
         )
 
