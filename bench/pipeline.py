@@ -414,7 +414,8 @@ def print_table(meta: dict[str, Any], ceilings: dict[str, float], steps: list[St
     hop = ceilings.get("faststream_one_hop_per_s", 0.0)
     print(
         "\n offered  accepted/s  e2e/s  drain s  errors  POST p50/p99 ms  queue p50/p95/p99 ms  e2e/hop  "
-        "CPU s (reporter router closer broker loadgen postgres)"
+        "CPU s (reporter router closer broker loadgen"
+        + (" postgres)" if any("postgres" in s.cpu_seconds for s in steps) else ")")
     )
     for s in steps:
         cpu = s.cpu_seconds
