@@ -8,7 +8,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Insert, MetaData, Table, create_engine, event, text
+from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import registry
 from sqlmodel import Session, SQLModel
@@ -65,29 +65,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
     return create_engine(url, pool_pre_ping=True, **kwargs)
-
-
-_INSERTS: dict[Table, Insert] = {}
-
-
-def cached_insert(table: Table) -> Insert:
-    """One INSERT statement per table, built once: with bound parameters it is compiled once too,
-    where `insert(table).values(...)` builds and compiles a new statement every call."""
-    statement = _INSERTS.get(table)
-    if statement is None:
-        statement = _INSERTS[table] = table.insert()
-    return statement
-
-
-def insert_row(session: Session, row: SQLModel) -> None:
-    """INSERT one model row straight on the session's connection, past the ORM's unit of work.
-
-    For append-only rows nobody reads back in the same transaction through the identity map; the
-    ORM's flush is the largest cost of the hot paths.
-    """
-    table = row.__table__  # type: ignore[attr-defined]
-    values = {c.name: getattr(row, c.name) for c in table.columns}
-    session.connection().execute(cached_insert(table), {k: v for k, v in values.items() if v is not None})
 
 
 def create_database(server_url: str, prefix: str = "gl_") -> str:

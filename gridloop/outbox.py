@@ -14,16 +14,13 @@ from gridloop import metrics
 from gridloop.clock import utcnow
 from gridloop.db import Database, is_sqlite
 from gridloop.plumbing import PlumbingTables
-from gridloop.rawsql import Bind, Raw, in_list, insert_sql
+from gridloop.rawsql import Bind, Raw, in_list, insert_row
 from schemas.envelope import CloudEvent
 
 log = logging.getLogger(__name__)
-_OUTBOX_INSERT = insert_sql("outbox", ("event_id", "topic", "key", "payload", "created_at", "attempts"))
 
 
-def add_event(
-    session: Bind, tables: PlumbingTables, topic: str, key: str | None, event: CloudEvent
-) -> None:
+def add_event(session: Bind, tables: PlumbingTables, topic: str, key: str | None, event: CloudEvent) -> None:
     """Queue an event for publication in the caller's transaction."""
     add_raw(session, tables, topic, key, event.id, event.model_dump_json())
 
@@ -32,16 +29,15 @@ def add_raw(
     session: Bind, tables: PlumbingTables, topic: str, key: str | None, event_id: str, payload: str
 ) -> None:
     """Queue an already-serialised message (re-drive, dead letters) in the caller's transaction."""
-    del tables  # every service's outbox table has the same name and shape (gridloop.plumbing)
-    raw = Raw(session)
-    raw.run(
-        _OUTBOX_INSERT,
+    insert_row(
+        Raw(session),
+        tables.outbox.name,
         {
             "event_id": event_id,
             "topic": topic,
             "key": key,
             "payload": payload,
-            "created_at": raw.ts(utcnow()),
+            "created_at": utcnow(),
             "attempts": 0,
         },
     )

@@ -10,7 +10,7 @@ from gridloop import metrics
 from gridloop.clock import as_utc, utcnow
 from gridloop.consumer import Incoming, after_commit
 from gridloop.outbox import add_raw
-from gridloop.rawsql import Raw, insert_model, insert_sql
+from gridloop.rawsql import Raw, insert_model, insert_row
 from gridloop.topics import CASES_EVENTS
 from schemas.envelope import CloudEvent
 from schemas.events import CaseOpened, CaseReportMerged, ReportRouted, make_event
@@ -52,13 +52,14 @@ class CaseIntake:
         else:
             event = self._merge(raw, d, now)
         envelope = event.model_dump_json()
-        raw.run(
-            _REPORT_INSERT,
+        insert_row(
+            raw,
+            "case_report",
             {
                 "report_id": d.report_id,
                 "case_id": d.case_id,
                 "rider_ref": d.rider_ref,
-                "submitted_at": raw.ts(d.submitted_at),
+                "submitted_at": d.submitted_at,
                 "event_id": event.id,
                 "envelope": envelope,
                 "description": d.description,
@@ -206,11 +207,12 @@ class CaseIntake:
         station_id: str,
         version: int,
     ) -> None:
-        raw.run(
-            _TIMELINE_INSERT,
+        insert_row(
+            raw,
+            "timeline",
             {
                 "case_id": case_id,
-                "at": raw.ts(at),
+                "at": at,
                 "action": action,
                 "status": status,
                 "actor": "system",
@@ -232,13 +234,6 @@ class CaseIntake:
             add_raw(session, PLUMBING, CASES_EVENTS, case_id, event_id, envelope)
 
 
-_REPORT_INSERT = insert_sql(
-    "case_report",
-    ("report_id", "case_id", "rider_ref", "submitted_at", "event_id", "envelope", "description", "photo_ids"),
-)
-_TIMELINE_INSERT = insert_sql(
-    "timeline", ("case_id", "at", "action", "status", "actor", "note", "station_id", "version")
-)
 # atomic next to staff transitions of the same case (PostgreSQL takes the row lock); the larger of
 # the rider counts, a sticky common-issue flag
 _MERGE = (

@@ -105,9 +105,10 @@ def check(session: Bind, config: RateLimits, limits: Sequence[Limit], now: datet
     """Count recent reports for each limit; the first one exceeded decides (longest wait wins)."""
     window = timedelta(seconds=config.window_seconds)
     worst: Verdict = Verdict(True)
-    raw = Raw(session) if limits else None
+    if not limits:
+        return worst
+    raw = Raw(session)
     for limit in limits:
-        assert raw is not None
         # an index per column, (column, submitted_at): a range scan of at most `allowed` entries
         rows = raw.all(
             f"SELECT submitted_at FROM report WHERE {limit.column} = :value AND submitted_at > :since "

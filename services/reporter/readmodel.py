@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from gridloop.consumer import Handler, Incoming
-from gridloop.rawsql import Raw, Tx, in_list, insert_sql, read_ts
+from gridloop.rawsql import Raw, Tx, in_list, insert_row, insert_sql, read_ts
 from schemas.events import REGISTRY, CaseOpened, CaseReportMerged, CaseTransitioned
 
 OPEN_STATES = ("new", "acknowledged", "dispatched", "returned", "on_hold")
@@ -32,7 +32,6 @@ class _Report:
     """What the read model needs of a report row."""
 
     report_id: str
-    case_version: int
     category: str
     place_id: str | None
     submitted_at: datetime
@@ -56,7 +55,7 @@ class _View:
     stored: bool = True
 
 
-_REPORT_COLUMNS = "report_id, case_version, category, place_id, submitted_at"
+_REPORT_COLUMNS = "report_id, category, place_id, submitted_at"
 _VIEW_COLUMNS = (
     "case_id, station_id, category, status, version, place_id, opened_at, updated_at, resolve_due, "
     "after_photo_ids, status_note"
@@ -65,7 +64,7 @@ _VIEW_FIELDS = [c.strip() for c in _VIEW_COLUMNS.split(",")]
 
 
 def _report(row: tuple[Any, ...]) -> _Report:
-    return _Report(row[0], row[1], row[2], row[3], read_ts(row[4]))  # type: ignore[arg-type]
+    return _Report(row[0], row[1], row[2], read_ts(row[3]))  # type: ignore[arg-type]
 
 
 def _load_report(raw: Raw, report_id: str) -> _Report | None:
@@ -109,9 +108,10 @@ def set_status(
     (unless the event is older than what the report shows: a late event must not move it back)."""
     params = {"case": case_id, "status": status, "at": raw.ts(at), "version": version, "id": report_id}
     if raw.run(_REPORT_MOVE, params):
-        raw.run(
-            _TIMELINE_INSERT,
-            {"report_id": report_id, "status": status, "action": action, "at": params["at"], "note": note},
+        insert_row(
+            raw,
+            "report_event",
+            {"report_id": report_id, "status": status, "action": action, "at": at, "note": note},
         )
     else:
         raw.run("UPDATE report SET case_id = :case WHERE report_id = :id", params)
@@ -128,7 +128,6 @@ _VIEW_MOVE = (
     "version = CASE WHEN :version > version THEN :version ELSE version END "
     "WHERE case_id = :case AND (:version = 0 OR version <= :version)"
 )
-_TIMELINE_INSERT = insert_sql("report_event", ("report_id", "status", "action", "at", "note"))
 
 
 def _update_view(view: _View, status: str, version: int, at: datetime) -> bool:

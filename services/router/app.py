@@ -32,7 +32,7 @@ from gridloop.consumer import Incoming, after_commit
 from gridloop.demo import DEMO_PLACES
 from gridloop.errors import ApiError
 from gridloop.outbox import add_raw
-from gridloop.rawsql import Raw, Tx, insert_sql
+from gridloop.rawsql import Raw, Tx, insert_row
 from gridloop.service import Runtime, create_app
 from gridloop.settings import Settings, get_settings
 from gridloop.topics import CASES_EVENTS, REPORTS_ROUTED, REPORTS_SUBMITTED
@@ -198,15 +198,16 @@ class RouterLogic:
         event = make_event("report.routed", routed, source=SERVICE, subject=case_id, time=now)
         envelope = event.model_dump_json()
         add_raw(session, PLUMBING, REPORTS_ROUTED, case_id, event.id, envelope)
-        raw.run(
-            _DECISION_INSERT,
+        insert_row(
+            raw,
+            "route_decision",
             {
                 "report_id": data.report_id,
                 "case_id": case_id,
                 "decision": result.decision,
                 "event_id": event.id,
                 "envelope": envelope,
-                "decided_at": raw.ts(now),
+                "decided_at": now,
             },
         )
         elapsed = time.perf_counter() - started
@@ -255,11 +256,6 @@ class RouterLogic:
                     ", ".join(late),
                 )
         index.update_case(raw, case)
-
-
-_DECISION_INSERT = insert_sql(
-    "route_decision", ("report_id", "case_id", "decision", "event_id", "envelope", "decided_at")
-)
 
 
 def explain_view(

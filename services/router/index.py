@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from gridloop.rawsql import Raw, Tx, insert_sql, read_ts
+from gridloop.rawsql import Raw, Tx, insert_row, read_ts
 from services.router.routing import (
     COMMON_ISSUE_WINDOW,
     RECURRING_WINDOW,
@@ -65,7 +65,6 @@ class IndexCase:
 
 _CASE_FIELDS = tuple(f.name for f in fields(IndexCase))
 _CASE_SELECT = f"SELECT {', '.join(_CASE_FIELDS)} FROM open_case"
-_CASE_INSERT = insert_sql("open_case", _CASE_FIELDS)
 _CASE_UPDATE = (
     "UPDATE open_case SET station_id = :station_id, last_report_at = :last_report_at, open = :open, "
     "status = :status, triage = :triage, common_issue = :common_issue, version = :version, "
@@ -89,9 +88,7 @@ def load_case(raw: Raw, case_id: str) -> IndexCase | None:
 
 def insert_case(raw: Raw, case: IndexCase) -> None:
     """Add a case the router just named."""
-    values = {f: getattr(case, f) for f in _CASE_FIELDS}
-    values["opened_at"], values["last_report_at"] = raw.ts(case.opened_at), raw.ts(case.last_report_at)
-    raw.run(_CASE_INSERT, values)
+    insert_row(raw, "open_case", {f: getattr(case, f) for f in _CASE_FIELDS})
 
 
 def update_case(raw: Raw, case: IndexCase) -> None:
@@ -247,13 +244,10 @@ def report_ids(raw: Raw, case_id: str) -> list[str]:
     return [r[0] for r in raw.all("SELECT report_id FROM case_rider WHERE case_id = :id", {"id": case_id})]
 
 
-_RIDER_INSERT = insert_sql("case_rider", ("report_id", "case_id", "rider_ref", "at"))
-
-
 def add_report(raw: Raw, report_id: str, case_id: str, rider_ref: str | None, at: datetime) -> None:
     """Put a report on a case."""
-    raw.run(
-        _RIDER_INSERT, {"report_id": report_id, "case_id": case_id, "rider_ref": rider_ref, "at": raw.ts(at)}
+    insert_row(
+        raw, "case_rider", {"report_id": report_id, "case_id": case_id, "rider_ref": rider_ref, "at": at}
     )
 
 
