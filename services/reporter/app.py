@@ -26,10 +26,10 @@ from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK, REPORTS_SUBMITTED
 from schemas.events import ReportFeedback, ReportSubmitted
 from schemas.reference import load_jurisdiction
 from services.reporter import open311, pages, places, qr
-from services.reporter.deps import Deps
+from services.reporter.deps import RIDER_COOKIE, Deps, set_rider_cookie
 from services.reporter.fastpath import JsonReportFastPath
 from services.reporter.feedback import FeedbackIn, feedback_json, give_feedback, shown_feedback
-from services.reporter.intake import IntakeContext, ReportAccepted, ReportIn, rider_ref_for, submitted_event
+from services.reporter.intake import ReportAccepted, ReportIn, submitted_event
 from services.reporter.models import PLUMBING, ApiKey, Base, CaseView, Photo, Place, Report, ReportEvent
 from services.reporter.photos import (
     MAX_PHOTO_BYTES,
@@ -268,13 +268,12 @@ def build(settings: Settings | None = None) -> FastAPI:
         key = request.headers.get("Idempotency-Key")
         check_idempotency_key(key)
         body, photos = await read_report_request(request)
-        token = deps.rider_token(request, response)
-        ctx = IntakeContext(
-            channel="scan",
-            rider_ref=rider_ref_for(token, deps.secret),
-            client_ref=deps.client_ref(request),
-            photos=photos,
+        ctx, new_token = deps.intake_context(
+            request.cookies.get(RIDER_COOKIE), request.client.host if request.client else None
         )
+        ctx.photos = photos
+        if new_token is not None:
+            set_rider_cookie(response, new_token)
         return await deps.submit(body, ctx, key)
 
     @app.get("/api/v1/reports/{report_id}", tags=["reports"])
