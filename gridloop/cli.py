@@ -299,9 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     disable.add_argument("username")
     disable.set_defaults(func=cmd_staff_disable)
 
-    from services.reporter.codes_cli import add_codes_parser  # imports its dependencies lazily
+    from services.reporter import cli as reporter_cli  # imports its dependencies lazily
 
-    add_codes_parser(sub)
+    reporter_cli.add_parser(sub)
     return parser
 
 

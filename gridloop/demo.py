@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from gridloop.clock import utcnow
 from gridloop.db import Database
 from gridloop.settings import REPO_ROOT, Settings
-from schemas.reference import Jurisdiction, Place, load_places
+from schemas.reference import Jurisdiction, Place
 
 DEMO_PLACES = REPO_ROOT / "data" / "demo" / "places.json"
 DEMO_PASSWORD = "gridloop-demo"
@@ -34,34 +32,6 @@ def demo_accounts(j: Jurisdiction) -> list[DemoAccount]:
     return accounts
 
 
-def load_demo_places(db: Database, j: Jurisdiction, path: Path = DEMO_PLACES) -> list[Place]:
-    """Insert the demo places and codes into the reporter's database (existing ones are kept)."""
-    from services.reporter.models import Place as PlaceRow
-    from services.reporter.models import ReportCode
-
-    places = load_places(path)
-    now = utcnow()
-    with db.session(write=True) as session:
-        for p in places:
-            if session.get(PlaceRow, p.place_id) is None:
-                session.add(
-                    PlaceRow(
-                        place_id=p.place_id,
-                        name_zh=p.name_zh,
-                        name_en=p.name_en,
-                        lat=p.lat,
-                        lon=p.lon,
-                        grid_id=p.grid_id,
-                        station_id=j.grids[p.grid_id].station_id,
-                        created_at=now,
-                    )
-                )
-                session.flush()
-            if session.get(ReportCode, p.code) is None:
-                session.add(ReportCode(code=p.code, place_id=p.place_id, created_at=now))
-    return places
-
-
 def load_demo_staff(db: Database, j: Jurisdiction) -> list[DemoAccount]:
     """Create the demo accounts in the closer's database (existing ones are left alone)."""
     from sqlmodel import select
@@ -80,12 +50,10 @@ def load_demo_staff(db: Database, j: Jurisdiction) -> list[DemoAccount]:
 def load_demo(settings: Settings, j: Jurisdiction) -> tuple[list[Place], list[DemoAccount]]:
     """Load demo places (reporter) and accounts (closer) into their databases."""
     from services.closer.models import Base as CloserBase
-    from services.reporter.models import Base as ReporterBase
+    from services.reporter import cli as reporter_cli
 
-    reporter_db = Database(settings.db_url("reporter"), ReporterBase.metadata)
     closer_db = Database(settings.db_url("closer"), CloserBase.metadata)
     try:
-        return load_demo_places(reporter_db, j), load_demo_staff(closer_db, j)
+        return reporter_cli.load_demo(settings, j), load_demo_staff(closer_db, j)
     finally:
-        reporter_db.dispose()
         closer_db.dispose()

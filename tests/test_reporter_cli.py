@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gridloop import codes, demo, migrate
-from gridloop.db import Database
+from gridloop import codes, migrate
 from gridloop.settings import Settings
 from schemas.reference import load_jurisdiction
-from services.reporter.models import Base
+from services.reporter import cli as reporter_cli
 
 
 @pytest.fixture
@@ -22,9 +21,7 @@ def var_dir(tmp_path: Path) -> Path:
     """A var dir whose reporter database is migrated and holds the demo places."""
     settings = Settings(var_dir=tmp_path)
     migrate.upgrade("reporter", settings.db_url("reporter"))
-    db = Database(settings.db_url("reporter"), Base.metadata)
-    demo.load_demo_places(db, load_jurisdiction(settings.jurisdiction_dir))
-    db.dispose()
+    reporter_cli.load_demo(settings, load_jurisdiction(settings.jurisdiction_dir))
     return tmp_path
 
 

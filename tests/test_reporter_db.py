@@ -16,13 +16,13 @@ from gridloop.errors import ApiError
 from gridloop.settings import REPO_ROOT
 from schemas.events import CaseOpened, CaseReportMerged, CaseTransitioned, EventData, make_event
 from schemas.reference import load_jurisdiction
-from services.reporter.feedback import FeedbackIn, give_feedback, shown_feedback
-from services.reporter.intake import IntakeContext, ReportIn, accept_report
+from services.reporter.config import RateLimits
+from services.reporter.handlers import handlers
 from services.reporter.models import Base, CaseView, Place, Report, ReportCode, ReportEvent
 from services.reporter.open311 import query_requests
-from services.reporter.pages import open_cases
-from services.reporter.ratelimit import RateLimits
-from services.reporter.readmodel import handlers
+from services.reporter.readmodel import open_cases
+from services.reporter.reports import IntakeContext, ReportIn, accept_report
+from services.reporter.rider_feedback import FeedbackIn, give_feedback, shown_feedback
 
 J = load_jurisdiction(REPO_ROOT / "data" / "jurisdictions")
 T0 = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)

@@ -16,9 +16,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from gridloop import demo, metrics, migrate
+from gridloop import metrics, migrate
+from gridloop.groupcommit import GroupCommit
 from gridloop.settings import Settings
 from schemas.reference import Place
+from services.reporter import cli as reporter_cli
 from services.reporter.app import build
 from services.reporter.fastpath import JsonReportFastPath
 
@@ -38,7 +40,7 @@ def make_reporter(db_url: str, var_dir: Path, fast: bool) -> tuple[FastAPI, list
     app = build(settings)
     if not fast:
         app.user_middleware = [m for m in app.user_middleware if m.cls is not JsonReportFastPath]
-    places = demo.load_demo_places(app.state.deps.runtime.db, app.state.jurisdiction)
+    places = reporter_cli.load_places(app.state.reporter.runtime.db, app.state.jurisdiction)
     return app, places
 
 
@@ -49,8 +51,8 @@ def apps(db_url: str, tmp_path: Path) -> Iterator[tuple[FastAPI, FastAPI, list[P
     fast, places = make_reporter(db_url, tmp_path / "a", fast=True)
     slow, _ = make_reporter(other, tmp_path / "b", fast=False)
     yield fast, slow, places
-    fast.state.deps.runtime.db.dispose()
-    slow.state.deps.runtime.db.dispose()
+    fast.state.reporter.runtime.db.dispose()
+    slow.state.reporter.runtime.db.dispose()
 
 
 def _shape(response: httpx.Response) -> tuple[int, Any, dict[str, str]]:
@@ -137,7 +139,7 @@ def test_reports_arriving_together_keep_their_own_answers(apps: tuple[FastAPI, F
     fast, _, places = apps
     code = places[2].code
     key = str(uuid.uuid4())
-    intake = fast.state.deps.intake
+    intake = fast.state.reporter.intake
 
     async def burst() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=fast)
@@ -162,10 +164,40 @@ def test_reports_arriving_together_keep_their_own_answers(apps: tuple[FastAPI, F
     others = {r.json()["report_id"] for r in answers[6:12]}
     assert len(taps) == 1 and len(others) == 6 and not taps & others
     assert intake.batches - batches_before < 13  # they shared transactions
-    with fast.state.deps.runtime.db.session() as s:
+    with fast.state.reporter.runtime.db.session() as s:
         stored = s.execute(
             text("SELECT count(*) FROM report WHERE idempotency_key = :k"), {"k": key}
         ).scalar()
         outbox = s.execute(text("SELECT count(*) FROM outbox WHERE topic = 'reports.submitted'")).scalar()
     assert stored == 1
     assert outbox == 7  # one event per stored report, none for the replays or the refusal
+
+
+def test_a_refusal_replayed_by_the_careful_pass_counts_once(
+    apps: tuple[FastAPI, FastAPI, list[Place]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group commit runs a batch a second time, each work in its savepoint, when the straight pass
+    fails; a refusal raised in both passes is one refused request, counted once (fast path and route)."""
+    fast, slow, places = apps
+    straight = GroupCommit._attempt
+
+    def straight_then_careful(self: GroupCommit, works: Any, careful: bool) -> Any:
+        outcome = straight(self, works, careful)
+        if not careful:
+            raise RuntimeError("the straight pass failed: the careful pass replays the batch")
+        return outcome
+
+    monkeypatch.setattr(GroupCommit, "_attempt", straight_then_careful)
+
+    def refused() -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            "gridloop_reports_rejected_total", {"reason": "unknown_category"}
+        )
+        return value or 0.0
+
+    for app in (fast, slow):
+        before = refused()
+        with TestClient(app) as client:
+            answer = client.post("/api/v1/reports", json={"code": places[0].code, "category": "no_such"})
+        assert answer.status_code == 422 and answer.json()["error"]["code"] == "unknown_category"
+        assert refused() == before + 1

@@ -21,9 +21,10 @@ from gridloop.db import Database
 from gridloop.settings import Settings
 from gridloop.topics import ensure_topics
 from schemas.reference import load_jurisdiction, load_places
+from services.reporter import cli as reporter_cli
 from services.reporter.app import build
+from services.reporter.config import RateLimits
 from services.reporter.models import Base
-from services.reporter.ratelimit import RateLimits
 
 pytestmark = [pytest.mark.kafka]
 PLACES = load_places(demo.DEMO_PLACES)
@@ -52,7 +53,7 @@ def replicas(kafka_bootstrap: str, tmp_path: Path, clock: FrozenClock) -> Iterat
     ensure_topics(kafka_bootstrap, 2, 1, prefix=prefix)
     migrate.upgrade("reporter", settings.db_url("reporter"))
     db = Database(settings.db_url("reporter"), Base.metadata)
-    demo.load_demo_places(db, load_jurisdiction(settings.jurisdiction_dir))
+    reporter_cli.load_places(db, load_jurisdiction(settings.jurisdiction_dir))
     db.dispose()
     apps = [build(settings), build(settings)]
     clients = [TestClient(app) for app in apps]
@@ -69,7 +70,7 @@ def limit(clients: list[TestClient], **values: int) -> None:
     """Set the same limits on every replica (as the same environment would)."""
     for client in clients:
         config = RateLimits.model_validate({"per_code": 0, "per_rider": 0, "per_address": 0, **values})
-        client.app.state.deps.limits = config  # type: ignore[attr-defined]
+        client.app.state.reporter.limits = config  # type: ignore[attr-defined]
 
 
 def post(

@@ -19,8 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gridloop import metrics
 from gridloop.errors import ApiError, error_body
-from services.reporter.deps import RIDER_COOKIE, set_rider_cookie
-from services.reporter.intake import IntakeContext, ReportAccepted, ReportIn
+from services.reporter.context import RIDER_COOKIE, set_rider_cookie
+from services.reporter.refusals import count_refusals
+from services.reporter.reports import IntakeContext, ReportAccepted, ReportIn
 
 PATH = "/api/v1/reports"
 
@@ -73,13 +74,14 @@ class JsonReportFastPath:
 
     async def _answer(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes]) -> JSONResponse:
         try:
-            key = _text(headers.get(b"idempotency-key"))
-            self.check_key(key)
-            body = await self._body(receive, headers)
-            report = self.read_json(body)
-            client = scope.get("client")
-            ctx, new_token = self.context(_cookie(headers, RIDER_COOKIE), client[0] if client else None)
-            answer = await self.submit(report, ctx, key)
+            with count_refusals():  # once per request, as the FastAPI route counts
+                key = _text(headers.get(b"idempotency-key"))
+                self.check_key(key)
+                body = await self._body(receive, headers)
+                report = self.read_json(body)
+                client = scope.get("client")
+                ctx, new_token = self.context(_cookie(headers, RIDER_COOKIE), client[0] if client else None)
+                answer = await self.submit(report, ctx, key)
         except ApiError as exc:
             return JSONResponse(
                 error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers

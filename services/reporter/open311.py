@@ -1,4 +1,4 @@
-"""Open311 GeoReport v2 under /open311/v2/: discovery, services, requests, tokens; JSON and XML.
+"""Open311 GeoReport v2: how reports map to service requests, in JSON and XML (routes: api/open311.py).
 
 Mapping: a service is a category (service_code = category id); a service request is a report
 (service_request_id = report id, issued at once, so POST answers with it and a token is simply
@@ -12,24 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from gridloop.clock import as_utc, utcnow
-from gridloop.errors import ApiError
 from schemas.events import Location
 from schemas.reference import Jurisdiction
-from services.reporter.deps import Deps
-from services.reporter.intake import IntakeContext, ReportIn, rider_ref_for
 from services.reporter.models import ApiKey, CaseView, Photo, Place, Report
 from services.reporter.readmodel import FINAL_STATES
+from services.reporter.reports import ReportIn
 from services.reporter.wording import status_text
 
 SPEC = "http://wiki.open311.org/GeoReport_v2"
@@ -230,12 +227,13 @@ def query_requests(
         elif statuses == {"closed"}:
             query = query.where(col(Report.status).in_(FINAL_STATES))
     reports = list(session.exec(query.order_by(col(Report.submitted_at).desc()).limit(MAX_RESULTS)).all())
-    return _shape(session, reports, j, base_url)
+    return shape_requests(session, reports, j, base_url)
 
 
-def _shape(
+def shape_requests(
     session: Session, reports: Iterable[Report], j: Jurisdiction, base_url: str
 ) -> list[dict[str, Any]]:
+    """Reports as service requests, with their cases, places and first photos in three queries."""
     reports = list(reports)
     case_ids = {r.case_id for r in reports if r.case_id}
     place_ids = {r.place_id for r in reports if r.place_id}
@@ -314,135 +312,3 @@ def report_from_form(form: Mapping[str, str], j: Jurisdiction) -> ReportIn:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise Open311Error(400, f"{field}: {first['msg']}") from exc
-
-
-def install(app: FastAPI, deps: Deps) -> None:
-    """Add the Open311 routes to the reporter's app."""
-    j = deps.jurisdiction
-    prefix = "/open311/v2"
-
-    def answer(fmt: str, request: Request, make: Callable[[], Any]) -> Any:
-        if fmt not in CONTENT_TYPES:
-            raise Open311Error(400, "the format must be .json or .xml")
-        jurisdiction = request.query_params.get("jurisdiction_id")
-        if jurisdiction and jurisdiction not in j.streets:
-            raise Open311Error(404, f"jurisdiction_id {jurisdiction} was not found")
-        return make()
-
-    async def guarded(fmt: str, work: Callable[[], Any]) -> Response:
-        try:
-            result = work()
-            if hasattr(result, "__await__"):
-                result = await result
-            return result
-        except Open311Error as exc:
-            return error_response(fmt, exc.status, exc.description)
-        except ApiError as exc:
-            return error_response(fmt, exc.status, exc.message)
-
-    @app.get(f"{prefix}/discovery.{{fmt}}", tags=["open311"])
-    async def discovery(fmt: str, request: Request) -> Response:
-        """Service discovery: where the GeoReport v2 endpoint is and which formats it speaks."""
-        doc = {
-            "changeset": "2026-11-24T00:00:00Z",
-            "contact": "殷行街道城运中心 Yinhang street operations centre",
-            "key_service": "API keys are issued by a GridLoop admin (POST /api/v1/open311/keys).",
-            "endpoints": [
-                {
-                    "specification": SPEC,
-                    "url": f"{deps.base_url}{prefix}",
-                    "changeset": "2026-11-24T00:00:00Z",
-                    "type": "production",
-                    "formats": ["text/xml", "application/json"],
-                }
-            ],
-        }
-        return await guarded(fmt, lambda: answer(fmt, request, lambda: render(fmt, "discovery", doc)))
-
-    @app.get(f"{prefix}/services.{{fmt}}", tags=["open311"])
-    async def services(fmt: str, request: Request) -> Response:
-        """The services (categories) riders and clients can report."""
-        return await guarded(
-            fmt, lambda: answer(fmt, request, lambda: render(fmt, "services", service_list(j)))
-        )
-
-    @app.get(f"{prefix}/services/{{service_code}}.{{fmt}}", tags=["open311"])
-    async def service_def(service_code: str, fmt: str, request: Request) -> Response:
-        """A service definition: its attributes."""
-        return await guarded(
-            fmt,
-            lambda: answer(
-                fmt, request, lambda: render(fmt, "service_definition", service_definition(j, service_code))
-            ),
-        )
-
-    @app.get(f"{prefix}/requests.{{fmt}}", tags=["open311"])
-    async def get_requests(fmt: str, request: Request) -> Response:
-        """Service requests, filtered as the spec describes."""
-
-        async def work() -> Response:
-            answer(fmt, request, lambda: None)
-            params = dict(request.query_params)
-            rows = await deps.read(lambda s: query_requests(s, params, j, deps.base_url))
-            return render(fmt, "service_requests", rows)
-
-        return await guarded(fmt, work)
-
-    @app.get(f"{prefix}/requests/{{request_id}}.{{fmt}}", tags=["open311"])
-    async def get_request(request_id: str, fmt: str, request: Request) -> Response:
-        """One service request, wrapped in a list as the spec's clients expect."""
-
-        async def work() -> Response:
-            answer(fmt, request, lambda: None)
-
-            def find(session: Session) -> list[dict[str, Any]]:
-                report = session.get(Report, request_id)
-                if report is None:
-                    raise Open311Error(404, f"service_request_id {request_id} was not found")
-                return _shape(session, [report], j, deps.base_url)
-
-            return render(fmt, "service_requests", await deps.read(find))
-
-        return await guarded(fmt, work)
-
-    @app.get(f"{prefix}/tokens/{{token}}.{{fmt}}", tags=["open311"])
-    async def get_token(token: str, fmt: str, request: Request) -> Response:
-        """The service request of a token (our ids are issued at once: the token is the id)."""
-
-        async def work() -> Response:
-            answer(fmt, request, lambda: None)
-
-            def find(session: Session) -> list[dict[str, Any]]:
-                if session.get(Report, token) is None:
-                    raise Open311Error(404, f"token {token} was not found")
-                return [{"service_request_id": token, "token": token}]
-
-            return render(fmt, "service_requests", await deps.read(find))
-
-        return await guarded(fmt, work)
-
-    @app.post(f"{prefix}/requests.{{fmt}}", tags=["open311"])
-    async def post_request(fmt: str, request: Request) -> Response:
-        """Create a service request (needs an api_key issued by an admin)."""
-
-        async def work() -> Response:
-            answer(fmt, request, lambda: None)
-            form = {k: str(v) for k, v in (await request.form()).items() if isinstance(v, str)}
-            form = {**dict(request.query_params), **form}
-            key = await deps.read(lambda s: check_api_key(s, form.get("api_key")))
-            body = report_from_form(form, j)
-            who = form.get("account_id") or form.get("device_id") or form.get("email")
-            ctx = IntakeContext(
-                channel="open311",
-                rider_ref=rider_ref_for(f"o311:{key.key_id}:{who}", deps.secret) if who else None,
-                client_ref=deps.client_ref(request),
-            )
-            accepted = await deps.submit(body, ctx, request.headers.get("Idempotency-Key"))
-            notice = "已收到，将分派给所在网格站处理。Received; it goes to the grid station of its location."
-            return render(
-                fmt,
-                "service_requests",
-                [{"service_request_id": accepted.report_id, "service_notice": notice, "account_id": None}],
-            )
-
-        return await guarded(fmt, work)

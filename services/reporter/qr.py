@@ -11,7 +11,7 @@ from markupsafe import Markup
 
 from gridloop import codes
 from schemas.reference import Jurisdiction
-from services.reporter.places import CodeRow
+from services.reporter.place_codes import CodeRow
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 env = Environment(

@@ -26,22 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from gridloop.clock import as_utc
 from gridloop.rawsql import Bind, Raw, read_ts
-
-
-class RateLimits(BaseSettings):
-    """Limits, from GRIDLOOP_RATE_* environment variables (0 switches one off)."""
-
-    model_config = SettingsConfigDict(env_prefix="GRIDLOOP_RATE_", extra="ignore")
-
-    window_seconds: int = Field(600, description="The sliding window every limit counts over.")
-    per_code: int = Field(60, description="Reports through one report code per window.")
-    per_rider: int = Field(10, description="Reports from one rider token per window.")
-    per_address: int = Field(60, description="Reports from one client address per window.")
+from services.reporter.config import RateLimits
 
 
 @dataclass(frozen=True)

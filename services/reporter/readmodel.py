@@ -1,8 +1,9 @@
 """The riders' read model, kept from `cases.events`: each report's status and timeline, and the cases.
 
-Handlers run inside the consumer's batch transaction, in plain SQL (``gridloop.rawsql``: this is a
-hot path, one event per report); an event older than what a row already shows (a lower case
-version) never moves it back. The tables are the ORM models of ``services.reporter.models``.
+The changes run inside the consumer's batch transaction (services.reporter.handlers), in plain SQL
+(``gridloop.rawsql``: this is a hot path, one event per report); an event older than what a row
+already shows (a lower case version) never moves it back. The tables are the ORM models of
+``services.reporter.models``; `open_cases` reads them for the scan page.
 """
 
 from __future__ import annotations
@@ -11,20 +12,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gridloop.consumer import Handler, Incoming
-from gridloop.rawsql import Raw, Tx, in_list, insert_row, insert_sql, read_ts
-from schemas.events import REGISTRY, CaseOpened, CaseReportMerged, CaseTransitioned
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from gridloop.rawsql import Raw, in_list, insert_row, insert_sql, read_ts
+from schemas.events import CaseOpened, CaseReportMerged, CaseTransitioned
+from services.reporter.models import CaseView, Report
 
 OPEN_STATES = ("new", "acknowledged", "dispatched", "returned", "on_hold")
 """Case states a rider can still '+1' (resolved waits for the rider; closed and rejected are final)."""
 FINAL_STATES = ("closed", "rejected")
 NOTE_ACTIONS = ("resolve", "resolved", "reject", "rejected")
 """Staff notes shown to riders: what was done, or why the report was not taken up."""
-TRANSITIONS = tuple(
-    name.removeprefix("case.")
-    for name, (_version, model) in REGISTRY.items()
-    if name.startswith("case.") and model is CaseTransitioned
-)
 
 
 @dataclass
@@ -140,11 +139,8 @@ def _update_view(view: _View, status: str, version: int, at: datetime) -> bool:
     return True
 
 
-def on_case_opened(session: Tx, item: Incoming) -> None:
+def case_opened(raw: Raw, data: CaseOpened) -> None:
     """A case was opened for one of our reports: the receipt now points at it."""
-    data = item.data
-    assert isinstance(data, CaseOpened)
-    raw = Raw(session)
     report = _load_report(raw, data.report_id)
     view = _load_view(raw, data.case_id)
     if view is None:
@@ -170,12 +166,8 @@ def on_case_opened(session: Tx, item: Incoming) -> None:
         set_status(raw, report.report_id, data.case_id, data.status, "opened", data.opened_at, data.version)
 
 
-def on_report_merged(session: Tx, item: Incoming) -> None:
-    """Our report joined an existing case."""
-    data = item.data
-    assert isinstance(data, CaseReportMerged)
-    at = item.event.time
-    raw = Raw(session)
+def report_merged(raw: Raw, data: CaseReportMerged, at: datetime) -> None:
+    """Our report joined an existing case (`at`: the event's time)."""
     # usually the case's view is there and this is newer: one update (a storm is mostly merges)
     moved = raw.run(
         _VIEW_MOVE, {"case": data.case_id, "status": data.status, "version": data.version, "at": raw.ts(at)}
@@ -206,14 +198,11 @@ def _optional(data: Any, name: str) -> Any:
     return value
 
 
-def on_case_transition(session: Tx, item: Incoming) -> None:
+def case_moved(raw: Raw, data: CaseTransitioned) -> None:
     """A case moved on: its view and every report in it show the new status."""
-    data = item.data
-    assert isinstance(data, CaseTransitioned)
     note = (
         data.note[:500] if data.note and (data.action in NOTE_ACTIONS or data.status == "rejected") else None
     )
-    raw = Raw(session)
     view = _load_view(raw, data.case_id)
     reports = [
         _report(r)
@@ -264,10 +253,18 @@ def on_case_transition(session: Tx, item: Incoming) -> None:
         set_status(raw, report.report_id, data.case_id, data.status, data.action, data.at, data.version, note)
 
 
-def handlers() -> dict[str, Handler]:
-    """The `cases.events` handlers of the reporter's consumer."""
-    return {
-        "case.opened": on_case_opened,
-        "case.report_merged": on_report_merged,
-        **{f"case.{name}": on_case_transition for name in TRANSITIONS},
-    }
+def open_cases(session: Session, place_id: str) -> list[tuple[CaseView, int]]:
+    """Open cases with a report at this place, newest first, with their count of distinct riders."""
+    rows = session.exec(
+        select(CaseView, func.count(func.distinct(Report.rider_ref)))
+        .join(Report, col(Report.case_id) == col(CaseView.case_id))
+        .where(col(CaseView.status).in_(OPEN_STATES))
+        .where(
+            (col(CaseView.place_id) == place_id)
+            | col(CaseView.case_id).in_(select(Report.case_id).where(Report.place_id == place_id))
+        )
+        .group_by(col(CaseView.case_id))
+        .order_by(col(CaseView.opened_at).desc())
+        .limit(5)
+    ).all()
+    return [(view, int(riders)) for view, riders in rows]

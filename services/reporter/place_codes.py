@@ -1,4 +1,4 @@
-"""Places and their report codes: create, issue, list, deactivate, replace (admin API and CLI)."""
+"""Places and their report codes: create, issue, look up, list, deactivate, replace (API, pages, CLI)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,16 @@ class CodeChange(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     note: str | None = Field(None, max_length=200)
+
+
+@dataclass(frozen=True)
+class CodeLookup:
+    """What a code leads to: a place, or why not (unknown, mistyped, deactivated)."""
+
+    code: str | None
+    place: Place | None
+    problem: str | None = None
+    replaced_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,21 @@ def issue_code(session: Session, place_id: str, rng: random.Random | None = None
             session.flush()
             return row
     raise ApiError(503, "unavailable", "Could not find a free code; try again.")
+
+
+def lookup_code(session: Session, raw: str) -> CodeLookup:
+    """Resolve a typed or scanned code without raising: the page explains what is wrong."""
+    try:
+        code = codes.validate(raw)
+    except codes.CodeError as exc:
+        return CodeLookup(None, None, "check" if exc.reason == "check" else "unknown")
+    row = session.get(ReportCode, code)
+    place = session.get(Place, row.place_id) if row else None
+    if row is None or place is None or not place.active:
+        return CodeLookup(code, None, "unknown")
+    if not row.active:
+        return CodeLookup(code, place, "deactivated", row.replaced_by)
+    return CodeLookup(code, place)
 
 
 def _code(session: Session, raw: str) -> ReportCode:

@@ -1,7 +1,8 @@
-"""`gridloop codes …`: issue, list, deactivate and replace report codes; print QR images and sheets.
+"""The reporter's commands, `gridloop codes …` (issue, list, deactivate and replace report codes; print
+QR images and sheets), and its demo data (`load_demo`: the demo places and their codes).
 
 Works directly on the reporter's database (like `gridloop staff add` on the closer's), with the
-same rules as the admin API (services/reporter/places.py).
+same rules as the admin API (services/reporter/place_codes.py).
 """
 
 from __future__ import annotations
@@ -9,15 +10,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gridloop.db import Database
+    from gridloop.settings import Settings
+    from schemas.reference import Jurisdiction, Place
 
 
-def _db() -> Any:
+def _db(settings: Settings | None = None) -> Database:
+    """The reporter's database (from the environment's settings unless given)."""
     from gridloop.db import Database
     from gridloop.settings import get_settings
     from services.reporter.models import Base
 
-    return Database(get_settings().db_url("reporter"), Base.metadata)
+    return Database((settings or get_settings()).db_url("reporter"), Base.metadata)
 
 
 def _fail(exc: Exception) -> int:
@@ -31,7 +38,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
     from gridloop.errors import ApiError
     from gridloop.settings import get_settings
     from schemas.reference import load_jurisdiction
-    from services.reporter import places
+    from services.reporter import place_codes as places
     from services.reporter.models import Place
 
     settings = get_settings()
@@ -64,7 +71,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     """List codes with their places."""
     from gridloop import codes
-    from services.reporter import places
+    from services.reporter import place_codes as places
 
     db = _db()
     try:
@@ -89,7 +96,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_deactivate(args: argparse.Namespace) -> int:
     """Take a code out of use."""
     from gridloop.errors import ApiError
-    from services.reporter import places
+    from services.reporter import place_codes as places
 
     db = _db()
     try:
@@ -107,7 +114,7 @@ def cmd_replace(args: argparse.Namespace) -> int:
     """Replace a damaged code with a new one for the same place."""
     from gridloop.errors import ApiError
     from gridloop.settings import get_settings
-    from services.reporter import places
+    from services.reporter import place_codes as places
 
     db = _db()
     try:
@@ -144,7 +151,8 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     """Write a station's printable A4 sheet of codes as HTML (open it in a browser and print)."""
     from gridloop.settings import get_settings
     from schemas.reference import load_jurisdiction
-    from services.reporter import places, qr
+    from services.reporter import place_codes as places
+    from services.reporter import qr
 
     settings = get_settings()
     j = load_jurisdiction(settings.jurisdiction_dir)
@@ -162,7 +170,47 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_codes_parser(sub: Any) -> None:
+def load_places(db: Database, j: Jurisdiction, path: Path | None = None) -> list[Place]:
+    """Insert the demo places and codes into the reporter's database (existing ones are kept)."""
+    from gridloop.clock import utcnow
+    from gridloop.demo import DEMO_PLACES
+    from schemas.reference import load_places as read_places
+    from services.reporter.models import Place as PlaceRow
+    from services.reporter.models import ReportCode
+
+    places = read_places(path or DEMO_PLACES)
+    now = utcnow()
+    with db.session(write=True) as session:
+        for p in places:
+            if session.get(PlaceRow, p.place_id) is None:
+                session.add(
+                    PlaceRow(
+                        place_id=p.place_id,
+                        name_zh=p.name_zh,
+                        name_en=p.name_en,
+                        lat=p.lat,
+                        lon=p.lon,
+                        grid_id=p.grid_id,
+                        station_id=j.grids[p.grid_id].station_id,
+                        created_at=now,
+                    )
+                )
+                session.flush()
+            if session.get(ReportCode, p.code) is None:
+                session.add(ReportCode(code=p.code, place_id=p.place_id, created_at=now))
+    return places
+
+
+def load_demo(settings: Settings, jurisdiction: Jurisdiction) -> list[Place]:
+    """Load the demo places and their codes into the reporter's own database."""
+    db = _db(settings)
+    try:
+        return load_places(db, jurisdiction)
+    finally:
+        db.dispose()
+
+
+def add_parser(sub: Any) -> None:
     """Add `gridloop codes …` to the command-line parser."""
     parser = sub.add_parser("codes", help="report codes: issue, list, deactivate, replace, qr, sheet")
     codes_sub = parser.add_subparsers(dest="codes_command", required=True)

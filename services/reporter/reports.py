@@ -1,4 +1,5 @@
-"""Report intake: validate, store with its outbox row in one transaction, answer 202."""
+"""Accepting a report: check it, store it with its photos, timeline step and outbox event in the
+caller's transaction (a group commit), and answer 202."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gridloop import codes, metrics
 from gridloop.clock import utcnow
-from gridloop.errors import ApiError
 from gridloop.outbox import add_event
 from gridloop.rawsql import Bind, Raw, after_commit, insert_row
 from gridloop.topics import REPORTS_SUBMITTED
@@ -24,6 +24,7 @@ from schemas.reference import Jurisdiction
 from services.reporter.models import PLUMBING, Report
 from services.reporter.photos import CleanPhoto
 from services.reporter.ratelimit import RateLimits, check, limits_for
+from services.reporter.refusals import Refusal
 
 SERVICE = "reporter"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -101,11 +102,6 @@ def request_hash(body: ReportIn, photo_digests: Sequence[str] = ()) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _reject(reason: str, status: int, code: str, message: str, details: Any = None) -> ApiError:
-    metrics.reports_rejected.labels(reason).inc()
-    return ApiError(status, code, message, details)
-
-
 @dataclass(frozen=True)
 class PlaceRef:
     """The place behind a report code, as intake needs it."""
@@ -129,16 +125,16 @@ def resolve_place(session: Bind, raw_code: str) -> tuple[str, PlaceRef]:
         code = codes.validate(raw_code)
     except codes.CodeError as exc:
         if exc.reason == "check":
-            raise _reject(
+            raise Refusal(
                 "mistyped_code", 422, "check_the_code", "请核对报告码 — check the code: it has a typo."
             ) from exc
-        raise _reject("bad_code", 422, "bad_code", "This is not a report code.") from exc
+        raise Refusal("bad_code", 422, "bad_code", "This is not a report code.") from exc
     row = Raw(session).first(_CODE_PLACE, {"code": code})
     if row is None:
-        raise _reject("unknown_code", 404, "unknown_code", "No place has this report code.")
+        raise Refusal("unknown_code", 404, "unknown_code", "No place has this report code.")
     code_active, replaced_by, place_id, name_zh, lat, lon, grid_id, place_active = row
     if not code_active:
-        raise _reject(
+        raise Refusal(
             "code_deactivated",
             410,
             "code_deactivated",
@@ -146,7 +142,7 @@ def resolve_place(session: Bind, raw_code: str) -> tuple[str, PlaceRef]:
             {"replaced_by": replaced_by},
         )
     if place_id is None or not place_active:
-        raise _reject("unknown_code", 404, "unknown_code", "No place has this report code.")
+        raise Refusal("unknown_code", 404, "unknown_code", "No place has this report code.")
     return code, PlaceRef(place_id, name_zh, lat, lon, grid_id)
 
 
@@ -244,7 +240,7 @@ def accept_report(
         if previous is not None:
             report_id, previous_hash, case_id, status = previous
             if previous_hash != digest:
-                raise _reject(
+                raise Refusal(
                     "idempotency_conflict",
                     409,
                     "idempotency_key_reused",
@@ -252,9 +248,9 @@ def accept_report(
                 )
             return _answer(report_id, case_id, status, base_url), False
     if body.website:
-        raise _reject("honeypot", 422, "invalid", "The request is not valid.")
+        raise Refusal("honeypot", 422, "invalid", "The request is not valid.")
     if body.category not in jurisdiction.categories:
-        raise _reject(
+        raise Refusal(
             "unknown_category",
             422,
             "unknown_category",
@@ -262,21 +258,21 @@ def accept_report(
             {"known": sorted(jurisdiction.categories)},
         )
     if body.platform is not None and body.platform not in PLATFORMS:
-        raise _reject("bad_platform", 422, "invalid", "Unknown platform.", {"known": list(PLATFORMS)})
+        raise Refusal("bad_platform", 422, "invalid", "Unknown platform.", {"known": list(PLATFORMS)})
     place: PlaceRef | None = None
     code: str | None = None
     if body.code:
         code, place = resolve_place(session, body.code)
     elif body.location is None and not (ctx.channel == "open311" and body.address):
-        raise _reject(
+        raise Refusal(
             "no_location", 422, "code_or_location_required", "Give the report code, or your location."
         )
     now = utcnow()
     if ctx.limits is not None:
         verdict = check(session, ctx.limits, limits_for(ctx.limits, code, ctx.rider_ref, ctx.client_ref), now)
         if not verdict.allowed:
-            metrics.reports_rejected.labels("rate_limited").inc()
-            raise ApiError(
+            raise Refusal(
+                "rate_limited",
                 429,
                 "rate_limited",
                 f"Too many reports (per {verdict.limit}); try again in {verdict.retry_after} s.",

@@ -1,4 +1,4 @@
-"""What the reporter's route modules share: plumbing, reference data, settings, and the intake call."""
+"""What the reporter's routers share (kept on app.state.reporter), and the dependencies that hand it out."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import asyncio
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from fastapi import Request, Response
+from fastapi import Depends, Request, Response
 from sqlmodel import Session
 
 from gridloop.groupcommit import GroupCommit
@@ -17,8 +17,10 @@ from gridloop.service import Runtime
 from gridloop.settings import Settings
 from gridloop.tokens import Principal, Role, bearer_principal, require_role
 from schemas.reference import Jurisdiction
-from services.reporter.intake import IntakeContext, ReportAccepted, ReportIn, accept_report, rider_ref_for
+from services.reporter.config import ReporterConfig
 from services.reporter.ratelimit import RateLimits, client_ref_for
+from services.reporter.reports import IntakeContext, ReportAccepted, ReportIn, accept_report, rider_ref_for
+from services.reporter.wording import lang_of
 
 T = TypeVar("T")
 RIDER_COOKIE = "gl_rider"
@@ -41,11 +43,12 @@ def set_rider_cookie(response: Response, token: str) -> None:
 
 
 @dataclass
-class Deps:
-    """The reporter's shared parts, handed to each group of routes."""
+class Reporter:
+    """The reporter's shared parts: plumbing, settings, reference data, secret, limits, the intake batcher."""
 
     runtime: Runtime
     settings: Settings
+    config: ReporterConfig
     jurisdiction: Jurisdiction
     secret: str
     limits: RateLimits
@@ -123,3 +126,42 @@ class Deps:
         answer = await self.intake.run(work)
         self.runtime.relay.wake()
         return answer
+
+
+def reporter(request: Request) -> Reporter:
+    """The reporter's shared parts."""
+    ctx: Reporter = request.app.state.reporter
+    return ctx
+
+
+def admin(request: Request) -> Principal:
+    """The caller of a route for admins only (bearer token)."""
+    return reporter(request).principal(request, "admin")
+
+
+def admin_or_supervisor(request: Request) -> Principal:
+    """The caller of a listing open to admins and supervisors (bearer token)."""
+    return reporter(request).principal(request, "admin", "supervisor")
+
+
+def staff(request: Request) -> Principal:
+    """Any signed-in staff caller (bearer token); the route checks what they may see."""
+    return reporter(request).principal(request)
+
+
+def language(request: Request) -> str:
+    """The rider's language: ?lang=, else their language cookie, else Chinese."""
+    return lang_of(request.query_params.get("lang") or request.cookies.get(LANG_COOKIE))
+
+
+def rider_ref(request: Request) -> str | None:
+    """The rider reference of the request's cookie (None without one)."""
+    return reporter(request).rider_ref(request)
+
+
+Ctx = Annotated[Reporter, Depends(reporter)]
+Admin = Annotated[Principal, Depends(admin)]
+AdminOrSupervisor = Annotated[Principal, Depends(admin_or_supervisor)]
+Staff = Annotated[Principal, Depends(staff)]
+RiderRef = Annotated[str | None, Depends(rider_ref)]
+Lang = Annotated[str, Depends(language)]

@@ -1,0 +1,366 @@
+"""The riders' JSON API: post a report (JSON or a form with photos), its status, feedback, photos, this
+phone's reports, the open cases at a place and where a point falls.
+
+`POST /api/v1/reports` with a JSON body is answered in front of FastAPI by services.reporter.fastpath,
+with the readers below; the route here serves forms with photos and documents the endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request, Response
+from pydantic import BaseModel, ValidationError
+from sqlmodel import Session
+from starlette.datastructures import UploadFile
+
+from gridloop.clock import as_utc, utcnow
+from gridloop.errors import ApiError
+from services.reporter.context import RIDER_COOKIE, Ctx, Lang, Reporter, RiderRef, set_rider_cookie
+from services.reporter.models import CaseView, Photo, Place
+from services.reporter.photos import (
+    MAX_PHOTO_BYTES,
+    MAX_PHOTOS,
+    MAX_REQUEST_BYTES,
+    CleanPhoto,
+    PhotoError,
+    clean_photo,
+)
+from services.reporter.readmodel import open_cases
+from services.reporter.refusals import Refusal, count_refusals
+from services.reporter.reports import ReportAccepted, ReportIn
+from services.reporter.rider_feedback import FeedbackIn, feedback_json, give_feedback
+from services.reporter.tracking import load_public_report, my_report_rows
+from services.reporter.wording import ago
+
+router = APIRouter(tags=["reports"])
+
+
+# --- answers -------------------------------------------------------------------------------------
+
+
+class TimelineStep(BaseModel):
+    """One step of a report's public timeline."""
+
+    status: str
+    action: str
+    text: str
+    at: str
+    note: str | None
+
+
+class FeedbackOut(BaseModel):
+    """A rider's stored answer on a resolution."""
+
+    report_id: str
+    case_id: str
+    fixed: bool
+    rating: int | None
+    comment: str
+    at: str
+
+
+class PublicReport(BaseModel):
+    """The public status and timeline of a report (no personal data)."""
+
+    report_id: str
+    case_id: str | None
+    status: str
+    status_text: str
+    category: str
+    place_id: str | None
+    submitted_at: str
+    tracking_url: str
+    station_id: str | None
+    resolve_due: str | None
+    after_photo_urls: list[str]
+    timeline: list[TimelineStep]
+    feedback: FeedbackOut | None
+
+
+class OpenCase(BaseModel):
+    """An open case at a place, offered for '+1' (no rider's words or details)."""
+
+    case_id: str
+    category: str
+    category_name: str
+    icon: str
+    status: str
+    opened_at: str
+    ago: str
+    distinct_riders: int
+
+
+class PlaceOpenCases(BaseModel):
+    """The open cases at a place."""
+
+    place_id: str
+    items: list[OpenCase]
+
+
+class Located(BaseModel):
+    """The grid and station a point falls in."""
+
+    lat: float
+    lon: float
+    grid_id: str | None
+    station_id: str | None
+    station_name: str | None
+
+
+class MyReport(BaseModel):
+    """One of this rider's reports."""
+
+    report_id: str
+    category: str
+    place_id: str | None
+    status: str
+    case_id: str | None
+    submitted_at: str
+    tracking_url: str
+
+
+class MyReports(BaseModel):
+    """This rider's reports, newest first."""
+
+    items: list[MyReport]
+
+
+# --- reading a report request --------------------------------------------------------------------
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "on", "yes")
+
+
+def too_large(cap: int) -> Refusal:
+    """The 413 of a request body over `cap` bytes."""
+    return Refusal(
+        "too_large", 413, "payload_too_large", f"The request is larger than {cap // 1048576 or 1} MB."
+    )
+
+
+async def _capped_body(request: Request, cap: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `cap` bytes (before it is all read)."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > cap:
+        raise too_large(cap)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise too_large(cap)
+    return bytes(body)
+
+
+def report_from_json(raw: bytes) -> ReportIn:
+    """A report from a JSON body: 400 when it is not JSON, 422 when it is not a valid report."""
+    try:
+        data = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Refusal("invalid", 400, "invalid_json", "The body is not valid JSON.") from exc
+    if not isinstance(data, dict):
+        raise Refusal("invalid", 422, "invalid", "The body must be a JSON object.")
+    return _validated(data)
+
+
+def check_idempotency_key(key: str | None) -> None:
+    """422 for an Idempotency-Key header of the wrong length."""
+    if key is not None and not 1 <= len(key) <= 100:
+        raise Refusal("invalid", 422, "invalid", "Idempotency-Key has 1 to 100 characters.")
+
+
+def _validated(fields: dict[str, Any]) -> ReportIn:
+    try:
+        return ReportIn.model_validate(fields)
+    except ValidationError as exc:
+        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        raise Refusal("invalid", 422, "invalid", "The report is not valid.", details) from exc
+
+
+async def read_report_request(request: Request, max_json_bytes: int) -> tuple[ReportIn, list[CleanPhoto]]:
+    """A report from a JSON body, or from a multipart form with up to 3 photos (checked and cleaned)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        return report_from_json(await _capped_body(request, max_json_bytes)), []
+    if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise Refusal(
+            "invalid", 415, "unsupported_media_type", "Send JSON, or a multipart form (with photos)."
+        )
+    request._body = await _capped_body(request, MAX_REQUEST_BYTES)  # form() reads the capped copy
+    form = await request.form(max_files=MAX_PHOTOS + 7, max_fields=40)
+    uploads = [v for k in ("photos", "photo") for v in form.getlist(k) if isinstance(v, UploadFile)]
+    fields: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, str) and key not in ("photos", "photo", "lat", "lon") and value != "":
+            fields[key] = value
+    if "danger_now" in fields:
+        fields["danger_now"] = _flag(fields["danger_now"])
+    lat, lon = form.get("lat"), form.get("lon")
+    if isinstance(lat, str) and isinstance(lon, str) and lat and lon:
+        fields["location"] = {"lat": lat, "lon": lon}
+    body = _validated(fields)
+    if len(uploads) > MAX_PHOTOS:
+        raise Refusal("too_many_photos", 422, "too_many_photos", f"At most {MAX_PHOTOS} photos.")
+    raws = []
+    for index, upload in enumerate(uploads):
+        raw = await upload.read(MAX_PHOTO_BYTES + 1)
+        if len(raw) > MAX_PHOTO_BYTES:
+            raise Refusal(
+                "photo_too_large", 413, "photo_too_large", f"Photo {index + 1} is larger than 10 MB."
+            )
+        raws.append(raw)
+
+    def clean() -> list[CleanPhoto]:
+        return [clean_photo(raw, f"photo {i + 1}") for i, raw in enumerate(raws)]
+
+    try:
+        photos = await asyncio.to_thread(clean)
+    except PhotoError as exc:
+        reason = "photo_too_large" if exc.status == 413 else "not_an_image"
+        raise Refusal(reason, exc.status, exc.code, exc.message) from exc
+    return body, photos
+
+
+# --- routes --------------------------------------------------------------------------------------
+
+_REPORT_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "JSON (ReportIn), or multipart/form-data with the same fields (location as "
+        "lat and lon) and up to 3 files named `photos` (JPEG/PNG/WebP, at most 10 MB each).",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "multipart/form-data": {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+@router.post(
+    "/api/v1/reports", status_code=202, response_model=ReportAccepted, openapi_extra=_REPORT_BODY_DOC
+)
+async def post_report(ctx: Ctx, request: Request, response: Response) -> ReportAccepted:
+    """Accept a rider's report: stored before this answer, routed in the background."""
+    with count_refusals():
+        key = request.headers.get("Idempotency-Key")
+        check_idempotency_key(key)
+        body, photos = await read_report_request(request, ctx.config.max_json_bytes)
+        intake, new_token = ctx.intake_context(
+            request.cookies.get(RIDER_COOKIE), request.client.host if request.client else None
+        )
+        intake.photos = photos
+        if new_token is not None:
+            set_rider_cookie(response, new_token)
+        return await ctx.submit(body, intake, key)
+
+
+@router.get("/api/v1/reports/{report_id}", response_model=PublicReport)
+async def get_report(ctx: Ctx, report_id: str) -> dict[str, Any]:
+    """Public status and timeline of a report."""
+    settings = ctx.settings
+    view = await ctx.read(
+        lambda s: load_public_report(s, report_id, settings.public_base_url, settings.closer_public_url)
+    )
+    if view is None:
+        raise ApiError(404, "not_found", "No such report.")
+    return view
+
+
+@router.post("/api/v1/reports/{report_id}/feedback", response_model=FeedbackOut)
+async def post_feedback(
+    ctx: Ctx, report_id: str, response: Response, body: Annotated[FeedbackIn, Body()]
+) -> dict[str, Any]:
+    """The rider confirms the fix or says it is not fixed (a comment is required), with a 1–5 rating."""
+    row, created = await ctx.write(lambda s: give_feedback(s, report_id, body))
+    response.status_code = 201 if created else 200
+    return feedback_json(row)
+
+
+@router.get("/api/v1/photos/{photo_id}")
+async def get_photo(ctx: Ctx, photo_id: str) -> Response:
+    """A rider's photo (re-encoded JPEG, no metadata)."""
+    photo = await ctx.read(lambda s: s.get(Photo, photo_id))
+    if photo is None:
+        raise ApiError(404, "not_found", "No such photo.")
+    return Response(
+        photo.data,
+        media_type=photo.content_type,
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
+    )
+
+
+def open_cases_json(ctx: Reporter, rows: list[tuple[CaseView, int]], lang: str) -> list[dict[str, Any]]:
+    """The open cases as the API shows them (no rider's words or details)."""
+    now = utcnow()
+    out = []
+    for view, riders in rows:
+        category = ctx.jurisdiction.categories.get(view.category)
+        out.append(
+            {
+                "case_id": view.case_id,
+                "category": view.category,
+                "category_name": category.name(lang) if category else view.category,
+                "icon": category.icon if category else "❓",
+                "status": view.status,
+                "opened_at": as_utc(view.opened_at).isoformat(),
+                "ago": ago(as_utc(view.opened_at), now, lang),
+                "distinct_riders": riders,
+            }
+        )
+    return out
+
+
+@router.get("/api/v1/places/{place_id}/open-cases", response_model=PlaceOpenCases)
+async def place_open_cases(ctx: Ctx, place_id: str, lang: Lang) -> dict[str, Any]:
+    """Open cases at a place, to offer '+1' instead of a duplicate report."""
+
+    def load(session: Session) -> list[tuple[CaseView, int]] | None:
+        place = session.get(Place, place_id)
+        return open_cases(session, place_id) if place else None
+
+    rows = await ctx.read(load)
+    if rows is None:
+        raise ApiError(404, "unknown_place", "No such place.")
+    return {"place_id": place_id, "items": open_cases_json(ctx, rows, lang)}
+
+
+@router.get("/api/v1/locate", response_model=Located)
+async def locate(
+    ctx: Ctx,
+    lat: Annotated[float, Query(ge=-90, le=90)],
+    lon: Annotated[float, Query(ge=-180, le=180)],
+) -> dict[str, Any]:
+    """Which grid and station a point falls in (the GPS fallback shows it before sending)."""
+    j = ctx.jurisdiction
+    grid = j.grid_at(lat, lon)
+    station = j.stations.get(grid.station_id) if grid else None
+    return {
+        "lat": lat,
+        "lon": lon,
+        "grid_id": grid.id if grid else None,
+        "station_id": station.id if station else None,
+        "station_name": station.name_zh if station else None,
+    }
+
+
+@router.get("/api/v1/me/reports", response_model=MyReports)
+async def my_reports_api(ctx: Ctx, rider: RiderRef) -> dict[str, Any]:
+    """This rider's reports (by the rider cookie), newest first."""
+    rows = await ctx.read(lambda s: my_report_rows(s, rider))
+    return {
+        "items": [
+            {
+                "report_id": r.report_id,
+                "category": r.category,
+                "place_id": r.place_id,
+                "status": r.status,
+                "case_id": r.case_id,
+                "submitted_at": as_utc(r.submitted_at).isoformat(),
+                "tracking_url": f"{ctx.base_url}/t/{r.report_id}",
+            }
+            for r, _place in rows
+        ]
+    }

@@ -1,0 +1,49 @@
+"""The reporter's Kafka handlers (`cases.events`), thin: take the event, change the read model.
+
+They run inside the consumer's batch transaction in plain SQL (the consumer is `plain_sql=True`);
+services.reporter.readmodel decides what each event changes.
+"""
+
+from __future__ import annotations
+
+from gridloop.consumer import Handler, Incoming
+from gridloop.rawsql import Raw, Tx
+from schemas.events import REGISTRY, CaseOpened, CaseReportMerged, CaseTransitioned
+from services.reporter import readmodel
+
+TRANSITIONS = tuple(
+    name.removeprefix("case.")
+    for name, (_version, model) in REGISTRY.items()
+    if name.startswith("case.") and model is CaseTransitioned
+)
+"""Every `case.<action>` event that carries a CaseTransitioned payload."""
+
+
+def on_case_opened(session: Tx, item: Incoming) -> None:
+    """`case.opened`: the report's receipt points at its new case."""
+    data = item.data
+    assert isinstance(data, CaseOpened)
+    readmodel.case_opened(Raw(session), data)
+
+
+def on_report_merged(session: Tx, item: Incoming) -> None:
+    """`case.report_merged`: the report joined an existing case."""
+    data = item.data
+    assert isinstance(data, CaseReportMerged)
+    readmodel.report_merged(Raw(session), data, item.event.time)
+
+
+def on_case_transition(session: Tx, item: Incoming) -> None:
+    """`case.<action>`: the case's view and its reports show the new status."""
+    data = item.data
+    assert isinstance(data, CaseTransitioned)
+    readmodel.case_moved(Raw(session), data)
+
+
+def handlers() -> dict[str, Handler]:
+    """The `cases.events` handlers of the reporter's consumer."""
+    return {
+        "case.opened": on_case_opened,
+        "case.report_merged": on_report_merged,
+        **{f"case.{name}": on_case_transition for name in TRANSITIONS},
+    }
