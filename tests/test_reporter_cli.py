@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gridloop import codes, migrate
+from gridloop import migrate
 from gridloop.settings import Settings
+from schemas import codes
 from schemas.reference import load_jurisdiction
 from services.reporter import cli as reporter_cli
 

@@ -14,8 +14,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlmodel import Session, col, select
 
-from gridloop import codes
 from gridloop.clock import as_utc
+from schemas import codes
 from services.reporter.api.reports import open_cases_json
 from services.reporter.context import LANG_COOKIE, Ctx, Lang, Reporter, RiderRef, language
 from services.reporter.models import CaseView, Photo, Place, Report
