@@ -9,9 +9,9 @@ from xml.etree import ElementTree as ET
 import pytest
 from PIL import Image
 
+from gridloop.photos import MAX_PHOTO_BYTES, PhotoError, clean_photo
 from services.reporter import open311
 from services.reporter.config import RateLimits
-from services.reporter.photos import MAX_PHOTO_BYTES, PhotoError, clean_photo
 from services.reporter.ratelimit import client_ref_for, retry_after
 from services.reporter.wording import STATUS, action_text, ago, local_time, status_text
 from tests.test_reporter_api import make_jpeg

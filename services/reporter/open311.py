@@ -22,10 +22,10 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from gridloop.clock import as_utc, utcnow
+from schemas.cases import FINAL_STATUSES, CaseStatus
 from schemas.events import Location
 from schemas.reference import Jurisdiction
 from services.reporter.models import ApiKey, CaseView, Photo, Place, Report
-from services.reporter.readmodel import FINAL_STATES
 from services.reporter.reports import ReportIn
 from services.reporter.wording import status_text
 
@@ -170,12 +170,12 @@ def request_json(
     station_id = view.station_id if view else (place.station_id if place else None)
     station = j.stations.get(station_id) if station_id else None
     notes = status_text(report.status, "zh")
-    if view is not None and view.status_note and report.status in (*FINAL_STATES, "resolved"):
+    if view is not None and view.status_note and report.status in FINAL_STATUSES | {CaseStatus.RESOLVED}:
         notes = f"{notes}：{view.status_note}"
     media = f"{base_url}/api/v1/photos/{photo_id}" if photo_id else report.media_url
     return {
         "service_request_id": report.report_id,
-        "status": "closed" if report.status in FINAL_STATES else "open",
+        "status": "closed" if report.status in FINAL_STATUSES else "open",
         "status_notes": notes,
         "service_name": category.name_zh if category else report.category,
         "service_code": report.category,
@@ -223,9 +223,9 @@ def query_requests(
         if statuses - {"open", "closed"}:
             raise Open311Error(400, "status must be open, closed, or both separated by a comma")
         if statuses == {"open"}:
-            query = query.where(col(Report.status).not_in(FINAL_STATES))
+            query = query.where(col(Report.status).not_in(sorted(FINAL_STATUSES)))
         elif statuses == {"closed"}:
-            query = query.where(col(Report.status).in_(FINAL_STATES))
+            query = query.where(col(Report.status).in_(sorted(FINAL_STATUSES)))
     reports = list(session.exec(query.order_by(col(Report.submitted_at).desc()).limit(MAX_RESULTS)).all())
     return shape_requests(session, reports, j, base_url)
 

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from gridloop.clock import as_utc
-from gridloop.rawsql import Bind, Raw, read_ts
+from gridloop.rawsql import Bind, Raw, read_ts, statement
 from services.reporter.config import RateLimits
 
 
@@ -88,6 +88,16 @@ def limits_for(
     return out
 
 
+_RECENT = {
+    column: statement(
+        f"SELECT submitted_at FROM report WHERE {column} = :value AND submitted_at > :since "
+        "ORDER BY submitted_at DESC LIMIT :n"
+    )
+    for column in ("code", "rider_ref", "client_ref")
+}
+"""The newest reports of one code, rider or address, by the column a limit counts."""
+
+
 def check(session: Bind, config: RateLimits, limits: Sequence[Limit], now: datetime) -> Verdict:
     """Count recent reports for each limit; the first one exceeded decides (longest wait wins)."""
     window = timedelta(seconds=config.window_seconds)
@@ -98,9 +108,7 @@ def check(session: Bind, config: RateLimits, limits: Sequence[Limit], now: datet
     for limit in limits:
         # an index per column, (column, submitted_at): a range scan of at most `allowed` entries
         rows = raw.all(
-            f"SELECT submitted_at FROM report WHERE {limit.column} = :value AND submitted_at > :since "
-            "ORDER BY submitted_at DESC LIMIT :n",
-            {"value": limit.value, "since": raw.ts(now - window), "n": limit.allowed},
+            _RECENT[limit.column], {"value": limit.value, "since": raw.ts(now - window), "n": limit.allowed}
         )
         recent = [t for (value,) in rows if (t := read_ts(value)) is not None]
         wait = retry_after(recent, limit.allowed, window, now)

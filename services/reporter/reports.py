@@ -8,8 +8,7 @@ import json
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,13 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gridloop import metrics
 from gridloop.clock import utcnow
 from gridloop.outbox import add_event
-from gridloop.rawsql import Bind, Raw, after_commit, insert_row
+from gridloop.photos import CleanPhoto
+from gridloop.rawsql import Bind, Raw, after_commit, insert_row, record_type, statement
 from gridloop.topics import REPORTS_SUBMITTED
 from schemas import codes
 from schemas.events import Location, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction
-from services.reporter.models import PLUMBING, Report
-from services.reporter.photos import CleanPhoto
+from services.reporter.models import PLUMBING, Photo, Report, ReportEvent
 from services.reporter.ratelimit import RateLimits, check, limits_for
 from services.reporter.refusals import Refusal
 
@@ -114,7 +113,7 @@ class PlaceRef:
     grid_id: str | None
 
 
-_CODE_PLACE = (
+_CODE_PLACE = statement(
     "SELECT c.active, c.replaced_by, p.place_id, p.name_zh, p.lat, p.lon, p.grid_id, p.active "
     "FROM report_code c LEFT JOIN place p ON p.place_id = c.place_id WHERE c.code = :code"
 )
@@ -147,42 +146,14 @@ def resolve_place(session: Bind, raw_code: str) -> tuple[str, PlaceRef]:
     return code, PlaceRef(place_id, name_zh, lat, lon, grid_id)
 
 
-@dataclass(slots=True)
-class NewReport:
-    """A report being accepted: the columns of a `report` row (services.reporter.models.Report)."""
-
-    report_id: str
-    idempotency_key: str | None
-    request_hash: str
-    channel: str
-    category: str
-    code: str | None
-    place_id: str | None
-    grid_id: str | None
-    lat: float | None
-    lon: float | None
-    description: str
-    danger_now: bool
-    platform: str | None
-    rider_no: str | None
-    rider_ref: str | None
-    plus_one_case_id: str | None
-    submitted_at: datetime
-    submitted_event_id: str
-    last_published_at: datetime
-    status: str
-    status_at: datetime
-    client_ref: str | None
-    address: str | None
-    media_url: str | None
-    case_id: str | None = None
-    case_version: int = 0
+REPORT = Report.__table__  # type: ignore[attr-defined]
+PHOTO = Photo.__table__  # type: ignore[attr-defined]
+REPORT_EVENT = ReportEvent.__table__  # type: ignore[attr-defined]
+ReportRow = record_type(REPORT)
+"""A `report` row being accepted, built by column name (no ORM object on the hot path)."""
 
 
-_NEW_REPORT_FIELDS = tuple(f.name for f in fields(NewReport))
-
-
-def event_description(report: NewReport | Report) -> str:
+def event_description(report: Any) -> str:
     """The rider's words, with the Open311 address appended when there is room."""
     if not report.address:
         return report.description
@@ -190,7 +161,7 @@ def event_description(report: NewReport | Report) -> str:
 
 
 def submitted_event(
-    report: NewReport | Report, place_name: str | None, event_time: Any, photo_ids: Sequence[str] = ()
+    report: Any, place_name: str | None, event_time: Any, photo_ids: Sequence[str] = ()
 ) -> Any:
     """The `report.submitted` event of a stored report (same id every time it is built)."""
     data = ReportSubmitted(
@@ -222,6 +193,11 @@ def submitted_event(
     )
 
 
+_BY_KEY = statement(
+    "SELECT report_id, request_hash, case_id, status FROM report WHERE idempotency_key = :key"
+)
+
+
 def accept_report(
     session: Bind,
     body: ReportIn,
@@ -234,10 +210,7 @@ def accept_report(
     digest = request_hash(body, [p.upload_sha256 for p in ctx.photos])
     raw = Raw(session)
     if idempotency_key:
-        previous = raw.first(
-            "SELECT report_id, request_hash, case_id, status FROM report WHERE idempotency_key = :key",
-            {"key": idempotency_key},
-        )
+        previous = raw.first(_BY_KEY, {"key": idempotency_key})
         if previous is not None:
             report_id, previous_hash, case_id, status = previous
             if previous_hash != digest:
@@ -286,7 +259,7 @@ def accept_report(
         channel = "scan"
     else:
         channel = "manual"
-    report = NewReport(
+    report = ReportRow(
         report_id=new_report_id(),
         idempotency_key=idempotency_key,
         request_hash=digest,
@@ -311,16 +284,17 @@ def accept_report(
         client_ref=ctx.client_ref,
         address=body.address,
         media_url=body.media_url,
+        case_version=0,
     )
     photo_ids = [new_photo_id() for _ in ctx.photos]
     event = submitted_event(report, place.name_zh if place else None, now, photo_ids)
-    report.submitted_event_id = event.id
+    report = report._replace(submitted_event_id=event.id)
     # plain SQL on the driver: the ORM's unit of work was the largest cost of intake
-    insert_row(raw, "report", {f: getattr(report, f) for f in _NEW_REPORT_FIELDS})
+    insert_row(raw, REPORT, report._asdict())
     for position, (photo_id, photo) in enumerate(zip(photo_ids, ctx.photos, strict=True)):
         insert_row(
             raw,
-            "photo",
+            PHOTO,
             {
                 "photo_id": photo_id,
                 "report_id": report.report_id,
@@ -335,7 +309,7 @@ def accept_report(
         )
     insert_row(
         raw,
-        "report_event",
+        REPORT_EVENT,
         {"report_id": report.report_id, "status": "received", "action": "submitted", "at": now},
     )
     add_event(session, PLUMBING, REPORTS_SUBMITTED, report.grid_id or "none", event)

@@ -11,6 +11,7 @@ from gridloop.clock import utcnow
 from gridloop.errors import ApiError
 from gridloop.outbox import add_event
 from gridloop.topics import REPORTS_FEEDBACK
+from schemas.cases import CaseStatus
 from schemas.events import ReportFeedback, make_event
 from services.reporter.models import PLUMBING, Feedback, Report, ReportEvent
 
@@ -66,7 +67,7 @@ def shown_feedback(session: Session, report: Report) -> Feedback | None:
     """The answer to show: while a resolution waits, only an answer to it; afterwards the latest."""
     if report.case_id is None:
         return None
-    if report.status == "resolved":
+    if report.status == CaseStatus.RESOLVED:
         return current_feedback(session, report)
     return latest_feedback(session, report.report_id)
 
@@ -85,10 +86,10 @@ def give_feedback(session: Session, report_id: str, body: FeedbackIn) -> tuple[F
     if (
         last is not None
         and repeat
-        and (last.case_version == report.case_version or report.status != "resolved")
+        and (last.case_version == report.case_version or report.status != CaseStatus.RESOLVED)
     ):
         return last, False  # a double tap, or the case already moved on because of this very answer
-    if report.case_id is None or report.status != "resolved":
+    if report.case_id is None or report.status != CaseStatus.RESOLVED:
         raise ApiError(
             409,
             "not_resolved",

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from gridloop.clock import as_utc
 from schemas import codes
+from schemas.cases import CaseStatus
 from services.reporter.api.reports import open_cases_json
 from services.reporter.context import LANG_COOKIE, Ctx, Lang, Reporter, RiderRef, language
 from services.reporter.models import CaseView, Photo, Place, Report
@@ -220,8 +221,8 @@ async def track(ctx: Ctx, request: Request, report_id: str, lang: Lang, rider: R
         submitted=local_time(as_utc(report.submitted_at), lang),
         agency=station.name(lang) if station else None,
         expected=local_time(as_utc(view.resolve_due), lang) if view and view.resolve_due else None,
-        after_photos=after if report.status in ("resolved", "closed") else [],
-        ask_feedback=report.status == "resolved" and data["feedback"] is None,
+        after_photos=after if report.status in (CaseStatus.RESOLVED, CaseStatus.CLOSED) else [],
+        ask_feedback=report.status == CaseStatus.RESOLVED and data["feedback"] is None,
         feedback=data["feedback"],
         timeline=steps,
         owner=owner,

@@ -18,9 +18,7 @@ from starlette.datastructures import UploadFile
 
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
-from services.reporter.context import RIDER_COOKIE, Ctx, Lang, Reporter, RiderRef, set_rider_cookie
-from services.reporter.models import CaseView, Photo, Place
-from services.reporter.photos import (
+from gridloop.photos import (
     MAX_PHOTO_BYTES,
     MAX_PHOTOS,
     MAX_REQUEST_BYTES,
@@ -28,6 +26,8 @@ from services.reporter.photos import (
     PhotoError,
     clean_photo,
 )
+from services.reporter.context import RIDER_COOKIE, Ctx, Lang, Reporter, RiderRef, set_rider_cookie
+from services.reporter.models import CaseView, Photo, Place
 from services.reporter.readmodel import open_cases
 from services.reporter.refusals import Refusal, count_refusals
 from services.reporter.reports import ReportAccepted, ReportIn
