@@ -19,6 +19,7 @@ kept on its row, and the common-issue test reads only the reports within 24 hour
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -26,7 +27,9 @@ from typing import Any
 
 from sqlmodel import Session
 
-from gridloop.rawsql import Raw, Tx, insert_row, read_ts
+from gridloop import metrics
+from gridloop.rawsql import Raw, Tx, after_commit, insert_row, read_ts
+from schemas.events import CaseTransitioned
 from services.router.routing import (
     COMMON_ISSUE_WINDOW,
     RECURRING_WINDOW,
@@ -36,6 +39,7 @@ from services.router.routing import (
     is_common_issue,
 )
 
+log = logging.getLogger(__name__)
 ROUTING_LOCK_KEY = 0x67_6C_72_74  # "glrt": the router's one advisory lock
 FINAL_STATES = frozenset({"closed", "rejected"})
 
@@ -269,3 +273,37 @@ def apply_case_state(
         case.triage = case.lat is None or case.lon is None  # a case nobody can be near stays out
     case.open = status not in FINAL_STATES and not case.triage
     return True
+
+
+def follow_case(session: Tx, data: CaseTransitioned, event_type: str, centre_ids: Sequence[str]) -> None:
+    """Keep the index current from `cases.events`: closed and rejected cases leave it, transfers move it.
+
+    The close/merge race: the router hears of a closure only when `case.closed` (or `case.rejected`)
+    reaches it, and a report routed in between merges into a case the closer has just closed. The
+    decision stands: a report gets exactly one answer, and re-routing it would give it two (the
+    rider's receipt would point at one case; the closer and the reporter dedupe by report id and
+    would keep the other). The closer, which owns case state, receives it as a report on a closed
+    case. The late merges are spotted here, when the closure arrives (its ``report_ids`` lack a report
+    the router merged): counted in ``gridloop_route_late_merges_total``, kept on the case row and
+    logged, so operators see how often the window bites. From then on the case is out of the index
+    and the next report there opens a new case.
+    """
+    raw = Raw(session)
+    case = load_case(raw, data.case_id)
+    if case is None:
+        log.warning("case event %s for case %s the router never named", event_type, data.case_id)
+        return
+    if not apply_case_state(case, data.status, data.station_id, data.version, centre_ids):
+        return  # an older event than one already applied
+    if data.status in FINAL_STATES and data.report_ids:
+        late = sorted(set(report_ids(raw, case.case_id)) - set(data.report_ids))
+        if late:
+            case.late_reports += len(late)
+            after_commit(session, lambda: metrics.route_late_merges.inc(len(late)))
+            log.warning(
+                "case %s was %s before reports %s merged into it reached the closer",
+                case.case_id,
+                data.status,
+                ", ".join(late),
+            )
+    update_case(raw, case)

@@ -307,11 +307,6 @@ def is_common_issue(reports: Iterable[tuple[str | None, datetime]]) -> bool:
     return False
 
 
-def distinct_riders(reports: Iterable[tuple[str | None, datetime]]) -> int:
-    """Distinct known riders on a case; a case always has at least one reporter."""
-    return max(len({rider for rider, _ in reports if rider}), 1)
-
-
 def is_recurring(
     category: Category, facts: ReportFacts, history: Iterable[Candidate], exclude_case: str | None
 ) -> Candidate | None:
@@ -347,24 +342,12 @@ def priority_for(
 def assess(
     category: Category | None,
     facts: ReportFacts,
-    case_reports: Sequence[tuple[str | None, datetime]],
-    was_common: bool,
-    recurring: Candidate | None,
-) -> Assessment:
-    """The case's riders and common-issue flag after this report (every report of the case given),
-    and this report's priority."""
-    common = was_common or is_common_issue(case_reports)
-    return assess_case(category, facts, distinct_riders(case_reports), common, recurring)
-
-
-def assess_case(
-    category: Category | None,
-    facts: ReportFacts,
     riders: int,
     common: bool,
     recurring: Candidate | None,
 ) -> Assessment:
-    """This report's priority and the reasons, from the case's distinct riders and common-issue flag."""
+    """This report's priority and the reasons, from its case's distinct riders and common-issue flag
+    once the report has joined it (the index counts them: ``index.standing``)."""
     priority = priority_for(category, facts.danger_now, common, recurring is not None)
     reasons: list[Reason] = []
     if facts.danger_now:
