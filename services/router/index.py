@@ -42,6 +42,13 @@ from services.router.routing import (
 log = logging.getLogger(__name__)
 ROUTING_LOCK_KEY = 0x67_6C_72_74  # "glrt": the router's one advisory lock
 FINAL_STATES = frozenset({"closed", "rejected"})
+_LOCK = "SELECT pg_advisory_xact_lock(:key)"  # PostgreSQL only
+_RIDER_SEEN = "SELECT 1 FROM case_rider WHERE case_id = :case AND rider_ref = :rider LIMIT 1"
+_RIDERS_AROUND = (
+    "SELECT rider_ref, at FROM case_rider WHERE case_id = :case AND at >= :lo AND at <= :hi "
+    "AND rider_ref IS NOT NULL"
+)
+_REPORT_IDS = "SELECT report_id FROM case_rider WHERE case_id = :id"
 
 
 @dataclass
@@ -111,7 +118,7 @@ def lock_for_routing(raw: Raw) -> None:
     Re-entrant within a transaction, and held to its commit. Taken inside a savepoint, it goes when
     the savepoint is rolled back."""
     if not raw.sqlite:
-        raw.run("SELECT pg_advisory_xact_lock(:key)", {"key": ROUTING_LOCK_KEY})
+        raw.run(_LOCK, {"key": ROUTING_LOCK_KEY})
 
 
 def lock_batch(session: Session | Tx) -> None:
@@ -219,10 +226,7 @@ def standing(raw: Raw, case: IndexCase | None, rider_ref: str | None, at: dateti
     new_rider = False
     if rider_ref is not None:
         new_rider = not stored or (
-            raw.first(
-                "SELECT 1 FROM case_rider WHERE case_id = :case AND rider_ref = :rider LIMIT 1",
-                {"case": case.case_id, "rider": rider_ref},  # type: ignore[union-attr]
-            )
+            raw.first(_RIDER_SEEN, {"case": case.case_id, "rider": rider_ref})  # type: ignore[union-attr]
             is None
         )
         distinct += int(new_rider)
@@ -230,8 +234,7 @@ def standing(raw: Raw, case: IndexCase | None, rider_ref: str | None, at: dateti
     if not common and rider_ref is not None and stored and distinct >= 3:
         assert case is not None
         rows = raw.all(
-            "SELECT rider_ref, at FROM case_rider WHERE case_id = :case AND at >= :lo AND at <= :hi "
-            "AND rider_ref IS NOT NULL",
+            _RIDERS_AROUND,
             {
                 "case": case.case_id,
                 "lo": raw.ts(at - COMMON_ISSUE_WINDOW),
@@ -245,7 +248,7 @@ def standing(raw: Raw, case: IndexCase | None, rider_ref: str | None, at: dateti
 
 def report_ids(raw: Raw, case_id: str) -> list[str]:
     """The reports the router put on a case."""
-    return [r[0] for r in raw.all("SELECT report_id FROM case_rider WHERE case_id = :id", {"id": case_id})]
+    return [r[0] for r in raw.all(_REPORT_IDS, {"id": case_id})]
 
 
 def add_report(raw: Raw, report_id: str, case_id: str, rider_ref: str | None, at: datetime) -> None:
