@@ -15,8 +15,9 @@ from starlette.datastructures import UploadFile
 
 from gridloop.clock import utcnow
 from gridloop.errors import ApiError
+from gridloop.tokens import Principal
 from services.closer import actions, photos, queue, stream
-from services.closer.auth import Principal, issue_token
+from services.closer.auth import issue_token
 from services.closer.context import Closer, Ctx, Reader, Who
 from services.closer.staff import check_login
 
