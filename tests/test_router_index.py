@@ -289,6 +289,7 @@ def test_late_merge_into_a_closed_case_is_counted(router: Router) -> None:
     with router.db.session() as s:
         row = s.get(OpenCase, case)
         assert row is not None and row.late_reports == 1 and not row.open
+        assert row.status == "closed" and row.version == 4  # the state as its value, on either database
     router.feed([submitted("e3", "c", place=MANHOLE, at=T0 + timedelta(minutes=2))])
     assert _case_of(router, "e3") != case  # the decision of e2 stands; e3 opens a new case
 

@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 from gridloop.clock import utcnow
 from gridloop.errors import ApiError
 from gridloop.rawsql import Raw
-from schemas.events import Decision, Priority
+from schemas.cases import Priority
+from schemas.events import Decision
 from schemas.reference import Jurisdiction
 from services.router.context import Ctx
 from services.router.decisions import WhatIf

@@ -17,13 +17,14 @@ from datetime import timedelta
 from gridloop import metrics
 from gridloop.clock import as_utc, utcnow
 from gridloop.outbox import add_raw
-from gridloop.rawsql import Raw, Tx, after_commit, insert_row
+from gridloop.rawsql import Raw, Tx, after_commit, insert_row, statement
 from gridloop.topics import REPORTS_ROUTED
+from schemas.cases import CaseStatus
 from schemas.events import ReportRouted, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction
 from services.router import index
-from services.router.index import IndexCase
-from services.router.models import PLUMBING
+from services.router.index import CaseRow
+from services.router.models import PLUMBING, ROUTE_DECISION
 from services.router.places import PlaceBook
 from services.router.routing import (
     Assessment,
@@ -37,8 +38,8 @@ from services.router.routing import (
 )
 
 SERVICE = "router"
-_DECIDED = "SELECT 1 FROM route_decision WHERE report_id = :id"
-_DECISION = "SELECT case_id, event_id, envelope FROM route_decision WHERE report_id = :id"
+_DECIDED = statement("SELECT 1 FROM route_decision WHERE report_id = :id")
+_DECISION = statement("SELECT case_id, event_id, envelope FROM route_decision WHERE report_id = :id")
 
 
 def new_case_id() -> str:
@@ -72,7 +73,7 @@ class Plan:
     result: RouteResult
     candidates: list[Candidate]
     history: list[Candidate]
-    cases: dict[str, IndexCase]
+    cases: dict[str, CaseRow]
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class WhatIf:
 
     plan: Plan
     assessment: Assessment
-    duplicate: IndexCase | None
+    duplicate: CaseRow | None
 
 
 class Decisions:
@@ -102,7 +103,7 @@ class Decisions:
         result = decide(self.j, facts, found.candidates)
         return Plan(facts, result, found.candidates, found.history, found.cases)
 
-    def assessment(self, raw: Raw, plan: Plan, case: IndexCase | None) -> tuple[Assessment, index.Standing]:
+    def assessment(self, raw: Raw, plan: Plan, case: CaseRow | None) -> tuple[Assessment, index.Standing]:
         """Riders, common issue and priority of the case (None: a new one) once this report joins it."""
         facts, result = plan.facts, plan.result
         category = self.j.categories.get(facts.category)
@@ -135,19 +136,20 @@ class Decisions:
         facts = facts_of(data)
         plan = self.plan(raw, facts)
         result = plan.result
-        merged: IndexCase | None = None
+        merged: CaseRow | None = None
         if result.decision == "merge":
             assert result.merge_case_id is not None
             merged = plan.cases[result.merge_case_id]
         standing, riders = self.assessment(raw, plan, merged)
         if merged is not None:
-            case = merged
-            case.last_report_at = max(case.last_report_at, facts.submitted_at)
-            case.common_issue = standing.common_issue
-            case.distinct_riders += int(riders.new_rider)
+            case = merged._replace(
+                last_report_at=max(merged.last_report_at, facts.submitted_at),
+                common_issue=standing.common_issue,
+                distinct_riders=merged.distinct_riders + int(riders.new_rider),
+            )
             index.update_case(raw, case)
         else:
-            case = IndexCase(
+            case = index.new_case_row(
                 case_id=new_case_id(),
                 category=data.category,
                 station_id=result.station_id,
@@ -159,8 +161,11 @@ class Decisions:
                 opened_at=facts.submitted_at,
                 last_report_at=facts.submitted_at,
                 open=result.decision == "open",
+                status=CaseStatus.NEW,
                 triage=result.decision == "triage",
                 common_issue=standing.common_issue,
+                version=0,
+                late_reports=0,
                 distinct_riders=int(riders.new_rider),
             )
             index.insert_case(raw, case)
@@ -195,7 +200,7 @@ class Decisions:
         add_raw(session, PLUMBING, REPORTS_ROUTED, case_id, event.id, envelope)
         insert_row(
             raw,
-            "route_decision",
+            ROUTE_DECISION,
             {
                 "report_id": data.report_id,
                 "case_id": case_id,

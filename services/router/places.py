@@ -20,15 +20,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from gridloop.errors import ApiError
-from gridloop.rawsql import Raw
+from gridloop.rawsql import Raw, select_sql, statement
 from schemas import codes
 from schemas.events import ReportSubmitted
 from schemas.reference import Jurisdiction, ReferenceError, load_places
+from services.router.models import KNOWN_PLACE
 
 log = logging.getLogger(__name__)
 
 # one write at most an hour for a place the reports keep repeating; at once when it changed
-_LEARN = (
+_LEARN = statement(
     "INSERT INTO known_place (code, place_id, name, grid_id, lat, lon, seen_at) "
     "VALUES (:code, :place_id, :name, :grid_id, :lat, :lon, :seen_at) "
     "ON CONFLICT (code) DO UPDATE SET place_id = excluded.place_id, name = excluded.name, "
@@ -41,7 +42,8 @@ _LEARN = (
     "OR NOT (known_place.grid_id = excluded.grid_id "
     "OR (known_place.grid_id IS NULL AND excluded.grid_id IS NULL))"
 )
-_KNOWN = "SELECT place_id, name, grid_id, lat, lon FROM known_place WHERE code = :code"
+_KNOWN = "WHERE code = :code"
+statement(select_sql(KNOWN_PLACE, _KNOWN))
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class PlaceBook:
         found = self.reference.get(code)
         if found is not None:
             return found
-        row = db.first(_KNOWN, {"code": code})
+        row = db.record(KNOWN_PLACE, _KNOWN, {"code": code})
         if row is None:
             raise ApiError(
                 404,
@@ -116,5 +118,4 @@ class PlaceBook:
                 "路由服务不认识这个报告码，请改用经纬度查询 — the router does not know this code; "
                 "ask with lat and lon instead.",
             )
-        place_id, name, grid_id, lat, lon = row
-        return CodePlace(code, place_id, name, grid_id, lat, lon, "reports")
+        return CodePlace(code, row.place_id, row.name, row.grid_id, row.lat, row.lon, "reports")

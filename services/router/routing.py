@@ -29,13 +29,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from schemas.events import Decision, Priority
+from schemas.cases import CaseStatus, Priority, raise_priority
+from schemas.events import Decision
 from schemas.reference import Category, Jurisdiction, RoutingRule, Station
 
 COMMON_ISSUE_RIDERS = 3
 COMMON_ISSUE_WINDOW = timedelta(hours=24)
 RECURRING_WINDOW = timedelta(days=30)
-_PRIORITY_ORDER: tuple[Priority, ...] = ("normal", "high", "urgent")
 _METRES_PER_DEGREE_LAT = 111_320.0
 
 
@@ -60,7 +60,7 @@ class Candidate:
     last_report_at: datetime
     opened_at: datetime | None = None
     open: bool = True
-    status: str = "new"
+    status: str = CaseStatus.NEW
 
 
 @dataclass(frozen=True)
@@ -312,7 +312,7 @@ def is_recurring(
 ) -> Candidate | None:
     """An earlier case of the same category at the same place within 30 days (rejected ones aside)."""
     for cand in sorted(history, key=lambda c: c.case_id):
-        if cand.case_id == exclude_case or cand.category != category.id or cand.status == "rejected":
+        if cand.case_id == exclude_case or cand.category != category.id or cand.status == CaseStatus.REJECTED:
             continue
         opened = cand.opened_at or cand.last_report_at
         if not timedelta(0) <= facts.submitted_at - opened <= RECURRING_WINDOW:
@@ -323,12 +323,6 @@ def is_recurring(
     return None
 
 
-def bump(priority: Priority, steps: int = 1) -> Priority:
-    """A priority raised by some steps, capped at urgent."""
-    index = min(_PRIORITY_ORDER.index(priority) + steps, len(_PRIORITY_ORDER) - 1)
-    return _PRIORITY_ORDER[index]
-
-
 def priority_for(
     category: Category | None, danger_now: bool, common_issue: bool, recurring: bool
 ) -> Priority:
@@ -336,7 +330,7 @@ def priority_for(
     base: Priority = category.default_priority if category else "normal"
     if danger_now:
         base = "urgent"
-    return bump(base, int(common_issue) + int(recurring))
+    return raise_priority(base, int(common_issue) + int(recurring))
 
 
 def assess(
