@@ -354,7 +354,7 @@ def test_recurring_hazard_same_place_within_30_days() -> None:
     assert is_recurring(category, here, [replace(old, opened_at=T0 - timedelta(days=31))], "c_new") is None
     assert is_recurring(category, here, [replace(old, status="rejected")], "c_new") is None
     assert is_recurring(category, here, [old], exclude_case="c_old") is None
-    standing = assess(category, here, [("a", T0)], False, old)
+    standing = assess(category, here, 1, False, old)
     assert (standing.priority, standing.recurring) == ("high", True)
     assert "recurring" in reason_text(standing.reasons, "en")
 

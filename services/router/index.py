@@ -19,14 +19,19 @@ kept on its row, and the common-issue test reads only the reports within 24 hour
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlmodel import Session
 
-from gridloop.rawsql import Raw, Tx, insert_row, read_ts
+from gridloop import metrics
+from gridloop.rawsql import Raw, Tx, after_commit, insert_row, read_ts, record_type, select_sql, statement
+from schemas.cases import FINAL_STATUSES, CaseStatus
+from schemas.events import CaseTransitioned
+from services.router.models import CASE_RIDER, OPEN_CASE
 from services.router.routing import (
     COMMON_ISSUE_WINDOW,
     RECURRING_WINDOW,
@@ -36,68 +41,61 @@ from services.router.routing import (
     is_common_issue,
 )
 
+log = logging.getLogger(__name__)
 ROUTING_LOCK_KEY = 0x67_6C_72_74  # "glrt": the router's one advisory lock
-FINAL_STATES = frozenset({"closed", "rejected"})
+
+CaseRow: TypeAlias = Any
+"""A row of `open_case` as ``record_type(OPEN_CASE)``: a named tuple of OpenCase's columns, built
+and read by name (typed Any: its fields are the model's columns, described there only)."""
+new_case_row = record_type(OPEN_CASE)  # a CaseRow built by keyword, every column named
 
 
-@dataclass
-class IndexCase:
-    """A row of `open_case` (services.router.models.OpenCase)."""
-
-    case_id: str
-    category: str
-    station_id: str
-    grid_id: str | None
-    street_id: str | None
-    place_id: str | None
-    lat: float | None
-    lon: float | None
-    opened_at: datetime
-    last_report_at: datetime
-    open: bool = True
-    status: str = "new"
-    triage: bool = False
-    common_issue: bool = False
-    version: int = 0
-    late_reports: int = 0
-    distinct_riders: int = 0
+def _where(where: str) -> str:
+    """A WHERE clause for ``Raw.records(OPEN_CASE, …)``, its whole statement registered for the check."""
+    statement(select_sql(OPEN_CASE, where))
+    return where
 
 
-_CASE_FIELDS = tuple(f.name for f in fields(IndexCase))
-_CASE_SELECT = f"SELECT {', '.join(_CASE_FIELDS)} FROM open_case"
-_CASE_UPDATE = (
-    "UPDATE open_case SET station_id = :station_id, last_report_at = :last_report_at, open = :open, "
-    "status = :status, triage = :triage, common_issue = :common_issue, version = :version, "
-    "late_reports = :late_reports, distinct_riders = :distinct_riders WHERE case_id = :case_id"
+_BY_ID = _where("WHERE case_id = :id")
+_CHANGING = (
+    "station_id",
+    "last_report_at",
+    "open",
+    "status",
+    "triage",
+    "common_issue",
+    "version",
+    "late_reports",
+    "distinct_riders",
 )
+"""What routing and `cases.events` change on a case; the rest is fixed when the router names it."""
+_CASE_UPDATE = statement(
+    f"UPDATE open_case SET {', '.join(f'{c} = :{c}' for c in _CHANGING)} WHERE case_id = :case_id"
+)
+_LOCK = "SELECT pg_advisory_xact_lock(:key)"  # PostgreSQL only (not registered: SQLite has no such function)
+_RIDER_SEEN = statement("SELECT 1 FROM case_rider WHERE case_id = :case AND rider_ref = :rider LIMIT 1")
+_RIDERS_AROUND = statement(
+    "SELECT rider_ref, at FROM case_rider WHERE case_id = :case AND at >= :lo AND at <= :hi "
+    "AND rider_ref IS NOT NULL"
+)
+_REPORT_IDS = statement("SELECT report_id FROM case_rider WHERE case_id = :id")
 
 
-def _case(row: Sequence[Any]) -> IndexCase:
-    case = IndexCase(*row)
-    case.opened_at = read_ts(case.opened_at)  # type: ignore[assignment]
-    case.last_report_at = read_ts(case.last_report_at)  # type: ignore[assignment]
-    case.open, case.triage, case.common_issue = bool(case.open), bool(case.triage), bool(case.common_issue)
-    return case
-
-
-def load_case(raw: Raw, case_id: str) -> IndexCase | None:
+def load_case(raw: Raw, case_id: str) -> CaseRow | None:
     """One case of the index, or None."""
-    row = raw.first(_CASE_SELECT + " WHERE case_id = :id", {"id": case_id})
-    return _case(row) if row else None
+    return raw.record(OPEN_CASE, _BY_ID, {"id": case_id})
 
 
-def insert_case(raw: Raw, case: IndexCase) -> None:
+def insert_case(raw: Raw, case: CaseRow) -> None:
     """Add a case the router just named."""
-    insert_row(raw, "open_case", {f: getattr(case, f) for f in _CASE_FIELDS})
+    insert_row(raw, OPEN_CASE, case._asdict())
 
 
-def update_case(raw: Raw, case: IndexCase) -> None:
+def update_case(raw: Raw, case: CaseRow) -> None:
     """Write back what routing and `cases.events` change on a case."""
-    values = {f: getattr(case, f) for f in _CASE_FIELDS}
+    values = {c: getattr(case, c) for c in _CHANGING}
     values["last_report_at"] = raw.ts(case.last_report_at)
-    del values["opened_at"]
-    for fixed in ("category", "grid_id", "street_id", "place_id", "lat", "lon"):
-        del values[fixed]
+    values["case_id"] = case.case_id
     raw.run(_CASE_UPDATE, values)
 
 
@@ -107,7 +105,7 @@ def lock_for_routing(raw: Raw) -> None:
     Re-entrant within a transaction, and held to its commit. Taken inside a savepoint, it goes when
     the savepoint is rolled back."""
     if not raw.sqlite:
-        raw.run("SELECT pg_advisory_xact_lock(:key)", {"key": ROUTING_LOCK_KEY})
+        raw.run(_LOCK, {"key": ROUTING_LOCK_KEY})
 
 
 def lock_batch(session: Session | Tx) -> None:
@@ -120,7 +118,7 @@ def lock_batch(session: Session | Tx) -> None:
 BATCH_LOCKED = "routing_lock"
 
 
-def candidate(row: IndexCase) -> Candidate:
+def candidate(row: CaseRow) -> Candidate:
     """A case row as the pure routing code sees it."""
     return Candidate(
         case_id=row.case_id,
@@ -136,19 +134,18 @@ def candidate(row: IndexCase) -> Candidate:
     )
 
 
-def _nearby(facts: ReportFacts, radius_m: float, params: dict[str, Any]) -> str:
-    """WHERE clauses: the same category, and at the same place or inside the bounding box."""
-    near: list[str] = []
-    params["category"] = facts.category
-    if facts.place_id is not None:
-        near.append("place_id = :place_id")
-        params["place_id"] = facts.place_id
-    if facts.lat is not None and facts.lon is not None:
-        params["lat0"], params["lat1"], params["lon0"], params["lon1"] = bounding_box(
-            facts.lat, facts.lon, radius_m
-        )
-        near.append("(lat BETWEEN :lat0 AND :lat1 AND lon BETWEEN :lon0 AND :lon1)")
-    return f"category = :category AND ({' OR '.join(near) if near else '1 = 0'})"
+_NEAR_BOX = "(lat BETWEEN :lat0 AND :lat1 AND lon BETWEEN :lon0 AND :lon1)"
+_NEARBY = {
+    # (at a place, at a point): open cases with a report in the window, or opened within the
+    # recurrence window; the same category; at the same place or inside the bounding box
+    (place, point): _where(
+        "WHERE triage = :no AND ((open = :yes AND last_report_at >= :since) "
+        "OR (opened_at >= :recurring_since AND opened_at <= :until)) AND category = :category AND ("
+        + " OR ".join(near for near, given in (("place_id = :place_id", place), (_NEAR_BOX, point)) if given)
+        + ")"
+    )
+    for place, point in ((True, False), (False, True), (True, True))
+}
 
 
 @dataclass
@@ -156,7 +153,7 @@ class Nearby:
     """The cases near a report, from one query: those it may merge into, and the history that makes
     it a recurring hazard."""
 
-    cases: dict[str, IndexCase]
+    cases: dict[str, CaseRow]
     """Every case found, by id."""
     candidates: list[Candidate]
     """Open, non-triage cases of its category near it with a report inside the window (or its +1)."""
@@ -169,19 +166,24 @@ def nearby(raw: Raw, facts: ReportFacts, radius_m: float, window: timedelta) -> 
     for a '+1' on a case farther away)."""
     since = facts.submitted_at - window
     recurring_since = facts.submitted_at - RECURRING_WINDOW
-    params: dict[str, Any] = {
-        "yes": True,
-        "no": False,
-        "since": raw.ts(since),
-        "recurring_since": raw.ts(recurring_since),
-        "until": raw.ts(facts.submitted_at),
-    }
-    rows = raw.all(
-        f"{_CASE_SELECT} WHERE triage = :no AND ((open = :yes AND last_report_at >= :since) "
-        "OR (opened_at >= :recurring_since AND opened_at <= :until)) AND " + _nearby(facts, radius_m, params),
-        params,
-    )
-    cases = {case.case_id: case for case in map(_case, rows)}
+    lat, lon = facts.lat, facts.lon
+    at_place = facts.place_id is not None
+    at_point = lat is not None and lon is not None
+    cases: dict[str, CaseRow] = {}
+    if at_place or at_point:  # neither: nothing can be near it
+        params: dict[str, Any] = {
+            "yes": True,
+            "no": False,
+            "since": raw.ts(since),
+            "recurring_since": raw.ts(recurring_since),
+            "until": raw.ts(facts.submitted_at),
+            "category": facts.category,
+        }
+        if at_place:
+            params["place_id"] = facts.place_id
+        if lat is not None and lon is not None:
+            params["lat0"], params["lat1"], params["lon0"], params["lon1"] = bounding_box(lat, lon, radius_m)
+        cases = {c.case_id: c for c in raw.records(OPEN_CASE, _NEARBY[at_place, at_point], params)}
     candidates = [candidate(c) for c in cases.values() if c.open and c.last_report_at >= since]
     history = [candidate(c) for c in cases.values() if recurring_since <= c.opened_at <= facts.submitted_at]
     if facts.plus_one_case_id and facts.plus_one_case_id not in cases:
@@ -202,7 +204,7 @@ class Standing:
     new_rider: bool
 
 
-def standing(raw: Raw, case: IndexCase | None, rider_ref: str | None, at: datetime) -> Standing:
+def standing(raw: Raw, case: CaseRow | None, rider_ref: str | None, at: datetime) -> Standing:
     """The standing of a case (None: one about to be opened) with one more report, not yet stored,
     by `rider_ref` at `at`.
 
@@ -215,10 +217,7 @@ def standing(raw: Raw, case: IndexCase | None, rider_ref: str | None, at: dateti
     new_rider = False
     if rider_ref is not None:
         new_rider = not stored or (
-            raw.first(
-                "SELECT 1 FROM case_rider WHERE case_id = :case AND rider_ref = :rider LIMIT 1",
-                {"case": case.case_id, "rider": rider_ref},  # type: ignore[union-attr]
-            )
+            raw.first(_RIDER_SEEN, {"case": case.case_id, "rider": rider_ref})  # type: ignore[union-attr]
             is None
         )
         distinct += int(new_rider)
@@ -226,8 +225,7 @@ def standing(raw: Raw, case: IndexCase | None, rider_ref: str | None, at: dateti
     if not common and rider_ref is not None and stored and distinct >= 3:
         assert case is not None
         rows = raw.all(
-            "SELECT rider_ref, at FROM case_rider WHERE case_id = :case AND at >= :lo AND at <= :hi "
-            "AND rider_ref IS NOT NULL",
+            _RIDERS_AROUND,
             {
                 "case": case.case_id,
                 "lo": raw.ts(at - COMMON_ISSUE_WINDOW),
@@ -241,31 +239,66 @@ def standing(raw: Raw, case: IndexCase | None, rider_ref: str | None, at: dateti
 
 def report_ids(raw: Raw, case_id: str) -> list[str]:
     """The reports the router put on a case."""
-    return [r[0] for r in raw.all("SELECT report_id FROM case_rider WHERE case_id = :id", {"id": case_id})]
+    return [r[0] for r in raw.all(_REPORT_IDS, {"id": case_id})]
 
 
 def add_report(raw: Raw, report_id: str, case_id: str, rider_ref: str | None, at: datetime) -> None:
     """Put a report on a case."""
     insert_row(
-        raw, "case_rider", {"report_id": report_id, "case_id": case_id, "rider_ref": rider_ref, "at": at}
+        raw, CASE_RIDER, {"report_id": report_id, "case_id": case_id, "rider_ref": rider_ref, "at": at}
     )
 
 
 def apply_case_state(
-    case: IndexCase, status: str, station_id: str, version: int, centre_ids: Sequence[str]
-) -> bool:
-    """Apply the closer's view of a case to its index row; False for a stale (older) event.
+    case: CaseRow, status: CaseStatus, station_id: str, version: int, centre_ids: Sequence[str]
+) -> CaseRow | None:
+    """The case's index row with the closer's view of it applied; None for a stale (older) event.
 
     Closed and rejected cases leave the merge index (the row stays, for recurrence). A transfer moves
     the case to its new station. A triage case that a supervisor sent to a station becomes an
     ordinary case that later reports can merge into.
     """
     if version <= case.version:
-        return False
-    case.version = version
-    case.status = status
-    case.station_id = station_id
-    if case.triage and station_id not in centre_ids and status not in FINAL_STATES:
-        case.triage = case.lat is None or case.lon is None  # a case nobody can be near stays out
-    case.open = status not in FINAL_STATES and not case.triage
-    return True
+        return None
+    final = status in FINAL_STATUSES
+    triage = case.triage
+    if triage and station_id not in centre_ids and not final:
+        triage = case.lat is None or case.lon is None  # a case nobody can be near stays out
+    return case._replace(
+        version=version, status=status, station_id=station_id, triage=triage, open=not final and not triage
+    )
+
+
+def follow_case(session: Tx, data: CaseTransitioned, event_type: str, centre_ids: Sequence[str]) -> None:
+    """Keep the index current from `cases.events`: closed and rejected cases leave it, transfers move it.
+
+    The close/merge race: the router hears of a closure only when `case.closed` (or `case.rejected`)
+    reaches it, and a report routed in between merges into a case the closer has just closed. The
+    decision stands: a report gets exactly one answer, and re-routing it would give it two (the
+    rider's receipt would point at one case; the closer and the reporter dedupe by report id and
+    would keep the other). The closer, which owns case state, receives it as a report on a closed
+    case. The late merges are spotted here, when the closure arrives (its ``report_ids`` lack a report
+    the router merged): counted in ``gridloop_route_late_merges_total``, kept on the case row and
+    logged, so operators see how often the window bites. From then on the case is out of the index
+    and the next report there opens a new case.
+    """
+    raw = Raw(session)
+    stored = load_case(raw, data.case_id)
+    if stored is None:
+        log.warning("case event %s for case %s the router never named", event_type, data.case_id)
+        return
+    case = apply_case_state(stored, data.status, data.station_id, data.version, centre_ids)
+    if case is None:
+        return  # an older event than one already applied
+    if data.status in FINAL_STATUSES and data.report_ids:
+        late = sorted(set(report_ids(raw, case.case_id)) - set(data.report_ids))
+        if late:
+            case = case._replace(late_reports=case.late_reports + len(late))
+            after_commit(session, lambda: metrics.route_late_merges.inc(len(late)))
+            log.warning(
+                "case %s was %s before reports %s merged into it reached the closer",
+                case.case_id,
+                data.status,
+                ", ".join(late),
+            )
+    update_case(raw, case)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, Text
+from sqlalchemy import Column, DateTime, Index, Table, Text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -93,3 +93,11 @@ class KnownPlace(Base, table=True):
     lat: float
     lon: float
     seen_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+# the tables themselves, for the plain-SQL paths (gridloop.rawsql derives their statements and rows);
+# SQLModel sets __table__ on every table class but does not declare it
+OPEN_CASE: Table = OpenCase.__table__  # type: ignore[attr-defined]
+CASE_RIDER: Table = CaseRider.__table__  # type: ignore[attr-defined]
+ROUTE_DECISION: Table = RouteDecision.__table__  # type: ignore[attr-defined]
+KNOWN_PLACE: Table = KnownPlace.__table__  # type: ignore[attr-defined]

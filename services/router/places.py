@@ -2,8 +2,9 @@
 
 The reporter owns places and codes. The router knows a code's place from two read-only sources:
 
-1. the reference places file (``data/demo/places.json``), versioned data every service may read:
-   the printed demo codes, with their surveyed points, explainable before anyone has reported;
+1. the reference places file (``RouterConfig.places_file``, by default ``data/demo/places.json``),
+   versioned data every service may read: the printed demo codes, with their surveyed points,
+   explainable before anyone has reported;
 2. places it has seen on reports: every `report.submitted` with a code carries the place's id,
    name, grid and a point (the rider's GPS when sent, else the place's), and the router keeps the
    latest (table ``known_place``), so codes an admin created at run time are known once used.
@@ -19,12 +20,30 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from gridloop.errors import ApiError
-from gridloop.rawsql import Raw
+from gridloop.rawsql import Raw, select_sql, statement
 from schemas import codes
 from schemas.events import ReportSubmitted
 from schemas.reference import Jurisdiction, ReferenceError, load_places
+from services.router.models import KNOWN_PLACE
 
 log = logging.getLogger(__name__)
+
+# one write at most an hour for a place the reports keep repeating; at once when it changed
+_LEARN = statement(
+    "INSERT INTO known_place (code, place_id, name, grid_id, lat, lon, seen_at) "
+    "VALUES (:code, :place_id, :name, :grid_id, :lat, :lon, :seen_at) "
+    "ON CONFLICT (code) DO UPDATE SET place_id = excluded.place_id, name = excluded.name, "
+    "grid_id = excluded.grid_id, lat = excluded.lat, lon = excluded.lon, seen_at = excluded.seen_at "
+    "WHERE known_place.seen_at < :stale OR known_place.place_id <> excluded.place_id "
+    "OR known_place.lat <> excluded.lat OR known_place.lon <> excluded.lon "
+    # IS DISTINCT FROM, spelled so SQLite before 3.39 takes it too
+    "OR NOT (known_place.name = excluded.name "
+    "OR (known_place.name IS NULL AND excluded.name IS NULL)) "
+    "OR NOT (known_place.grid_id = excluded.grid_id "
+    "OR (known_place.grid_id IS NULL AND excluded.grid_id IS NULL))"
+)
+_KNOWN = "WHERE code = :code"
+statement(select_sql(KNOWN_PLACE, _KNOWN))
 
 
 @dataclass(frozen=True)
@@ -68,17 +87,7 @@ class PlaceBook:
         if not data.code or not data.place_id or data.location is None:
             return
         raw.run(
-            "INSERT INTO known_place (code, place_id, name, grid_id, lat, lon, seen_at) "
-            "VALUES (:code, :place_id, :name, :grid_id, :lat, :lon, :seen_at) "
-            "ON CONFLICT (code) DO UPDATE SET place_id = excluded.place_id, name = excluded.name, "
-            "grid_id = excluded.grid_id, lat = excluded.lat, lon = excluded.lon, seen_at = excluded.seen_at "
-            "WHERE known_place.seen_at < :stale OR known_place.place_id <> excluded.place_id "
-            "OR known_place.lat <> excluded.lat OR known_place.lon <> excluded.lon "
-            # IS DISTINCT FROM, spelled so SQLite before 3.39 takes it too
-            "OR NOT (known_place.name = excluded.name "
-            "OR (known_place.name IS NULL AND excluded.name IS NULL)) "
-            "OR NOT (known_place.grid_id = excluded.grid_id "
-            "OR (known_place.grid_id IS NULL AND excluded.grid_id IS NULL))",
+            _LEARN,
             {
                 "code": data.code,
                 "place_id": data.place_id,
@@ -101,9 +110,7 @@ class PlaceBook:
         found = self.reference.get(code)
         if found is not None:
             return found
-        row = db.first(
-            "SELECT place_id, name, grid_id, lat, lon FROM known_place WHERE code = :code", {"code": code}
-        )
+        row = db.record(KNOWN_PLACE, _KNOWN, {"code": code})
         if row is None:
             raise ApiError(
                 404,
@@ -111,5 +118,4 @@ class PlaceBook:
                 "路由服务不认识这个报告码，请改用经纬度查询 — the router does not know this code; "
                 "ask with lat and lon instead.",
             )
-        place_id, name, grid_id, lat, lon = row
-        return CodePlace(code, place_id, name, grid_id, lat, lon, "reports")
+        return CodePlace(code, row.place_id, row.name, row.grid_id, row.lat, row.lon, "reports")

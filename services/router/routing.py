@@ -29,13 +29,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from schemas.events import Decision, Priority
+from schemas.cases import CaseStatus, Priority, raise_priority
+from schemas.events import Decision
 from schemas.reference import Category, Jurisdiction, RoutingRule, Station
 
 COMMON_ISSUE_RIDERS = 3
 COMMON_ISSUE_WINDOW = timedelta(hours=24)
 RECURRING_WINDOW = timedelta(days=30)
-_PRIORITY_ORDER: tuple[Priority, ...] = ("normal", "high", "urgent")
 _METRES_PER_DEGREE_LAT = 111_320.0
 
 
@@ -60,7 +60,7 @@ class Candidate:
     last_report_at: datetime
     opened_at: datetime | None = None
     open: bool = True
-    status: str = "new"
+    status: str = CaseStatus.NEW
 
 
 @dataclass(frozen=True)
@@ -307,17 +307,12 @@ def is_common_issue(reports: Iterable[tuple[str | None, datetime]]) -> bool:
     return False
 
 
-def distinct_riders(reports: Iterable[tuple[str | None, datetime]]) -> int:
-    """Distinct known riders on a case; a case always has at least one reporter."""
-    return max(len({rider for rider, _ in reports if rider}), 1)
-
-
 def is_recurring(
     category: Category, facts: ReportFacts, history: Iterable[Candidate], exclude_case: str | None
 ) -> Candidate | None:
     """An earlier case of the same category at the same place within 30 days (rejected ones aside)."""
     for cand in sorted(history, key=lambda c: c.case_id):
-        if cand.case_id == exclude_case or cand.category != category.id or cand.status == "rejected":
+        if cand.case_id == exclude_case or cand.category != category.id or cand.status == CaseStatus.REJECTED:
             continue
         opened = cand.opened_at or cand.last_report_at
         if not timedelta(0) <= facts.submitted_at - opened <= RECURRING_WINDOW:
@@ -328,12 +323,6 @@ def is_recurring(
     return None
 
 
-def bump(priority: Priority, steps: int = 1) -> Priority:
-    """A priority raised by some steps, capped at urgent."""
-    index = min(_PRIORITY_ORDER.index(priority) + steps, len(_PRIORITY_ORDER) - 1)
-    return _PRIORITY_ORDER[index]
-
-
 def priority_for(
     category: Category | None, danger_now: bool, common_issue: bool, recurring: bool
 ) -> Priority:
@@ -341,30 +330,18 @@ def priority_for(
     base: Priority = category.default_priority if category else "normal"
     if danger_now:
         base = "urgent"
-    return bump(base, int(common_issue) + int(recurring))
+    return raise_priority(base, int(common_issue) + int(recurring))
 
 
 def assess(
-    category: Category | None,
-    facts: ReportFacts,
-    case_reports: Sequence[tuple[str | None, datetime]],
-    was_common: bool,
-    recurring: Candidate | None,
-) -> Assessment:
-    """The case's riders and common-issue flag after this report (every report of the case given),
-    and this report's priority."""
-    common = was_common or is_common_issue(case_reports)
-    return assess_case(category, facts, distinct_riders(case_reports), common, recurring)
-
-
-def assess_case(
     category: Category | None,
     facts: ReportFacts,
     riders: int,
     common: bool,
     recurring: Candidate | None,
 ) -> Assessment:
-    """This report's priority and the reasons, from the case's distinct riders and common-issue flag."""
+    """This report's priority and the reasons, from its case's distinct riders and common-issue flag
+    once the report has joined it (the index counts them: ``index.standing``)."""
     priority = priority_for(category, facts.danger_now, common, recurring is not None)
     reasons: list[Reason] = []
     if facts.danger_now:
