@@ -19,7 +19,8 @@ from starlette.datastructures import UploadFile
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
 from services.closer import actions, queue
-from services.closer.api import login, read_transition
+from services.closer.api.auth import login
+from services.closer.api.cases import read_transition
 from services.closer.auth import Principal, issue_token
 from services.closer.console.i18n import Translator
 from services.closer.console.svgmap import svg_map
