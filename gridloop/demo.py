@@ -1,37 +1,21 @@
-"""Demo data: the 殷行街道 places with their report codes, and staff accounts for every station."""
+"""Demo data shared by the services: the 殷行街道 places with their report codes, the demo password."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gridloop.clock import utcnow
 from gridloop.db import Database
 from gridloop.settings import REPO_ROOT, Settings
 from schemas.reference import Jurisdiction, Place, load_places
 
+if TYPE_CHECKING:
+    from services.closer.cli import DemoAccount
+
 DEMO_PLACES = REPO_ROOT / "data" / "demo" / "places.json"
 DEMO_PASSWORD = "gridloop-demo"
 DEMO_STREET = "yinhang"
-
-
-@dataclass(frozen=True)
-class DemoAccount:
-    """A demo login printed by `gridloop up`."""
-
-    username: str
-    role: str
-    stations: list[str]
-
-
-def demo_accounts(j: Jurisdiction) -> list[DemoAccount]:
-    """One account per station (staff), one per centre (supervisor), and an admin."""
-    accounts: list[DemoAccount] = []
-    for station in j.stations.values():
-        role = "supervisor" if station.kind == "centre" else "staff"
-        accounts.append(DemoAccount(station.id, role, [station.id]))
-    accounts.append(DemoAccount("admin", "admin", []))
-    return accounts
 
 
 def load_demo_places(db: Database, j: Jurisdiction, path: Path = DEMO_PLACES) -> list[Place]:
@@ -62,30 +46,14 @@ def load_demo_places(db: Database, j: Jurisdiction, path: Path = DEMO_PLACES) ->
     return places
 
 
-def load_demo_staff(db: Database, j: Jurisdiction) -> list[DemoAccount]:
-    """Create the demo accounts in the closer's database (existing ones are left alone)."""
-    from sqlmodel import select
-
-    from services.closer.models import Staff
-    from services.closer.staff import add_staff
-
-    accounts = demo_accounts(j)
-    with db.session(write=True) as session:
-        for acc in accounts:
-            if session.exec(select(Staff).where(Staff.username == acc.username)).first() is None:
-                add_staff(session, acc.username, DEMO_PASSWORD, acc.role, acc.stations)  # type: ignore[arg-type]
-    return accounts
-
-
 def load_demo(settings: Settings, j: Jurisdiction) -> tuple[list[Place], list[DemoAccount]]:
-    """Load demo places (reporter) and accounts (closer) into their databases."""
-    from services.closer.models import Base as CloserBase
+    """Load demo places (reporter) and accounts (closer, through its own `load_demo`)."""
+    from services.closer import cli as closer_cli
     from services.reporter.models import Base as ReporterBase
 
     reporter_db = Database(settings.db_url("reporter"), ReporterBase.metadata)
-    closer_db = Database(settings.db_url("closer"), CloserBase.metadata)
     try:
-        return load_demo_places(reporter_db, j), load_demo_staff(closer_db, j)
+        places = load_demo_places(reporter_db, j)
     finally:
         reporter_db.dispose()
-        closer_db.dispose()
+    return places, closer_cli.load_demo(settings, j)
