@@ -215,7 +215,11 @@ async def get_counts(
     return await asyncio.to_thread(work)
 
 
-@router.get("/api/v1/queue/stream")
+@router.get(
+    "/api/v1/queue/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}},
+)
 async def queue_stream(
     request: Request, ctx: Ctx, who: Reader, station: str | None = Query(None, max_length=40)
 ) -> StreamingResponse:
@@ -234,7 +238,11 @@ async def queue_stream(
     )
 
 
-@router.get("/api/v1/cases/export.csv")
+@router.get(
+    "/api/v1/cases/export.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "CSV, UTF-8 with BOM."}},
+)
 async def export_csv(
     ctx: Ctx,
     who: Reader,

@@ -6,6 +6,7 @@ import asyncio
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse
 
 from services.closer import overview
 from services.closer.console.routes import lang_of, page_base, render, user
@@ -14,7 +15,7 @@ from services.closer.context import closer
 router = APIRouter(tags=["overview"])
 
 
-@router.get("/overview")
+@router.get("/overview", response_class=HTMLResponse)
 async def overview_page(request: Request) -> Response:
     """The ops overview page; `?part=body` returns just the live part (the page refreshes it)."""
     who = await user(request)
