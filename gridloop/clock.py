@@ -44,11 +44,6 @@ class FrozenClock:
 _clock: Clock = SystemClock()
 
 
-def get_clock() -> Clock:
-    """The process clock."""
-    return _clock
-
-
 def set_clock(clock: Clock) -> None:
     """Replace the process clock (tests)."""
     global _clock

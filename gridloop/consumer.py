@@ -1,6 +1,6 @@
 """Idempotent batch consumer: apply a batch in one transaction, record event ids, commit, then ack.
 
-Guarantees (DESIGN.md "Nothing is lost"):
+Guarantees (docs/architecture.md, "Nothing is lost"):
 - the Kafka offset is committed only after the database transaction that applied the batch;
 - an event id this consumer already applied is skipped (its optional `replay` hook may re-emit the
   stored result, which is how unfinished work is driven again after a broker lost its messages);

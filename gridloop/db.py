@@ -83,10 +83,6 @@ def create_database(server_url: str, prefix: str = "gl_") -> str:
     return make_url(normalize_url(server_url)).set(database=name).render_as_string(hide_password=False)
 
 
-class ServiceBase(SQLModel):
-    """Marker base; each service derives its own table base with `service_base()`."""
-
-
 def service_base(name: str) -> type[SQLModel]:
     """A SQLModel base with its own MetaData, so one service's migrations see only its tables."""
     reg = registry(metadata=MetaData())

@@ -1,4 +1,4 @@
-"""One Prometheus registry per process, holding the contract metrics of DESIGN.md."""
+"""One Prometheus registry per process, holding the contract metrics (docs/architecture.md, "Metrics")."""
 
 from __future__ import annotations
 

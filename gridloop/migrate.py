@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from alembic import command
@@ -22,13 +21,6 @@ def alembic_config(service: str, url: str) -> Config:
     return cfg
 
 
-def service_metadata(service: str) -> MetaData:
-    """The MetaData of a service's tables (imports its models module)."""
-    module = importlib.import_module(f"services.{service}.models")
-    metadata: MetaData = module.Base.metadata
-    return metadata
-
-
 def upgrade(service: str, url: str, revision: str = "head") -> None:
     """Bring one service's database to the given revision."""
     if url.startswith("sqlite"):
@@ -43,13 +35,11 @@ def upgrade(service: str, url: str, revision: str = "head") -> None:
         engine.dispose()
 
 
-def run_env() -> None:
+def run_env(metadata: MetaData) -> None:
     """Body of every service's migrations/env.py: run migrations online on the given connection."""
     from alembic import context
 
     cfg = context.config
-    service = cfg.attributes["service"]
-    metadata = service_metadata(service)
     connection = cfg.attributes.get("connection")
     if connection is None:
         engine = make_engine(cfg.get_main_option("sqlalchemy.url") or "")

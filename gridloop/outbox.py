@@ -14,7 +14,7 @@ from gridloop import metrics
 from gridloop.clock import utcnow
 from gridloop.db import Database, is_sqlite
 from gridloop.plumbing import PlumbingTables
-from gridloop.rawsql import Bind, Raw, in_list, insert_row
+from gridloop.rawsql import Bind, Raw, in_list, insert_row, statement
 from schemas.envelope import CloudEvent
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,10 @@ def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
         request_timeout_ms=15_000,
         retry_backoff_ms=200,
     )
+
+
+_UNSENT = statement("SELECT id, topic, key, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT :n")
+_PENDING = statement("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
 
 
 class OutboxRelay:
@@ -187,13 +191,10 @@ class OutboxRelay:
     def _fetch(self) -> list[tuple[Any, ...]]:
         with self.db.transaction() as tx:
             raw = Raw(tx)
-            rows = raw.all(
-                "SELECT id, topic, key, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT :n",
-                {"n": self.batch},
-            )
+            rows = raw.all(_UNSENT, {"n": self.batch})
             pending = len(rows)
             if pending >= self.batch:  # only a full batch needs the count of what else waits
-                pending = int(raw.scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL") or 0)
+                pending = int(raw.scalar(_PENDING) or 0)
         metrics.outbox_pending.labels(self.service).set(pending)
         return rows
 

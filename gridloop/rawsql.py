@@ -15,17 +15,29 @@ takes the Python values as they are.
 from __future__ import annotations
 
 import re
+import sys
+from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Boolean, Connection, DateTime, Table
 from sqlmodel import Session
 
 Params = Mapping[str, Any]
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+STATEMENTS: dict[str, list[str]] = {}
+"""Registered plain-SQL statements by module, so a test can compile each against the models."""
+
+
+def statement(sql: str) -> str:
+    """Register a module-level plain-SQL statement (checked against the models by the test suite)."""
+    module = sys._getframe(1).f_globals.get("__name__", "?")
+    STATEMENTS.setdefault(module, []).append(sql)
+    return sql
 
 
 @lru_cache(maxsize=1024)
@@ -132,6 +144,16 @@ class Raw:
         self.cursor.execute(self._sql(sql), params or {})
         return int(self.cursor.rowcount)
 
+    def record(self, table: Table, where: str = "", params: Params | None = None) -> Any:
+        """The first row of `table` matching `where`, as its `record_type`, or None."""
+        row = self.first(select_sql(table, where), params)
+        return None if row is None else _reader(table, self.sqlite)(row)
+
+    def records(self, table: Table, where: str = "", params: Params | None = None) -> list[Any]:
+        """Every row of `table` matching `where`, as its `record_type`."""
+        read = _reader(table, self.sqlite)
+        return [read(row) for row in self.all(select_sql(table, where), params)]
+
     def many(self, sql: str, rows: Iterable[Params]) -> None:
         """Run a statement once per parameter set, in one driver call."""
         rows = list(rows)
@@ -178,16 +200,80 @@ def insert_model(raw: Raw, row: Any) -> None:
     insert_row(raw, table.name, {c.name: getattr(row, c.key) for c in table.columns})
 
 
-def insert_row(raw: Raw, table: str, values: Mapping[str, Any]) -> None:
-    """INSERT one row given as {column: value}; None values are left out (the database default)."""
+def insert_row(raw: Raw, table: Table | str, values: Mapping[str, Any]) -> None:
+    """INSERT one row given as {column: value}; None values are left out (the database default).
+
+    With a Table, a key that is not one of its columns raises KeyError (a typo never reaches SQL)."""
+    if isinstance(table, Table):
+        unknown = values.keys() - _column_names(table)
+        if unknown:
+            raise KeyError(f"{table.name} has no column {', '.join(sorted(unknown))}")
+        table = table.name
     present = {k: raw.ts(v) if isinstance(v, datetime) else v for k, v in values.items() if v is not None}
     raw.run(_insert_for(table, tuple(present)), present)
 
 
+def quoted(name: str) -> str:
+    """A table name as SQL (a reserved word such as `case` in double quotes)."""
+    return f'"{name}"' if name in _RESERVED else name
+
+
+@lru_cache(maxsize=256)
+def _column_names(table: Table) -> frozenset[str]:
+    return frozenset(c.name for c in table.columns)
+
+
+@lru_cache(maxsize=256)
+def columns_of(table: Table, alias: str | None = None) -> str:
+    """The table's columns in table order, `a, b, c` (or `t.a, t.b, t.c` with an alias)."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + c.name for c in table.columns)
+
+
+@lru_cache(maxsize=1024)
+def select_sql(table: Table, where: str = "", alias: str | None = None) -> str:
+    """`SELECT <every column> FROM table [alias] <where>`; `where` is the rest of the statement."""
+    source = quoted(table.name) + (f" {alias}" if alias else "")
+    return f"SELECT {columns_of(table, alias)} FROM {source} {where}".rstrip()
+
+
+@lru_cache(maxsize=256)
+def record_type(table: Table) -> type[Any]:
+    """A named tuple of the table's columns (every field defaults to None): rows built by name."""
+    names = [c.name for c in table.columns]
+    type_name = "".join(part.title() for part in table.name.split("_")) + "Row"
+    return namedtuple(type_name, names, defaults=[None] * len(names))
+
+
+@lru_cache(maxsize=256)
+def _reader(table: Table, sqlite: bool) -> Callable[[Sequence[Any]], Any]:
+    """Turn a row of `select_sql(table)` into its record: timestamps as aware UTC, booleans as bool."""
+    make = record_type(table)._make
+    converters: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, column in enumerate(table.columns):
+        if isinstance(column.type, DateTime):
+            converters.append((i, read_ts))
+        elif sqlite and isinstance(column.type, Boolean):
+            converters.append((i, _read_bool))
+    if not converters:
+        return make
+
+    def read(row: Sequence[Any]) -> Any:
+        values = list(row)
+        for i, convert in converters:
+            values[i] = convert(values[i])
+        return make(values)
+
+    return read
+
+
+def _read_bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
 @lru_cache(maxsize=256)
 def _insert_for(table: str, columns: tuple[str, ...]) -> str:
-    quoted = f'"{table}"' if table in _RESERVED else table
-    return insert_sql(quoted, columns)
+    return insert_sql(quoted(table), columns)
 
 
 _RESERVED = frozenset({"case", "order", "user", "group"})

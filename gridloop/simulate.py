@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from gridloop import codes
 from gridloop.demo import DEMO_PASSWORD, DEMO_PLACES
+from schemas import codes
 from schemas.reference import Place, load_places
 
 # (category, weight): what riders actually run into on their rounds

@@ -1,17 +1,15 @@
-"""Staff bearer tokens, verified the same way by every service (the closer issues them)."""
+"""Staff bearer tokens: the one verifier every service uses (the closer hashes passwords and issues)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import jwt
 
 from gridloop.clock import utcnow
 from gridloop.errors import ApiError
+from schemas.cases import ROLES, Role
 
-Role = Literal["staff", "supervisor", "admin"]
-ROLES: tuple[Role, ...] = ("staff", "supervisor", "admin")
 ALGORITHM = "HS256"
 ISSUER = "gridloop-closer"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -24,6 +22,7 @@ class Principal:
     username: str
     role: Role
     stations: tuple[str, ...]
+    token_id: str = ""
 
     def can_see_station(self, station_id: str) -> bool:
         """Supervisors and admins see every station; staff only their own."""
@@ -38,7 +37,13 @@ def read_token(token: str, secret: str) -> Principal:
             secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            options={"verify_exp": False, "require": ["exp", "sub", "role"]},
+            # times are checked below against the injectable clock, not the library's wall clock
+            options={
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+                "require": ["exp", "sub", "role"],
+            },
         )
     except jwt.PyJWTError as exc:
         raise ApiError(401, "invalid_token", "The token is not valid.", headers=_CHALLENGE) from exc
@@ -48,7 +53,7 @@ def read_token(token: str, secret: str) -> Principal:
     role = claims["role"]
     if role not in ROLES:
         raise ApiError(401, "invalid_token", "The token is not valid.", headers=_CHALLENGE)
-    return Principal(claims["sub"], role, tuple(claims.get("stations") or ()))
+    return Principal(claims["sub"], role, tuple(claims.get("stations") or ()), str(claims.get("jti") or ""))
 
 
 def bearer_principal(authorization: str | None, secret: str) -> Principal:

@@ -12,10 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.cases import CaseStatus, Priority
 from schemas.envelope import CloudEvent, new_event_id
 
 Channel = Literal["scan", "manual", "open311"]
-Priority = Literal["normal", "high", "urgent"]
 Decision = Literal["open", "merge", "triage"]
 
 
@@ -88,7 +88,7 @@ class CaseOpened(EventData):
     report_id: str = Field(description="The report that opened the case.")
     station_id: str
     category: str
-    status: str = Field("new", description="The case state after the event.")
+    status: CaseStatus = Field(CaseStatus.NEW, description="The case state after the event.")
     priority: Priority = "normal"
     triage: bool = Field(False, description="In the centre's triage queue (not routable).")
     version: int = Field(1, description="The case's version after the event.")
@@ -103,7 +103,7 @@ class CaseReportMerged(EventData):
     case_id: str
     report_id: str
     station_id: str
-    status: str
+    status: CaseStatus
     distinct_riders: int = 1
     common_issue: bool = False
     version: int = 1
@@ -114,7 +114,7 @@ class CaseTransitioned(EventData):
 
     case_id: str
     action: str = Field(description="The action taken, e.g. acknowledge.")
-    status: str = Field(description="The case state after the event.")
+    status: CaseStatus = Field(description="The case state after the event.")
     station_id: str
     version: int
     at: datetime
@@ -191,14 +191,6 @@ UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 class UnknownEventType(ValueError):
     """The event type is not one this code knows."""
-
-
-def model_for(name: str) -> type[EventData]:
-    """The current payload model of an event name."""
-    try:
-        return REGISTRY[name][1]
-    except KeyError as exc:
-        raise UnknownEventType(name) from exc
 
 
 def parse_data(event: CloudEvent) -> EventData:

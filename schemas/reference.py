@@ -42,10 +42,9 @@ from pydantic import (
 from shapely.geometry import Point, Polygon
 from shapely.validation import explain_validity
 
-from gridloop import codes
+from schemas import codes
+from schemas.cases import PRIORITIES, Priority
 
-Priority = Literal["normal", "high", "urgent"]
-PRIORITIES: tuple[Priority, ...] = ("normal", "high", "urgent")
 StationKind = Literal["grid_station", "centre", "specialised"]
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$")]
@@ -514,12 +513,6 @@ def _check_overlaps(grids: Sequence[tuple[Grid, str, Path]]) -> None:
                 file=path_b,
                 entry=entry_b,
             )
-
-
-def load_categories(path: Path) -> dict[str, Category]:
-    """Load and check the shared categories file on its own."""
-    digest = hashlib.sha256()
-    return _categories(path, digest)
 
 
 def _categories(path: Path, digest: Any) -> dict[str, Category]:

@@ -467,7 +467,7 @@ def test_two_staff_sign_for_at_once_one_wins(app: FastAPI) -> None:
     """A race on the database: both send version 1; exactly one signs for, the other gets 409."""
     cid = open_case(app)
     ctx: Closer = app.state.closer
-    from services.closer.auth import Principal
+    from gridloop.tokens import Principal
 
     staff = [Principal("yh-s1", "staff", ("yh-s1",)), Principal("yh-s1-b", "staff", ("yh-s1",))]
     barrier = threading.Barrier(2)

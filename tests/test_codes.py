@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridloop import codes
-from gridloop.codes import ALPHABET, CODE_LENGTH, CodeError
+from schemas import codes
+from schemas.codes import ALPHABET, CODE_LENGTH, CodeError
 
 bodies = st.text(alphabet=ALPHABET, min_size=CODE_LENGTH - 1, max_size=CODE_LENGTH - 1)
 

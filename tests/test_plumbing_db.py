@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -173,7 +174,7 @@ def test_migrations_create_the_models_tables(db_url: str, service: str) -> None:
     """`db upgrade` builds exactly the tables the models declare, and is safe to run twice."""
     migrate.upgrade(service, db_url)
     migrate.upgrade(service, db_url)
-    database = Database(db_url, migrate.service_metadata(service))
+    database = Database(db_url, importlib.import_module(f"services.{service}.models").Base.metadata)
     try:
         tables = set(inspect(database.engine).get_table_names()) - {"alembic_version"}
         assert tables == set(database.metadata.tables)
@@ -235,7 +236,7 @@ def test_migrations_match_the_models(db_url: str, service: str) -> None:
     from alembic.migration import MigrationContext
 
     migrate.upgrade(service, db_url)
-    database = Database(db_url, migrate.service_metadata(service))
+    database = Database(db_url, importlib.import_module(f"services.{service}.models").Base.metadata)
     try:
         with database.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), database.metadata)

@@ -12,7 +12,7 @@ import pytest
 from shapely.geometry import Point, Polygon, shape
 from shapely.ops import unary_union
 
-from gridloop import codes
+from schemas import codes
 from schemas.reference import (
     PRIORITIES,
     Jurisdiction,

@@ -19,10 +19,10 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from PIL import Image
 
-from gridloop import codes
 from gridloop.demo import DEMO_PLACES
 from gridloop.stack import Stack
 from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK
+from schemas import codes
 from schemas.events import CaseTransitioned, make_event
 from schemas.reference import load_places
 from tests.stacks import stack_settings, staff_token, start_stack, wait_for

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gridloop import codes, demo, migrate
+from gridloop import demo, migrate
 from gridloop.db import Database
 from gridloop.settings import Settings
+from schemas import codes
 from schemas.reference import load_jurisdiction
 from services.reporter.models import Base
 

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from gridloop import codes, migrate
+from gridloop import migrate
 from gridloop.clock import FrozenClock, SystemClock, set_clock, utcnow
 from gridloop.db import Database
 from gridloop.settings import Settings
+from schemas import codes
 from schemas.events import Location
 from services.router.app import build
 from services.router.models import Base, KnownPlace

@@ -31,12 +31,13 @@ from kafka import KafkaProducer
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from gridloop import codes, migrate
+from gridloop import migrate
 from gridloop.brokers import free_port
 from gridloop.db import Database
 from gridloop.procs import spawn, tail, terminate
 from gridloop.settings import REPO_ROOT
 from gridloop.topics import ensure_topics
+from schemas import codes
 from schemas.events import Location, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction, load_jurisdiction
 from services.router.models import Base, OpenCase, RouteDecision

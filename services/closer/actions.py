@@ -10,8 +10,8 @@ from sqlmodel import Session, col, select
 
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
+from gridloop.tokens import Principal
 from services.closer import photostore, queue
-from services.closer.auth import Principal
 from services.closer.context import Closer
 from services.closer.lifecycle import facts
 from services.closer.models import Case, CasePhoto, CaseReport, TimelineEntry

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from gridloop.demo import DEMO_PASSWORD
 from gridloop.settings import Settings, get_settings
-from services.closer.auth import ROLES
+from schemas.cases import ROLES
 
 if TYPE_CHECKING:  # the database side is imported when a command runs: `gridloop --help` stays quick
     from gridloop.db import Database

@@ -14,8 +14,8 @@ from sqlmodel import select
 from gridloop.errors import ApiError
 from gridloop.service import Runtime
 from gridloop.settings import Settings
+from gridloop.tokens import Principal, read_token
 from schemas.reference import Jurisdiction
-from services.closer.auth import Principal, read_token
 from services.closer.config import CloserConfig
 from services.closer.lifecycle import Lifecycle
 from services.closer.models import Staff

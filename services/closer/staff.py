@@ -8,7 +8,8 @@ from sqlmodel import Session, select
 
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
-from services.closer.auth import ROLES, Role, hash_password, verify_password
+from schemas.cases import ROLES, Role
+from services.closer.auth import hash_password, verify_password
 from services.closer.models import Staff
 
 LOCK_AFTER = 5

@@ -63,7 +63,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """List codes with their places."""
-    from gridloop import codes
+    from schemas import codes
     from services.reporter import places
 
     db = _db()
@@ -124,8 +124,8 @@ def cmd_replace(args: argparse.Namespace) -> int:
 
 def cmd_qr(args: argparse.Namespace) -> int:
     """Write the QR image of a code (.svg or .png by the output name)."""
-    from gridloop import codes
     from gridloop.settings import get_settings
+    from schemas import codes
     from services.reporter import qr
 
     try:

@@ -15,7 +15,8 @@ from gridloop.groupcommit import GroupCommit
 from gridloop.rawsql import Tx
 from gridloop.service import Runtime
 from gridloop.settings import Settings
-from gridloop.tokens import Principal, Role, bearer_principal, require_role
+from gridloop.tokens import Principal, bearer_principal, require_role
+from schemas.cases import Role
 from schemas.reference import Jurisdiction
 from services.reporter.intake import IntakeContext, ReportAccepted, ReportIn, accept_report, rider_ref_for
 from services.reporter.ratelimit import RateLimits, client_ref_for

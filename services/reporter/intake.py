@@ -13,12 +13,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gridloop import codes, metrics
+from gridloop import metrics
 from gridloop.clock import utcnow
 from gridloop.errors import ApiError
 from gridloop.outbox import add_event
 from gridloop.rawsql import Bind, Raw, after_commit, insert_row
 from gridloop.topics import REPORTS_SUBMITTED
+from schemas import codes
 from schemas.events import Location, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction
 from services.reporter.models import PLUMBING, Report

@@ -16,9 +16,9 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from gridloop import codes
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
+from schemas import codes
 from services.reporter.deps import LANG_COOKIE, Deps
 from services.reporter.feedback import shown_feedback
 from services.reporter.intake import PLATFORMS

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 
-from gridloop import codes
 from gridloop.clock import utcnow
 from gridloop.errors import ApiError
+from schemas import codes
 from schemas.reference import Jurisdiction
 from services.reporter.models import Place, ReportCode
 

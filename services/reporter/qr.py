@@ -9,7 +9,7 @@ import segno
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from gridloop import codes
+from schemas import codes
 from schemas.reference import Jurisdiction
 from services.reporter.places import CodeRow
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from gridloop import codes
 from gridloop.errors import ApiError
 from gridloop.rawsql import Raw
+from schemas import codes
 from schemas.events import ReportSubmitted
 from schemas.reference import Jurisdiction, ReferenceError, load_places
 

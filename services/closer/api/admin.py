@@ -11,7 +11,8 @@ from sqlmodel import col, select
 
 from gridloop.clock import as_utc
 from gridloop.errors import ApiError
-from services.closer.auth import Principal, Role
+from gridloop.tokens import Principal
+from schemas.cases import Role
 from services.closer.context import Ctx, Who
 from services.closer.models import Staff
 from services.closer.staff import add_staff

@@ -14,8 +14,8 @@ from starlette.datastructures import UploadFile
 
 from gridloop.clock import utcnow
 from gridloop.errors import ApiError
+from gridloop.tokens import Principal
 from services.closer import actions, queue, stream
-from services.closer.auth import Principal
 from services.closer.context import Ctx, Reader, Who
 
 router = APIRouter(tags=["cases"])

@@ -18,10 +18,11 @@ from starlette.datastructures import UploadFile
 
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
+from gridloop.tokens import Principal
 from services.closer import actions, queue
 from services.closer.api.auth import login
 from services.closer.api.cases import read_transition
-from services.closer.auth import Principal, issue_token
+from services.closer.auth import issue_token
 from services.closer.console.i18n import Translator
 from services.closer.console.svgmap import svg_map
 from services.closer.context import SESSION_COOKIE, Closer, closer, identify
