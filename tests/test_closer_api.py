@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from gridloop import demo, metrics, migrate
 from gridloop.clock import FrozenClock, SystemClock, set_clock
 from gridloop.consumer import Incoming, _Raw
 from gridloop.errors import ApiError
+from gridloop.photos import MAX_PHOTO_BYTES
 from gridloop.settings import Settings
 from schemas.envelope import CloudEvent
 from schemas.events import Decision, Location, ReportFeedback, ReportRouted, make_event
@@ -620,17 +620,14 @@ def test_console_cookie_and_csrf(app: FastAPI, client: TestClient) -> None:
 
 def test_photo_checks(db_url: str, tmp_path: Path, clock: FrozenClock) -> None:
     """Oversize is 413, a file that is not an image is 415, and nothing is left half-written."""
-    app = make_app(db_url, tmp_path, photo_max_bytes=50_000)
+    app = make_app(db_url, tmp_path)
     try:
         client = TestClient(app, base_url="https://testserver")
         cid = open_case(app)
         s1 = login(client, "yh-s1")
         act(client, s1, cid, "acknowledge")
         act(client, s1, cid, "dispatch", assignee="a")
-        big = Image.frombytes("RGB", (200, 200), os.urandom(200 * 200 * 3))
-        out = io.BytesIO()
-        big.save(out, "PNG")
-        assert len(out.getvalue()) > 50_000
+        big = b"\x89PNG\r\n\x1a\n" + bytes(MAX_PHOTO_BYTES)  # past gridloop.photos' one limit
 
         def resolve(payload: bytes, name: str) -> Any:
             return client.post(
@@ -640,7 +637,7 @@ def test_photo_checks(db_url: str, tmp_path: Path, clock: FrozenClock) -> None:
                 headers=s1,
             )
 
-        assert resolve(out.getvalue(), "big.png").status_code == 413
+        assert resolve(big, "big.png").status_code == 413
         fake = resolve(b"<?php system($_GET[c]); ?>" + b"\xff" * 100, "evil.jpg")
         assert fake.status_code == 415 and fake.json()["error"]["code"] == "not_an_image"
         assert (

@@ -69,7 +69,7 @@ def take_action(
     """Check and apply one action in one transaction; the photo is stored first and removed on failure."""
     if photo is not None and body.action != "resolve":
         raise ApiError(422, "invalid_input", "photo: only a resolve takes a photo.", {"field": "photo"})
-    stored = photostore.store(ctx.settings.var_dir, photo, ctx.config.photo_max_side) if photo else None
+    stored = photostore.store(ctx.settings.var_dir, photo) if photo else None
     try:
         with ctx.runtime.db.session(write=True) as session:
             case = load_visible(session, who, case_id, lock=True)

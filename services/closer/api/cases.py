@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 
 from gridloop.clock import utcnow
 from gridloop.errors import ApiError
+from gridloop.photos import MAX_PHOTO_BYTES
 from gridloop.tokens import Principal
 from services.closer import actions, queue, stream
 from services.closer.context import Ctx, Reader, Who
@@ -298,26 +299,24 @@ async def get_timeline(ctx: Ctx, who: Reader, case_id: str) -> dict[str, Any]:
     return {"case_id": case_id, "timeline": await asyncio.to_thread(work)}
 
 
-async def read_transition(request: Request, max_bytes: int) -> tuple[actions.TransitionBody, bytes | None]:
-    """The body of a transition: JSON, or a multipart form with an optional `photo` (413 past max_bytes)."""
+async def read_transition(request: Request) -> tuple[actions.TransitionBody, bytes | None]:
+    """The body of a transition: JSON, or a multipart form with an optional `photo` (413 past the
+    photo limit of gridloop.photos; the photo itself is checked when it is stored)."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes + 64 * 1024:
-            raise ApiError(
-                413, "payload_too_large", f"The photo is larger than {max_bytes // 1024 // 1024} MB."
-            )
+        # one photo and the form's few fields: refused before a byte of the body is read
+        if length and length.isdigit() and int(length) > MAX_PHOTO_BYTES + 64 * 1024:
+            raise _too_large()
         form = await request.form(max_files=1, max_fields=20)
         fields = {k: v for k, v in form.items() if isinstance(v, str) and v != ""}
         upload = form.get("photo")
         data: bytes | None = None
         if isinstance(upload, UploadFile):
-            data = await upload.read(max_bytes + 1)
+            data = await upload.read(MAX_PHOTO_BYTES + 1)
             await upload.close()
-            if len(data) > max_bytes:
-                raise ApiError(
-                    413, "payload_too_large", f"The photo is larger than {max_bytes // 1024 // 1024} MB."
-                )
+            if len(data) > MAX_PHOTO_BYTES:
+                raise _too_large()
             if not data:
                 data = None
         raw: Any = fields
@@ -334,10 +333,16 @@ async def read_transition(request: Request, max_bytes: int) -> tuple[actions.Tra
         raise ApiError(422, "invalid", "The request is not valid.", details) from exc
 
 
+def _too_large() -> ApiError:
+    return ApiError(
+        413, "payload_too_large", f"The photo is larger than {MAX_PHOTO_BYTES // 1024 // 1024} MB."
+    )
+
+
 @router.post("/api/v1/cases/{case_id}/transitions", response_model=CaseActions, openapi_extra=_TRANSITION_DOC)
 async def transition(request: Request, ctx: Ctx, who: Who, case_id: str) -> dict[str, Any]:
     """Take an action on a case: 409 names the allowed actions; a stale version is 409 too."""
-    body, photo = await read_transition(request, ctx.config.photo_max_bytes)
+    body, photo = await read_transition(request)
     return await asyncio.to_thread(actions.take_action, ctx, who, case_id, body, photo)
 
 

@@ -315,7 +315,7 @@ async def case_act(request: Request, case_id: str) -> Response:
     who = await user(request)
     try:
         await form_csrf(request, ctx, who)  # parsed once; read_transition reuses the parsed form
-        body, photo = await read_transition(request, ctx.config.photo_max_bytes)
+        body, photo = await read_transition(request)
         await asyncio.to_thread(actions.take_action, ctx, who, case_id, body, photo)
     except ApiError as exc:
         if exc.status == 404:
