@@ -25,8 +25,9 @@ from sqlmodel import Session, col, select
 from gridloop import metrics
 from gridloop.clock import as_utc, utcnow
 from gridloop.outbox import add_raw
-from gridloop.rawsql import Raw, after_commit, insert_model, insert_row
+from gridloop.rawsql import Raw, after_commit, insert_model, insert_row, statement
 from gridloop.topics import CASES_EVENTS
+from schemas.cases import CaseStatus, priority_rank
 from schemas.envelope import CloudEvent
 from schemas.events import (
     CaseOpened,
@@ -38,11 +39,10 @@ from schemas.events import (
 )
 from schemas.reference import Jurisdiction
 from services.closer import sla
-from services.closer.models import PLUMBING, Case, CaseHold, CaseReport, Escalation
+from services.closer.models import PLUMBING, Case, CaseHold, CaseReport, Escalation, TimelineEntry
 from services.closer.transitions import ACTIVE, Actor, Facts, Outcome, Request, decide
 
 SERVICE = "closer"
-_RANK = {"normal": 0, "high": 1, "urgent": 2}
 log = logging.getLogger(__name__)
 
 
@@ -86,7 +86,11 @@ def next_escalation(case: Case) -> datetime | None:
     if case.status not in ACTIVE:
         return None
     candidates = []
-    if case.status == "new" and case.ack_due is not None and not _same(case.ack_escalated_due, case.ack_due):
+    if (
+        case.status == CaseStatus.NEW
+        and case.ack_due is not None
+        and not _same(case.ack_escalated_due, case.ack_due)
+    ):
         candidates.append(as_utc(case.ack_due))
     if case.resolve_due is not None and not _same(case.resolve_escalated_due, case.resolve_due):
         candidates.append(as_utc(case.resolve_due))
@@ -99,7 +103,7 @@ def due_deadlines(case: Case, now: datetime) -> list[tuple[sla.Deadline, datetim
     if case.status not in ACTIVE:
         return out
     if (
-        case.status == "new"
+        case.status == CaseStatus.NEW
         and case.ack_due is not None
         and as_utc(case.ack_due) <= now
         and not _same(case.ack_escalated_due, case.ack_due)
@@ -138,7 +142,7 @@ class Lifecycle:
 
         Without a session the case is new: it has no holds to read."""
         case.is_active = case.status in ACTIVE
-        if case.status != "on_hold":
+        if case.status != CaseStatus.ON_HOLD:
             holds = (
                 session.exec(select(CaseHold).where(CaseHold.case_id == case.case_id)).all()
                 if session is not None
@@ -154,7 +158,7 @@ class Lifecycle:
             )
             case.ack_due, case.ack_warn = plan.ack_due, plan.ack_warn
             case.resolve_due, case.resolve_warn = plan.resolve_due, plan.resolve_warn
-        if case.status == "new":
+        if case.status == CaseStatus.NEW:
             case.due_at, case.warn_at = case.ack_due, case.ack_warn
         elif case.status in ACTIVE:
             case.due_at, case.warn_at = case.resolve_due, case.resolve_warn
@@ -217,7 +221,7 @@ class Lifecycle:
         `raw` is the hot path's cursor when it has one (one fewer to open)."""
         insert_row(
             raw or Raw(session),
-            "timeline",
+            TimelineEntry.__table__,  # type: ignore[attr-defined]
             {
                 "case_id": case_id,
                 "at": at,
@@ -250,13 +254,13 @@ class Lifecycle:
         if priority is None:
             # a merge that arrives for a case we never saw (redelivery order) opens it just the same
             event = self._open(session, raw, d, now)
-        elif _RANK.get(d.priority, 0) > _RANK.get(priority, 0):
+        elif priority_rank(d.priority) > priority_rank(priority):
             event = self._merge_raising_priority(session, d, now)
         else:
             event = self._merge(session, raw, d, now)
         insert_row(
             raw,
-            "case_report",
+            CaseReport.__table__,  # type: ignore[attr-defined]
             {
                 "report_id": d.report_id,
                 "case_id": d.case_id,
@@ -288,7 +292,7 @@ class Lifecycle:
             case_id=d.case_id,
             station_id=d.station_id,
             category=d.category,
-            status="new",
+            status=CaseStatus.NEW,
             priority=d.priority,
             triage=d.decision == "triage",
             version=1,
@@ -585,7 +589,7 @@ class Lifecycle:
         if d.rating is not None:
             case.rating = d.rating
         comment = d.comment.strip()
-        if case.status == "resolved":
+        if case.status == CaseStatus.RESOLVED:
             if d.fixed:
                 req = Request("confirm", note=comment or None)
             else:
@@ -648,14 +652,14 @@ def _count_breach(session: Session, station: str, deadline: str) -> None:
 
 
 # one round trip: is the report known already, and the case's priority if the case exists
-_SEEN = (
+_SEEN = statement(
     "SELECT (SELECT 1 FROM case_report WHERE report_id = :report), "
     '(SELECT priority FROM "case" WHERE case_id = :case)'
 )
-_REPLAY = "SELECT case_id, event_id, envelope FROM case_report WHERE report_id = :id"
+_REPLAY = statement("SELECT case_id, event_id, envelope FROM case_report WHERE report_id = :id")
 # atomic next to staff transitions of the same case (PostgreSQL takes the row lock); the larger of
 # the rider counts, a sticky common-issue flag
-_MERGE = (
+_MERGE = statement(
     'UPDATE "case" SET report_count = report_count + 1, '
     "distinct_riders = CASE WHEN distinct_riders < :riders THEN :riders ELSE distinct_riders END, "
     "common_issue = (common_issue OR :common), version = version + 1, updated_at = :now "

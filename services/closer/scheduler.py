@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from gridloop import metrics
 from gridloop.clock import utcnow
 from gridloop.db import Database, is_sqlite
+from schemas.cases import CaseStatus
 from services.closer import queue
 from services.closer.lifecycle import Lifecycle
 from services.closer.models import Case
@@ -87,7 +88,7 @@ class Scheduler:
     def _to_close(self, session: Session, now: datetime) -> list[Case]:
         q = (
             select(Case)
-            .where(Case.status == "resolved", col(Case.confirm_due) <= now)
+            .where(Case.status == CaseStatus.RESOLVED, col(Case.confirm_due) <= now)
             .order_by(col(Case.confirm_due))
             .limit(BATCH)
         )
