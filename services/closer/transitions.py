@@ -1,8 +1,9 @@
 """The case lifecycle as one table (pure): which role may take which action from which state.
 
-States (DESIGN.md): new → acknowledged → dispatched → resolved → closed; side states returned,
-on_hold, rejected. `reopen` puts a resolved case back to dispatched. Actions by `system` come from
-the scheduler (escalate, auto_close) and from rider feedback (confirm, reopen), never from HTTP.
+States (schemas.cases.CaseStatus, docs/architecture.md): new → acknowledged → dispatched →
+resolved → closed; side states returned, on_hold, rejected. `reopen` puts a resolved case back to
+dispatched. Actions by `system` come from the scheduler (escalate, auto_close) and from rider
+feedback (confirm, reopen), never from HTTP.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
-from schemas.cases import CaseStatus
+from schemas.cases import ROLES, CaseStatus, Role
 
 S = CaseStatus
-Actor = Literal["staff", "supervisor", "admin", "system"]
-ACTORS: tuple[Actor, ...] = ("staff", "supervisor", "admin", "system")
+Actor = Role | Literal["system"]
+ACTORS: tuple[Actor, ...] = (*ROLES, "system")
 
 STATES: tuple[CaseStatus, ...] = tuple(CaseStatus)
 """Every state, in lifecycle order (filters, console tabs)."""
