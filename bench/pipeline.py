@@ -37,6 +37,7 @@ import psutil
 
 from bench.loadgen import run_load
 from gridloop.brokers import KafkaCluster, TansuBroker, free_port
+from gridloop.cli import load_demo
 from gridloop.demo import DEMO_PLACES
 from gridloop.procs import spawn, terminate
 from gridloop.stack import Stack, isolated_settings
@@ -530,7 +531,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         stack = Stack(
             settings=settings,
             broker="external",
-            demo=True,
+            demo=load_demo,
             extra_env={
                 "GRIDLOOP_LOG_LEVEL": "WARNING",
                 # the benchmark is one address sending hundreds of reports a second over 28 codes

@@ -31,10 +31,10 @@ import httpx
 from gridloop import migrate
 from gridloop.brokers import free_port
 from gridloop.db import create_database, normalize_url
-from gridloop.demo import load_demo_staff
 from gridloop.procs import spawn, tail, terminate
 from gridloop.settings import Settings
 from schemas.reference import load_jurisdiction
+from services.closer.cli import load_demo_staff
 from services.closer.models import Case
 
 RESULTS = Path(__file__).parent / "results"

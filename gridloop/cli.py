@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import logging
-import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gridloop.settings import SERVICES, get_settings
+from gridloop.settings import SERVICES, Settings, get_settings
+
+if TYPE_CHECKING:
+    from schemas.reference import Jurisdiction, Place
 
 
 def _setup_logging(level: str) -> None:
@@ -71,75 +72,22 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_demo(settings: Settings, j: Jurisdiction) -> tuple[list[Place], list[Any]]:
+    """Each service loads its own demo rows: places and codes (reporter), staff accounts (closer)."""
+    from services.closer import cli as closer_cli
+    from services.reporter import cli as reporter_cli
+
+    return reporter_cli.load_demo(settings, j), closer_cli.load_demo(settings, j)
+
+
 def cmd_demo(_args: argparse.Namespace) -> int:
     """Load the demo places, codes and staff accounts."""
     from gridloop import demo
     from schemas.reference import load_jurisdiction
 
     settings = get_settings()
-    places, accounts = demo.load_demo(settings, load_jurisdiction(settings.jurisdiction_dir))
+    places, accounts = load_demo(settings, load_jurisdiction(settings.jurisdiction_dir))
     print(f"{len(places)} places with codes, {len(accounts)} staff accounts (password {demo.DEMO_PASSWORD})")
-    return 0
-
-
-def cmd_staff_add(args: argparse.Namespace) -> int:
-    """Create or update a staff account."""
-    from gridloop.db import Database
-    from services.closer.models import Base
-    from services.closer.staff import add_staff
-
-    settings = get_settings()
-    password = args.password or os.environ.get("GRIDLOOP_STAFF_PASSWORD") or getpass.getpass("Password: ")
-    db = Database(settings.db_url("closer"), Base.metadata)
-    try:
-        with db.session(write=True) as session:
-            add_staff(session, args.username, password, args.role, args.station or [], args.name or "")
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        db.dispose()
-    print(f"{args.username}: {args.role} {','.join(args.station or []) or '(all stations)'}")
-    return 0
-
-
-def cmd_staff_list(_args: argparse.Namespace) -> int:
-    """List the staff accounts."""
-    from sqlmodel import col, select
-
-    from gridloop.db import Database
-    from services.closer.models import Base, Staff
-
-    db = Database(get_settings().db_url("closer"), Base.metadata)
-    try:
-        with db.session() as session:
-            for s in session.exec(select(Staff).order_by(col(Staff.username))):
-                state = "active" if s.active else "disabled"
-                print(f"{s.username:20} {s.role:10} {','.join(s.station_ids) or '(all stations)':20} {state}")
-    finally:
-        db.dispose()
-    return 0
-
-
-def cmd_staff_disable(args: argparse.Namespace) -> int:
-    """Disable an account (its tokens stop working at once)."""
-    from sqlmodel import select
-
-    from gridloop.db import Database
-    from services.closer.models import Base, Staff
-
-    db = Database(get_settings().db_url("closer"), Base.metadata)
-    try:
-        with db.session(write=True) as session:
-            staff = session.exec(select(Staff).where(Staff.username == args.username)).first()
-            if staff is None:
-                print(f"error: no account {args.username}", file=sys.stderr)
-                return 2
-            staff.active = False
-            session.add(staff)
-    finally:
-        db.dispose()
-    print(f"{args.username}: disabled")
     return 0
 
 
@@ -186,7 +134,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from gridloop.stack import Stack
 
     settings = get_settings()
-    stack = Stack(settings=settings, broker=args.broker, demo=not args.no_demo)
+    stack = Stack(settings=settings, broker=args.broker, demo=None if args.no_demo else load_demo)
     stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -285,19 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
     demo_sub.add_parser("load", help="load demo places, codes and staff").set_defaults(func=cmd_demo)
 
-    staff = sub.add_parser("staff", help="staff accounts")
-    staff_sub = staff.add_subparsers(dest="staff_command", required=True)
-    add = staff_sub.add_parser("add", help="create or update an account")
-    add.add_argument("username")
-    add.add_argument("--role", choices=["staff", "supervisor", "admin"], default="staff")
-    add.add_argument("--station", action="append", help="a station id (repeatable)")
-    add.add_argument("--name")
-    add.add_argument("--password", help="default: GRIDLOOP_STAFF_PASSWORD or a prompt")
-    add.set_defaults(func=cmd_staff_add)
-    staff_sub.add_parser("list", help="list the accounts").set_defaults(func=cmd_staff_list)
-    disable = staff_sub.add_parser("disable", help="disable an account")
-    disable.add_argument("username")
-    disable.set_defaults(func=cmd_staff_disable)
+    from services.closer.cli import add_parser as add_closer_parser
+
+    add_closer_parser(sub)
 
     from services.reporter import cli as reporter_cli  # imports its dependencies lazily
 

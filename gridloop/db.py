@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -118,15 +118,21 @@ class Database:
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:
-        """A session that commits on success and rolls back on error; `write` locks SQLite up front."""
+        """A session that commits on success and rolls back on error; `write` locks SQLite up front.
+
+        Callbacks given to `rawsql.after_commit(session, ...)` run once the session has committed."""
         bind = self.write_engine if write else self.engine
+        callbacks: list[Callable[[], None]] = []
         with self.writing() if write else nullcontext(), Session(bind, expire_on_commit=False) as session:
+            session.info["after_commit"] = callbacks
             try:
                 yield session
                 session.commit()
             except BaseException:
                 session.rollback()
                 raise
+        for callback in callbacks:
+            callback()
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[Tx]:

@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 
-from gridloop import demo, migrate
+from gridloop import migrate
 from gridloop.brokers.kafka import KafkaCluster, kafka_available
 from gridloop.brokers.ports import free_port, wait_for_kafka
 from gridloop.brokers.tansu import TansuBroker
@@ -53,13 +54,17 @@ def _port_or_free(preferred: int) -> int:
             return free_port()
 
 
+DemoLoader = Callable[[Settings, Jurisdiction], object]
+"""Loads demo rows into the migrated databases (`gridloop.cli.load_demo`: each service's own)."""
+
+
 @dataclass
 class Stack:
     """Starts and stops everything `gridloop up` runs; tests use it with their own settings."""
 
     settings: Settings
     broker: BrokerChoice = "auto"
-    demo: bool = True
+    demo: DemoLoader | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     kafka: KafkaCluster | None = None
     tansu: TansuBroker | None = None
@@ -128,7 +133,7 @@ class Stack:
             migrate.upgrade(service, self.settings.db_url(service))
         self.jurisdiction = load_jurisdiction(self.settings.jurisdiction_dir)
         if self.demo:
-            demo.load_demo(self.settings, self.jurisdiction)
+            self.demo(self.settings, self.jurisdiction)
 
     def service_env(self, service: str) -> dict[str, str]:
         """The environment of one service process."""

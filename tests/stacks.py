@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from gridloop.cli import load_demo
 from gridloop.settings import Settings
 from gridloop.stack import Stack, isolated_settings
 
@@ -20,7 +21,7 @@ def stack_settings(var_dir: Path, bootstrap: str, prefix: str, **extra: Any) -> 
 
 def start_stack(settings: Settings, broker: str = "external", demo: bool = True, **env: str) -> Stack:
     """Start a stack (topics, migrations, demo data, 3 processes) and wait until ready."""
-    stack = Stack(settings=settings, broker=broker, demo=demo, extra_env=dict(env))  # type: ignore[arg-type]
+    stack = Stack(settings=settings, broker=broker, demo=load_demo if demo else None, extra_env=dict(env))  # type: ignore[arg-type]
     try:
         stack.start()
     except BaseException:

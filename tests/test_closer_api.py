@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,13 +25,15 @@ from sqlalchemy import select, text
 
 from gridloop import demo, metrics, migrate
 from gridloop.clock import FrozenClock, SystemClock, set_clock
-from gridloop.consumer import Incoming
+from gridloop.consumer import Incoming, _Raw
 from gridloop.errors import ApiError
+from gridloop.photos import MAX_PHOTO_BYTES
 from gridloop.settings import Settings
 from schemas.envelope import CloudEvent
 from schemas.events import Decision, Location, ReportFeedback, ReportRouted, make_event
 from services.closer import actions
 from services.closer.app import build
+from services.closer.cli import load_demo_staff
 from services.closer.config import CloserConfig
 from services.closer.context import Closer
 from services.closer.models import Case, Escalation
@@ -59,7 +60,7 @@ def make_app(db_url: str, var_dir: Path, **config: Any) -> FastAPI:
     migrate.upgrade("closer", db_url)
     app = build(settings, CloserConfig(**config))
     ctx: Closer = app.state.closer
-    demo.load_demo_staff(ctx.runtime.db, ctx.jurisdiction)
+    load_demo_staff(ctx.runtime.db, ctx.jurisdiction)
     return app
 
 
@@ -104,7 +105,7 @@ def open_case(
     event = make_event("report.routed", data, source="router", subject=case_id, time=submitted_at)
     db = app.state.closer.runtime.db
     with db.session(write=True) as s:
-        app.state.intake.on_routed(s, Incoming(event, data, "reports.routed", 0, 0, case_id))
+        app.state.handlers.on_routed(s, Incoming(event, data, "reports.routed", 0, 0, case_id))
     return case_id
 
 
@@ -120,7 +121,7 @@ def feedback(app: FastAPI, case_id: str, fixed: bool, rating: int | None = None,
     )
     event = make_event("report.feedback", data, source="reporter", subject=case_id, time=MONDAY_9)
     with db.session(write=True) as s:
-        app.state.feedback.on_feedback(s, Incoming(event, data, "reports.feedback", 0, 0, case_id))
+        app.state.handlers.on_feedback(s, Incoming(event, data, "reports.feedback", 0, 0, case_id))
 
 
 def login(client: TestClient, username: str) -> dict[str, str]:
@@ -358,6 +359,48 @@ def test_rider_denies_reopens_and_silence_closes(
     assert outbox(app, cid)[-1].data["action"] == "auto_close"
 
 
+def test_feedback_effects_count_after_commit_and_once(app: FastAPI, client: TestClient) -> None:
+    """The rider's confirm counts its metric once the consumer batch committed, and once only, although
+    a poison event in the batch makes the consumer apply it twice (fast pass, then careful pass)."""
+    cid = open_case(app, category="estate_access")  # no after-photo needed
+    s1 = login(client, "yh-s1")
+    for action, extra in (("acknowledge", {}), ("dispatch", {"assignee": "a"}), ("resolve", {"note": "ok"})):
+        assert act(client, s1, cid, action, **extra).status_code == 200
+    with app.state.closer.runtime.db.session() as s:
+        report_id = s.execute(
+            text("SELECT report_id FROM case_report WHERE case_id = :c"), {"c": cid}
+        ).scalar()
+    good = ReportFeedback(report_id=report_id, case_id=cid, fixed=True, rating=4, at=MONDAY_9)
+    poison = ReportFeedback(report_id="R-nobody", case_id="C-NOWHERE", fixed=True, at=MONDAY_9)
+    records = [
+        _Raw(
+            "reports.feedback",
+            0,
+            i,
+            d.case_id,
+            make_event("report.feedback", d, source="reporter", subject=d.case_id, time=MONDAY_9)
+            .model_dump_json()
+            .encode(),
+        )
+        for i, d in enumerate((good, poison))
+    ]
+    consumer = app.state.closer.runtime.consumers[0]
+    consumer.max_attempts = 1  # the poison event is dead-lettered on its first careful try
+    handle = consumer.handlers["report.feedback"]
+    confirms = counter(metrics.case_transitions, "confirm")
+    during: list[float] = []
+
+    def spy(session: Any, item: Incoming) -> None:
+        handle(session, item)
+        during.append(counter(metrics.case_transitions, "confirm"))
+
+    consumer.handlers["report.feedback"] = spy
+    consumer.apply_batch(records)
+    assert during == [confirms, confirms]  # applied twice, counted by neither attempt before commit
+    assert counter(metrics.case_transitions, "confirm") == confirms + 1
+    assert client.get(f"/api/v1/cases/{cid}", headers=s1).json()["status"] == "closed"
+
+
 # ---- SLA and the scheduler ----------------------------------------------------------------------
 
 
@@ -577,17 +620,14 @@ def test_console_cookie_and_csrf(app: FastAPI, client: TestClient) -> None:
 
 def test_photo_checks(db_url: str, tmp_path: Path, clock: FrozenClock) -> None:
     """Oversize is 413, a file that is not an image is 415, and nothing is left half-written."""
-    app = make_app(db_url, tmp_path, photo_max_bytes=50_000)
+    app = make_app(db_url, tmp_path)
     try:
         client = TestClient(app, base_url="https://testserver")
         cid = open_case(app)
         s1 = login(client, "yh-s1")
         act(client, s1, cid, "acknowledge")
         act(client, s1, cid, "dispatch", assignee="a")
-        big = Image.frombytes("RGB", (200, 200), os.urandom(200 * 200 * 3))
-        out = io.BytesIO()
-        big.save(out, "PNG")
-        assert len(out.getvalue()) > 50_000
+        big = b"\x89PNG\r\n\x1a\n" + bytes(MAX_PHOTO_BYTES)  # past gridloop.photos' one limit
 
         def resolve(payload: bytes, name: str) -> Any:
             return client.post(
@@ -597,7 +637,7 @@ def test_photo_checks(db_url: str, tmp_path: Path, clock: FrozenClock) -> None:
                 headers=s1,
             )
 
-        assert resolve(out.getvalue(), "big.png").status_code == 413
+        assert resolve(big, "big.png").status_code == 413
         fake = resolve(b"<?php system($_GET[c]); ?>" + b"\xff" * 100, "evil.jpg")
         assert fake.status_code == 415 and fake.json()["error"]["code"] == "not_an_image"
         assert (

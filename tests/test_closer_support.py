@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from kafka import KafkaProducer
 
+from gridloop.cli import load_demo
 from gridloop.procs import spawn
 from gridloop.settings import Settings
 from gridloop.stack import Stack
@@ -85,7 +86,7 @@ def start_clocked_stack(settings: Settings, **env: str) -> ClockedStack:
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     clock_file.write_text("0")
     stack = ClockedStack(
-        settings=settings, broker="external", demo=True, extra_env=dict(env), clock_file=clock_file
+        settings=settings, broker="external", demo=load_demo, extra_env=dict(env), clock_file=clock_file
     )
     try:
         stack.start()

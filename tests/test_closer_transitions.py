@@ -6,11 +6,15 @@ import itertools
 
 import pytest
 
+from schemas.cases import FINAL_STATUSES, OPEN_STATUSES, CaseStatus
+from services.closer import transitions
 from services.closer.transitions import (
     ACTIONS,
     ACTORS,
     MAX_EXTENSIONS,
+    OPEN,
     STATES,
+    TABLE,
     Actor,
     Facts,
     Refused,
@@ -194,3 +198,13 @@ def test_unknown_action_is_422() -> None:
     with pytest.raises(Refused) as refused:
         decide(Facts(status="new", station_id="yh-s1"), "staff", Request("fly"), STATIONS)
     assert refused.value.status == 422 and refused.value.allowed == ["acknowledge", "return", "transfer"]
+
+
+def test_the_closer_states_are_the_contract() -> None:
+    """The table's states are schemas.cases' CaseStatus, its open states OPEN_STATUSES, and no rule
+    leaves a final state."""
+    assert set(STATES) == set(CaseStatus)
+    assert frozenset(OPEN) == OPEN_STATUSES
+    assert set(transitions.ACTIVE) == ACTIVE and ACTIVE <= OPEN_STATUSES
+    for rule in TABLE.values():
+        assert not FINAL_STATUSES & set(rule.sources), rule.action

@@ -11,9 +11,9 @@ from sqlmodel import Session, col, select
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
 from gridloop.tokens import Principal
-from services.closer import photos, queue
+from services.closer import photostore, queue
 from services.closer.context import Closer
-from services.closer.lifecycle import Applied, facts
+from services.closer.lifecycle import facts
 from services.closer.models import Case, CasePhoto, CaseReport, TimelineEntry
 from services.closer.transitions import Actor, Refused, Request, allowed_actions
 
@@ -69,7 +69,7 @@ def take_action(
     """Check and apply one action in one transaction; the photo is stored first and removed on failure."""
     if photo is not None and body.action != "resolve":
         raise ApiError(422, "invalid_input", "photo: only a resolve takes a photo.", {"field": "photo"})
-    stored = photos.store(ctx.settings.var_dir, photo, ctx.config.photo_max_side) if photo else None
+    stored = photostore.store(ctx.settings.var_dir, photo) if photo else None
     try:
         with ctx.runtime.db.session(write=True) as session:
             case = load_visible(session, who, case_id, lock=True)
@@ -83,7 +83,7 @@ def take_action(
                 )
             now = utcnow()
             try:
-                applied = ctx.lifecycle.transition(
+                ctx.lifecycle.transition(
                     session,
                     case,
                     actor(who),
@@ -111,16 +111,9 @@ def take_action(
         if stored is not None:
             stored.path.unlink(missing_ok=True)  # nothing half-written
         raise
-    finish(ctx, [applied])
+    # committed: the lifecycle's metrics have run (rawsql.after_commit); wake the streams and relay
+    ctx.changed()
     return view
-
-
-def finish(ctx: Closer, applied: list[Applied]) -> None:
-    """After the commit: metrics, live streams, the outbox relay."""
-    for a in applied:
-        a.done()
-    if applied:
-        ctx.changed()
 
 
 def bulk_acknowledge(ctx: Closer, who: Principal, items: list[tuple[str, int]]) -> list[dict[str, Any]]:

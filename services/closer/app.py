@@ -1,7 +1,7 @@
 """The closer service: cases from 立案 to 结案, staff accounts, SLAs, the queue and the console.
 
-`build()` wires the parts; each group of routes lives in its own module and is included here
-(api, admin, console; an ops overview page can be added the same way).
+`build()` wires the parts: the lifecycle, the Kafka handlers, the scheduler, and the routers of
+api/ (JSON) and console/ (pages). No routes and no logic here.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from gridloop.settings import Settings, get_settings
 from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK, REPORTS_ROUTED
 from schemas.events import CaseTransitioned
 from schemas.reference import load_jurisdiction
-from services.closer import admin, api, overview, sla
+from services.closer import sla
+from services.closer.api import admin, auth, cases, photos
+from services.closer.api import overview as overview_api
 from services.closer.config import CloserConfig, get_config
+from services.closer.console import overview as overview_page
 from services.closer.console import routes as console
 from services.closer.context import Closer
-from services.closer.feedback import FeedbackHandler
-from services.closer.intake import CaseIntake
+from services.closer.handlers import Handlers
 from services.closer.lifecycle import Lifecycle
 from services.closer.models import PLUMBING, Base
 from services.closer.scheduler import Scheduler
@@ -40,13 +42,12 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     feed = ChangeFeed()
     ctx = Closer(runtime, settings, config, jurisdiction, lifecycle, feed, settings.signing_key())
 
-    intake = CaseIntake(jurisdiction, lifecycle)
-    feedback = FeedbackHandler(lifecycle)
+    handlers = Handlers(lifecycle)
     consumer = runtime.consumer(
         "closer",
         [REPORTS_ROUTED, REPORTS_FEEDBACK],
-        {"report.routed": intake.on_routed, "report.feedback": feedback.on_feedback},
-        replays={"report.routed": intake.replay},
+        {"report.routed": handlers.on_routed, "report.feedback": handlers.on_feedback},
+        replays={"report.routed": handlers.replay_routed},
     )
     consumer.after_commit = ctx.changed  # new cases show in the live queue at once
     runtime.document_publication(CASES_EVENTS, CaseTransitioned, "Case lifecycle events, keyed by case id.")
@@ -64,13 +65,15 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     )
     app.state.closer = ctx
     app.state.scheduler = scheduler
-    app.state.intake = intake
-    app.state.feedback = feedback
+    app.state.handlers = handlers
     app.state.jurisdiction = jurisdiction
     app.state.secret = ctx.secret
-    app.include_router(api.router)
+    app.include_router(auth.router)
+    app.include_router(cases.router)
+    app.include_router(photos.router)
     app.include_router(admin.router)
     app.include_router(console.router)
-    app.include_router(overview.router)
+    app.include_router(overview_api.router)
+    app.include_router(overview_page.router)
     console.mount_static(app)
     return app

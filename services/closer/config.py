@@ -7,7 +7,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class CloserConfig(BaseSettings):
-    """Working calendar, rider confirm window, scheduler cadence, uploads and the console cookie."""
+    """Working calendar, rider confirm window, scheduler cadence and the console cookie.
+
+    Photo limits are gridloop.photos' (one set for every service); the old GRIDLOOP_PHOTO_MAX_BYTES
+    and GRIDLOOP_PHOTO_MAX_SIDE are ignored (extra="ignore")."""
 
     model_config = SettingsConfigDict(env_prefix="GRIDLOOP_", extra="ignore")
 
@@ -22,8 +25,6 @@ class CloserConfig(BaseSettings):
         5.0, gt=0, description="How often the escalation scheduler looks for due work."
     )
     gauge_interval_seconds: float = Field(15.0, gt=0, description="How often gridloop_cases_open is counted.")
-    photo_max_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest after-photo upload accepted.")
-    photo_max_side: int = Field(2048, gt=0, description="After-photos are scaled down to this many pixels.")
     cookie_secure: bool = Field(True, description="Mark the console session cookie Secure.")
     stream_poll_seconds: float = Field(
         1.0, gt=0, description="How often the live queue stream checks the database (other replicas)."

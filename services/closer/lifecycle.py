@@ -1,13 +1,21 @@
-"""Applying the transition table to a stored case: stamps, SLA, timeline, the event through the outbox.
+"""Every change to a case, in one place: opening it, merging a report, a staff or scheduler
+transition, the rider's feedback.
 
-Everything here runs inside the caller's transaction; the caller commits. Effects that must only
-happen after the commit (metrics) are returned as `Applied.after_commit`.
+Each change writes the same three things the same way: the case row with its version bumped, one
+timeline row and (except for kept late feedback) one event on `cases.events` through the outbox,
+all by `_record`. Everything runs inside the caller's transaction; the caller commits. Effects that
+must wait for the commit (metrics) go through `gridloop.rawsql.after_commit`, which runs them once
+the consumer batch or the session committed, so a batch applied twice counts once.
+
+Opening and merging are the measured hot path: plain SQL, one `UPDATE ... RETURNING` for a merge,
+no ORM objects in a session. Staff, scheduler and feedback changes use the ORM.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,31 +23,40 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from gridloop import metrics
-from gridloop.clock import as_utc
-from gridloop.outbox import add_event
+from gridloop.clock import as_utc, utcnow
+from gridloop.outbox import add_raw
+from gridloop.rawsql import Raw, after_commit, insert_model, insert_row, statement
 from gridloop.topics import CASES_EVENTS
-from schemas.events import CaseTransitioned, make_event
+from schemas.cases import CaseStatus, priority_rank
+from schemas.envelope import CloudEvent
+from schemas.events import (
+    CaseOpened,
+    CaseReportMerged,
+    CaseTransitioned,
+    ReportFeedback,
+    ReportRouted,
+    make_event,
+)
 from schemas.reference import Jurisdiction
 from services.closer import sla
 from services.closer.models import PLUMBING, Case, CaseHold, CaseReport, Escalation, TimelineEntry
 from services.closer.transitions import ACTIVE, Actor, Facts, Outcome, Request, decide
 
 SERVICE = "closer"
+log = logging.getLogger(__name__)
+
+
+class UnknownCase(LookupError):
+    """Feedback for a case this closer does not have (it goes to the dead letters)."""
 
 
 @dataclass
 class Applied:
-    """The result of one transition: the case after it, and what to do once committed."""
+    """The result of one transition: the case after it, the action taken and the event sent."""
 
     case: Case
     action: str
     event: str
-    after_commit: list[Callable[[], None]] = field(default_factory=list)
-
-    def done(self) -> None:
-        """Run the post-commit effects (metrics)."""
-        for effect in self.after_commit:
-            effect()
 
 
 def facts(case: Case, jurisdiction: Jurisdiction) -> Facts:
@@ -69,7 +86,11 @@ def next_escalation(case: Case) -> datetime | None:
     if case.status not in ACTIVE:
         return None
     candidates = []
-    if case.status == "new" and case.ack_due is not None and not _same(case.ack_escalated_due, case.ack_due):
+    if (
+        case.status == CaseStatus.NEW
+        and case.ack_due is not None
+        and not _same(case.ack_escalated_due, case.ack_due)
+    ):
         candidates.append(as_utc(case.ack_due))
     if case.resolve_due is not None and not _same(case.resolve_escalated_due, case.resolve_due):
         candidates.append(as_utc(case.resolve_due))
@@ -82,7 +103,7 @@ def due_deadlines(case: Case, now: datetime) -> list[tuple[sla.Deadline, datetim
     if case.status not in ACTIVE:
         return out
     if (
-        case.status == "new"
+        case.status == CaseStatus.NEW
         and case.ack_due is not None
         and as_utc(case.ack_due) <= now
         and not _same(case.ack_escalated_due, case.ack_due)
@@ -121,7 +142,7 @@ class Lifecycle:
 
         Without a session the case is new: it has no holds to read."""
         case.is_active = case.status in ACTIVE
-        if case.status != "on_hold":
+        if case.status != CaseStatus.ON_HOLD:
             holds = (
                 session.exec(select(CaseHold).where(CaseHold.case_id == case.case_id)).all()
                 if session is not None
@@ -137,7 +158,7 @@ class Lifecycle:
             )
             case.ack_due, case.ack_warn = plan.ack_due, plan.ack_warn
             case.resolve_due, case.resolve_warn = plan.resolve_due, plan.resolve_warn
-        if case.status == "new":
+        if case.status == CaseStatus.NEW:
             case.due_at, case.warn_at = case.ack_due, case.ack_warn
         elif case.status in ACTIVE:
             case.due_at, case.warn_at = case.resolve_due, case.resolve_warn
@@ -170,7 +191,215 @@ class Lifecycle:
             case.resolve_escalated_due = due
         return True
 
-    # ---- transitions ----------------------------------------------------------------------------
+    # ---- the one way a change is written --------------------------------------------------------
+
+    @staticmethod
+    def _bump(case: Case, now: datetime) -> None:
+        """A new version of an ORM-loaded case (the plain-SQL merge bumps in its UPDATE)."""
+        case.version += 1
+        case.updated_at = now
+
+    @staticmethod
+    def _record(
+        session: Session,
+        raw: Raw | None,
+        case_id: str,
+        version: int,
+        at: datetime,
+        action: str,
+        status: str,
+        station_id: str,
+        event: CloudEvent | None,
+        *,
+        actor: str = "system",
+        note: str | None = None,
+        prev_station_id: str | None = None,
+        reason: str | None = None,
+    ) -> str | None:
+        """The timeline row of a change and its event through the outbox; returns the event's JSON.
+
+        `raw` is the hot path's cursor when it has one (one fewer to open)."""
+        insert_row(
+            raw or Raw(session),
+            TimelineEntry.__table__,  # type: ignore[attr-defined]
+            {
+                "case_id": case_id,
+                "at": at,
+                "action": action,
+                "status": status,
+                "actor": actor,
+                "note": note,
+                "station_id": station_id,
+                "prev_station_id": prev_station_id,
+                "reason": reason,
+                "version": version,
+            },
+        )
+        if event is None:
+            return None
+        envelope = event.model_dump_json()
+        add_raw(session, PLUMBING, CASES_EVENTS, case_id, event.id, envelope)
+        return envelope
+
+    # ---- reports from the router (the hot path: plain SQL) -------------------------------------
+
+    def take_report(self, session: Session, d: ReportRouted, now: datetime) -> None:
+        """Open the case of a routed report or add the report to it; tell the reporter on `cases.events`."""
+        raw = Raw(session)
+        # one round trip: is the report known already (a redelivery), and the case's priority if any
+        seen, priority = raw.first(_SEEN, {"report": d.report_id, "case": d.case_id}) or (None, None)
+        if seen:
+            self.replay_report(session, d.report_id)
+            return
+        if priority is None:
+            # a merge that arrives for a case we never saw (redelivery order) opens it just the same
+            event = self._open(session, raw, d, now)
+        elif priority_rank(d.priority) > priority_rank(priority):
+            event = self._merge_raising_priority(session, d, now)
+        else:
+            event = self._merge(session, raw, d, now)
+        insert_row(
+            raw,
+            CaseReport.__table__,  # type: ignore[attr-defined]
+            {
+                "report_id": d.report_id,
+                "case_id": d.case_id,
+                "rider_ref": d.rider_ref,
+                "submitted_at": d.submitted_at,
+                "event_id": event[0],
+                "envelope": event[1],
+                "description": d.description,
+                "photo_ids": ",".join(d.photo_ids)[:400],
+            },
+        )
+        submitted = as_utc(d.submitted_at)
+        # measured when the transaction has committed: that is when the case shows in the queue
+        after_commit(
+            session,
+            lambda: metrics.report_to_queue.observe(max((utcnow() - submitted).total_seconds(), 0.0)),
+        )
+
+    def replay_report(self, session: Session, report_id: str) -> None:
+        """A decision seen before: send the reporter the same answer again (it dedupes by id)."""
+        row = Raw(session).first(_REPLAY, {"id": report_id})
+        if row is not None:
+            case_id, event_id, envelope = row
+            add_raw(session, PLUMBING, CASES_EVENTS, case_id, event_id, envelope)
+
+    def _open(self, session: Session, raw: Raw, d: ReportRouted, now: datetime) -> tuple[str, str]:
+        """A new case (立案, or the centre's triage queue) from the report that opened it."""
+        case = Case(
+            case_id=d.case_id,
+            station_id=d.station_id,
+            category=d.category,
+            status=CaseStatus.NEW,
+            priority=d.priority,
+            triage=d.decision == "triage",
+            version=1,
+            grid_id=d.grid_id,
+            street_id=d.street_id,
+            place_id=d.place_id,
+            place_name=d.place_name,
+            lat=d.location.lat if d.location else None,
+            lon=d.location.lon if d.location else None,
+            description=d.description,
+            danger_now=d.danger_now,
+            route_reason=d.reason,
+            submitted_at=d.submitted_at,
+            opened_at=now,
+            updated_at=now,
+            distinct_riders=d.distinct_riders,
+            report_count=1,
+            common_issue=d.common_issue,
+        )  # not in a session: a plain object to compute the SLA on, then one INSERT
+        self.set_budget(case)
+        self.refresh_sla(None, case)
+        insert_model(raw, case)
+        opened = CaseOpened(
+            case_id=case.case_id,
+            report_id=d.report_id,
+            station_id=case.station_id,
+            category=case.category,
+            status=case.status,
+            priority=d.priority,
+            triage=case.triage,
+            version=case.version,
+            opened_at=now,
+            ack_due=case.ack_due,
+            resolve_due=case.resolve_due,
+        )
+        event = make_event("case.opened", opened, source=SERVICE, subject=case.case_id, time=now)
+        action = "triage" if case.triage else "opened"
+        envelope = self._record(
+            session, raw, case.case_id, 1, now, action, case.status, case.station_id, event, note=d.reason
+        )
+        return event.id, envelope or ""
+
+    def _merge(self, session: Session, raw: Raw, d: ReportRouted, now: datetime) -> tuple[str, str]:
+        """One more report on a case: one atomic update (staff may be changing the case meanwhile)."""
+        row = raw.first(
+            _MERGE,
+            {"id": d.case_id, "riders": d.distinct_riders, "common": d.common_issue, "now": raw.ts(now)},
+        )
+        assert row is not None
+        station_id, status, version, riders, common = row
+        return self._merged(session, raw, d, now, station_id, status, version, riders, bool(common))
+
+    def _merge_raising_priority(self, session: Session, d: ReportRouted, now: datetime) -> tuple[str, str]:
+        """One more report that raises the case's priority (a common issue, a danger): the deadlines
+        tighten, so the case is recomputed whole, under a row lock."""
+        case = session.exec(select(Case).where(Case.case_id == d.case_id).with_for_update()).one()
+        case.report_count += 1
+        case.distinct_riders = max(case.distinct_riders, d.distinct_riders)
+        case.common_issue = case.common_issue or d.common_issue
+        case.priority = d.priority
+        self.set_budget(case)
+        self.refresh_sla(session, case)
+        self._bump(case, now)
+        session.add(case)
+        session.flush()
+        session.expunge(case)  # the next event may change this row in plain SQL
+        return self._merged(
+            session,
+            None,
+            d,
+            now,
+            case.station_id,
+            case.status,
+            case.version,
+            case.distinct_riders,
+            case.common_issue,
+        )
+
+    def _merged(
+        self,
+        session: Session,
+        raw: Raw | None,
+        d: ReportRouted,
+        now: datetime,
+        station_id: str,
+        status: str,
+        version: int,
+        riders: int,
+        common: bool,
+    ) -> tuple[str, str]:
+        merged = CaseReportMerged(
+            case_id=d.case_id,
+            report_id=d.report_id,
+            station_id=station_id,
+            status=status,
+            distinct_riders=riders,
+            common_issue=common,
+            version=version,
+        )
+        event = make_event("case.report_merged", merged, source=SERVICE, subject=d.case_id, time=now)
+        note = "共性问题" if d.common_issue else None
+        envelope = self._record(
+            session, raw, d.case_id, version, now, "report_merged", status, station_id, event, note=note
+        )
+        return event.id, envelope or ""
+
+    # ---- transitions (staff, scheduler, rider) --------------------------------------------------
 
     def transition(
         self,
@@ -187,37 +416,21 @@ class Lifecycle:
         outcome = decide(facts(case, self.j), who, req, self.stations)
         action = outcome.rule.action
         prev_station = case.station_id
-        effects: list[Callable[[], None]] = []
-        self._apply_effects(session, case, outcome, req, now, photo_ids or [], effects)
+        self._apply_effects(session, case, outcome, req, now, photo_ids or [])
         case.status = outcome.status
         if outcome.rule.stamp:
             setattr(case, outcome.rule.stamp, now)
-        case.version += 1
-        case.updated_at = now
+        self._bump(case, now)
         self.refresh_sla(session, case)
         session.add(case)
         reason = req.reason if action in ("return", "reject") else deadline
         note = (req.note or "").strip() or None
-        session.add(
-            TimelineEntry(
-                case_id=case.case_id,
-                at=now,
-                action=action,
-                status=case.status,
-                actor=actor_name,
-                note=note,
-                station_id=case.station_id,
-                prev_station_id=prev_station if prev_station != case.station_id else None,
-                reason=reason,
-                version=case.version,
-            )
-        )
         extension = None
         if action == "request_extension":
             extension = req.hours
         elif action == "approve_extension":
             extension = case.extension_hours
-        self._emit(
+        event = self._transitioned(
             session,
             case,
             outcome.event,
@@ -230,8 +443,23 @@ class Lifecycle:
             deadline=deadline,
             extension_hours=extension,
         )
-        effects.append(lambda: metrics.case_transitions.labels(action).inc())
-        return Applied(case, action, outcome.event, effects)
+        self._record(
+            session,
+            None,
+            case.case_id,
+            case.version,
+            now,
+            action,
+            case.status,
+            case.station_id,
+            event,
+            actor=actor_name,
+            note=note,
+            prev_station_id=prev_station if prev_station != case.station_id else None,
+            reason=reason,
+        )
+        after_commit(session, lambda: metrics.case_transitions.labels(action).inc())
+        return Applied(case, action, outcome.event)
 
     def _apply_effects(
         self,
@@ -241,25 +469,24 @@ class Lifecycle:
         req: Request,
         now: datetime,
         photo_ids: list[str],
-        effects: list[Callable[[], None]],
     ) -> None:
         action = outcome.rule.action
         category = case.category
         submitted = as_utc(case.submitted_at)
         if action == "acknowledge":
-            self._late(session, case, "ack", now, effects)
+            self._late(session, case, "ack", now)
             seconds = max((now - submitted).total_seconds(), 0.0)
-            effects.append(lambda: metrics.case_ack_seconds.labels(category).observe(seconds))
+            after_commit(session, lambda: metrics.case_ack_seconds.labels(category).observe(seconds))
         elif action == "dispatch":
             case.assignee = (req.assignee or "").strip()[:60]
         elif action == "resolve":
-            self._late(session, case, "resolve", now, effects)
+            self._late(session, case, "resolve", now)
             case.confirm_due = now + self.confirm_window
             case.extension_pending_hours = None
             if photo_ids:
                 case.after_photo_ids = ",".join([*filter(None, case.after_photo_ids.split(",")), *photo_ids])
             seconds = max((now - submitted).total_seconds(), 0.0)
-            effects.append(lambda: metrics.case_resolve_seconds.labels(category).observe(seconds))
+            after_commit(session, lambda: metrics.case_resolve_seconds.labels(category).observe(seconds))
         elif action == "return":
             case.returned_from = case.status
             case.return_reason = req.reason
@@ -306,23 +533,15 @@ class Lifecycle:
         elif action == "escalate":
             case.supervised = True
 
-    def _late(
-        self,
-        session: Session,
-        case: Case,
-        deadline: sla.Deadline,
-        now: datetime,
-        effects: list[Callable[[], None]],
-    ) -> None:
+    def _late(self, session: Session, case: Case, deadline: sla.Deadline, now: datetime) -> None:
         """A milestone reached after its deadline is a breach, counted once even if never escalated."""
         due = case.ack_due if deadline == "ack" else case.resolve_due
         if due is None or now <= as_utc(due):
             return
-        station = case.station_id
         if self.record_breach(session, case, deadline, as_utc(due), now, late=True):
-            effects.append(lambda: metrics.sla_breaches.labels(station, deadline).inc())
+            _count_breach(session, case.station_id, deadline)
 
-    def _emit(
+    def _transitioned(
         self,
         session: Session,
         case: Case,
@@ -330,7 +549,8 @@ class Lifecycle:
         action: str,
         now: datetime,
         **extra: Any,
-    ) -> None:
+    ) -> CloudEvent:
+        """The `cases.events` event of a transition."""
         report_ids = list(
             session.exec(
                 select(CaseReport.report_id)
@@ -351,8 +571,49 @@ class Lifecycle:
             resolve_due=case.resolve_due,
             **extra,
         )
-        event = make_event(event_name, data, source=SERVICE, subject=case.case_id, time=now)
-        add_event(session, PLUMBING, CASES_EVENTS, case.case_id, event)
+        return make_event(event_name, data, source=SERVICE, subject=case.case_id, time=now)
+
+    # ---- the rider's feedback -------------------------------------------------------------------
+
+    def feedback(self, session: Session, d: ReportFeedback, now: datetime) -> Applied | None:
+        """Keep the rating and comment; close a resolved case on yes, reopen it on no."""
+        case = session.exec(select(Case).where(Case.case_id == d.case_id).with_for_update()).first()
+        if case is None:
+            raise UnknownCase(f"no case {d.case_id}")
+        report = session.get(CaseReport, d.report_id)
+        if report is not None and report.case_id == case.case_id:
+            report.fixed, report.rating = d.fixed, d.rating
+            report.comment = d.comment or None
+            report.feedback_at = d.at
+            session.add(report)
+        if d.rating is not None:
+            case.rating = d.rating
+        comment = d.comment.strip()
+        if case.status == CaseStatus.RESOLVED:
+            if d.fixed:
+                req = Request("confirm", note=comment or None)
+            else:
+                # the reporter requires a comment to deny; an empty one still reopens the case
+                req = Request("reopen", note=comment or "骑手反馈未解决 (rider says not fixed)")
+            return self.transition(session, case, "system", "rider", req, now)
+        # late or repeated feedback: the rating is kept, the state does not change (and no event)
+        self._bump(case, now)
+        session.add(case)
+        self._record(
+            session,
+            None,
+            case.case_id,
+            case.version,
+            now,
+            "feedback",
+            case.status,
+            case.station_id,
+            None,
+            actor="rider",
+            note=comment or None,
+        )
+        log.info("feedback on %s in state %s: kept, no transition", case.case_id, case.status)
+        return None
 
     # ---- escalation -----------------------------------------------------------------------------
 
@@ -372,14 +633,35 @@ class Lifecycle:
                 now,
                 deadline=deadline,
             )
-            result.after_commit.append(_breach_counter(station, deadline))
+            _count_breach(session, station, deadline)
             applied.append(result)
         if not applied:
             case.escalate_at = next_escalation(case)
             session.add(case)
         return applied
 
+    def auto_close(self, session: Session, case: Case, now: datetime) -> Applied:
+        """Close a resolved case the rider did not answer within the confirm window."""
+        req = Request("auto_close", note="骑手未在确认期内答复,自动结案 (no answer: closed)")
+        return self.transition(session, case, "system", "scheduler", req, now)
 
-def _breach_counter(station: str, deadline: str) -> Callable[[], None]:
-    """A post-commit effect counting one missed deadline."""
-    return lambda: metrics.sla_breaches.labels(station, deadline).inc()
+
+def _count_breach(session: Session, station: str, deadline: str) -> None:
+    """Count one missed deadline once the transaction committed."""
+    after_commit(session, lambda: metrics.sla_breaches.labels(station, deadline).inc())
+
+
+# one round trip: is the report known already, and the case's priority if the case exists
+_SEEN = statement(
+    "SELECT (SELECT 1 FROM case_report WHERE report_id = :report), "
+    '(SELECT priority FROM "case" WHERE case_id = :case)'
+)
+_REPLAY = statement("SELECT case_id, event_id, envelope FROM case_report WHERE report_id = :id")
+# atomic next to staff transitions of the same case (PostgreSQL takes the row lock); the larger of
+# the rider counts, a sticky common-issue flag
+_MERGE = statement(
+    'UPDATE "case" SET report_count = report_count + 1, '
+    "distinct_riders = CASE WHEN distinct_riders < :riders THEN :riders ELSE distinct_riders END, "
+    "common_issue = (common_issue OR :common), version = version + 1, updated_at = :now "
+    "WHERE case_id = :id RETURNING station_id, status, version, distinct_riders, common_issue"
+)

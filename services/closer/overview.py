@@ -1,4 +1,4 @@
-"""The ops overview (/overview): today's numbers, stations with SLA colours, charts and the grid map.
+"""The ops overview's numbers: today's counts, stations with SLA colours, charts and the grid map.
 
 For people without Grafana. Numbers come from the closer's own database with bounded queries (open
 cases, today's and the last day's reports, the last week's closures), never a full-table scan.
@@ -14,18 +14,16 @@ from statistics import median
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Request, Response
 from markupsafe import Markup, escape
 from sqlmodel import Session, col, func, select
 
 from gridloop.clock import as_utc, utcnow
 from schemas.reference import Jurisdiction
 from services.closer import queue
-from services.closer.context import Closer, closer, identify
+from services.closer.context import Closer
 from services.closer.models import Case, CaseReport
 from services.closer.transitions import ACTIVE, OPEN
 
-router = APIRouter(tags=["overview"])
 HOT_SPOT_CASES = 3
 """A place with this many open cases (or any common issue) is a hot spot on the map."""
 
@@ -291,57 +289,7 @@ def bars_svg(values: list[tuple[str, float]], width: int = 560, height: int = 16
     return Markup("".join(parts))
 
 
-# ------------------------------------------------------------------------------------------ routes
-
-
-def _snapshot(ctx: Closer) -> Snapshot:
+def current(ctx: Closer) -> Snapshot:
+    """The overview now, from the closer's database."""
     with ctx.runtime.db.session() as session:
         return snapshot(session, ctx.jurisdiction, utcnow(), ctx.config.work_timezone)
-
-
-@router.get("/api/v1/overview")
-async def overview_json(request: Request) -> dict[str, Any]:
-    """The overview's numbers as JSON (a bearer token or the console's session)."""
-    import asyncio
-
-    await identify(request, allow_cookie=True)
-    return (await asyncio.to_thread(_snapshot, closer(request))).as_json()
-
-
-@router.get("/overview")
-async def overview_page(request: Request) -> Response:
-    """The ops overview page; `?part=body` returns just the live part (the page refreshes it)."""
-    import asyncio
-
-    from services.closer.console.routes import lang_of, page_base, render, user
-
-    who = await user(request)
-    ctx = closer(request)
-    snap = await asyncio.to_thread(_snapshot, ctx)
-    tz = ZoneInfo(ctx.config.work_timezone)
-    t = lang_of(request)
-    values = {
-        **page_base(ctx, who),
-        "nav": "overview",
-        "snap": snap,
-        "back_url": "/overview",
-        "grid_map": street_maps_svg(
-            ctx.jurisdiction, snap.open_by_grid, snap.hot_spots, lang_of(request).lang
-        ),
-        "intake_chart": bars_svg(
-            [(h.astimezone(tz).strftime("%H:00"), float(n)) for h, n in snap.intake_by_hour]
-        ),
-        "close_chart": bars_svg(
-            [
-                (
-                    ctx.jurisdiction.categories[c].name(t.lang) if c in ctx.jurisdiction.categories else c,
-                    round(h, 1),
-                )
-                for c, h, _ in snap.close_hours_by_category
-            ],
-            unit="h",
-        ),
-        "updated": snap.at.astimezone(tz).strftime("%H:%M:%S"),
-    }
-    name = "overview_body.html" if request.query_params.get("part") == "body" else "overview.html"
-    return render(request, name, **values)

@@ -21,6 +21,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from gridloop.clock import as_utc
 from gridloop.errors import ApiError
+from schemas.cases import CaseStatus
 from services.closer import sla
 from services.closer.models import Case
 from services.closer.transitions import ACTIVE, OPEN, STATES
@@ -71,10 +72,10 @@ def queue_statement(
         q = q.where(Case.category == f.category)
     nulls_possible = True
     if f.view == "triage":
-        q = q.where(Case.status == "new", col(Case.triage).is_(True))
+        q = q.where(Case.status == CaseStatus.NEW, col(Case.triage).is_(True))
         nulls_possible = False
     elif f.view == "returns":
-        q = q.where(Case.status == "returned")
+        q = q.where(Case.status == CaseStatus.RETURNED)
         nulls_possible = False
     elif f.view == "extensions":
         q = q.where(col(Case.is_active).is_(True), col(Case.extension_pending_hours).is_not(None))
@@ -119,7 +120,7 @@ def counts(session: Session, station: str | None, now: datetime) -> dict[str, An
     if station is not None:
         by_state = by_state.where(Case.station_id == station)
         colours = colours.where(Case.station_id == station)
-    states = {s: 0 for s in OPEN}
+    states: dict[str, int] = {s.value: 0 for s in OPEN}
     for status, n in session.exec(by_state.group_by(Case.status)).all():
         states[status] = int(n)
     red, yellow = session.exec(colours).one()

@@ -19,10 +19,10 @@ from sqlmodel import Session, col, select
 from gridloop import metrics
 from gridloop.clock import utcnow
 from gridloop.db import Database, is_sqlite
+from schemas.cases import CaseStatus
 from services.closer import queue
-from services.closer.lifecycle import Applied, Lifecycle
+from services.closer.lifecycle import Lifecycle
 from services.closer.models import Case
-from services.closer.transitions import Request
 
 log = logging.getLogger(__name__)
 BATCH = 200
@@ -65,27 +65,14 @@ class Scheduler:
         """One pass: escalate what is due, auto-close what waited too long (one transaction)."""
         now = now or utcnow()
         result = TickResult()
-        applied: list[Applied] = []
+        # the lifecycle's metrics run once the session has committed (rawsql.after_commit)
         with self.db.session(write=True) as session:
             for case in self._due(session, now):
-                done = self.lifecycle.escalate_due(session, case, now)
-                result.escalated += len(done)
-                applied += done
+                result.escalated += len(self.lifecycle.escalate_due(session, case, now))
             for case in self._to_close(session, now):
-                applied.append(
-                    self.lifecycle.transition(
-                        session,
-                        case,
-                        "system",
-                        "scheduler",
-                        Request("auto_close", note="骑手未在确认期内答复,自动结案 (no answer: closed)"),
-                        now,
-                    )
-                )
+                self.lifecycle.auto_close(session, case, now)
                 result.closed += 1
-        for a in applied:
-            a.done()
-        if applied and self.on_change:
+        if (result.escalated or result.closed) and self.on_change:
             self.on_change()
         return result
 
@@ -101,7 +88,7 @@ class Scheduler:
     def _to_close(self, session: Session, now: datetime) -> list[Case]:
         q = (
             select(Case)
-            .where(Case.status == "resolved", col(Case.confirm_due) <= now)
+            .where(Case.status == CaseStatus.RESOLVED, col(Case.confirm_due) <= now)
             .order_by(col(Case.confirm_due))
             .limit(BATCH)
         )

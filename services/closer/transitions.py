@@ -1,8 +1,9 @@
 """The case lifecycle as one table (pure): which role may take which action from which state.
 
-States (DESIGN.md): new → acknowledged → dispatched → resolved → closed; side states returned,
-on_hold, rejected. `reopen` puts a resolved case back to dispatched. Actions by `system` come from
-the scheduler (escalate, auto_close) and from rider feedback (confirm, reopen), never from HTTP.
+States (schemas.cases.CaseStatus, docs/architecture.md): new → acknowledged → dispatched →
+resolved → closed; side states returned, on_hold, rejected. `reopen` puts a resolved case back to
+dispatched. Actions by `system` come from the scheduler (escalate, auto_close) and from rider
+feedback (confirm, reopen), never from HTTP.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
-Actor = Literal["staff", "supervisor", "admin", "system"]
-ACTORS: tuple[Actor, ...] = ("staff", "supervisor", "admin", "system")
+from schemas.cases import ROLES, CaseStatus, Role
 
-STATES = ("new", "acknowledged", "dispatched", "resolved", "closed", "returned", "on_hold", "rejected")
-ACTIVE = ("new", "acknowledged", "dispatched", "returned")
+S = CaseStatus
+Actor = Role | Literal["system"]
+ACTORS: tuple[Actor, ...] = (*ROLES, "system")
+
+STATES: tuple[CaseStatus, ...] = tuple(CaseStatus)
+"""Every state, in lifecycle order (filters, console tabs)."""
+ACTIVE: tuple[CaseStatus, ...] = (S.NEW, S.ACKNOWLEDGED, S.DISPATCHED, S.RETURNED)
 """States whose SLA clock runs: they have a due time and sit in the default queue."""
-OPEN = (*ACTIVE, "resolved", "on_hold")
-FINAL = ("closed", "rejected")
+OPEN: tuple[CaseStatus, ...] = (*ACTIVE, S.RESOLVED, S.ON_HOLD)
+"""schemas.cases.OPEN_STATUSES in the order the queue counts and the console show them."""
 
 MAX_EXTENSIONS = 2
 MAX_MOVES = 2
@@ -76,8 +81,9 @@ class Rule:
     """One action: from which states, by whom, to which state, which event, which milestone."""
 
     action: str
-    sources: tuple[str, ...]
-    target: str | None  # None: unchanged; "returned_from"/"held_from": back to the state before
+    sources: tuple[CaseStatus, ...]
+    target: CaseStatus | Literal["returned_from", "held_from"] | None
+    """None: unchanged; "returned_from"/"held_from": back to the state before."""
     actors: tuple[Actor, ...]
     event: str
     stamp: str | None = None
@@ -165,34 +171,34 @@ _SYS: tuple[Actor, ...] = ("system",)
 TABLE: dict[str, Rule] = {
     r.action: r
     for r in (
-        Rule("acknowledge", ("new",), "acknowledged", _STAFF, "case.acknowledged", "acknowledged_at",
+        Rule("acknowledge", (S.NEW,), S.ACKNOWLEDGED, _STAFF, "case.acknowledged", "acknowledged_at",
              (_not_triage,)),
-        Rule("dispatch", ("acknowledged",), "dispatched", _STAFF, "case.dispatched", "dispatched_at",
+        Rule("dispatch", (S.ACKNOWLEDGED,), S.DISPATCHED, _STAFF, "case.dispatched", "dispatched_at",
              checks=(_need_assignee,)),
-        Rule("resolve", ("dispatched",), "resolved", _STAFF, "case.resolved", "resolved_at",
+        Rule("resolve", (S.DISPATCHED,), S.RESOLVED, _STAFF, "case.resolved", "resolved_at",
              checks=(_need_note, _need_photo)),
-        Rule("return", ("new", "acknowledged"), "returned", ("staff",), "case.returned", "returned_at",
+        Rule("return", (S.NEW, S.ACKNOWLEDGED), S.RETURNED, ("staff",), "case.returned", "returned_at",
              (_not_triage, _moves_left), (_return_reason,)),
-        Rule("transfer", ("new", "acknowledged"), "new", _STAFF, "case.transferred", None,
+        Rule("transfer", (S.NEW, S.ACKNOWLEDGED), S.NEW, _STAFF, "case.transferred", None,
              (_not_triage, _moves_left), (_need_station,)),
-        Rule("request_extension", ("acknowledged", "dispatched"), None, ("staff",),
+        Rule("request_extension", (S.ACKNOWLEDGED, S.DISPATCHED), None, ("staff",),
              "case.extension_requested", None, (_extension_possible,), (_hours, _need_note)),
-        Rule("approve_extension", ("acknowledged", "dispatched", "returned", "on_hold"), None, _SUP,
+        Rule("approve_extension", (S.ACKNOWLEDGED, S.DISPATCHED, S.RETURNED, S.ON_HOLD), None, _SUP,
              "case.extension_decided", None, (_extension_pending,)),
-        Rule("deny_extension", ("acknowledged", "dispatched", "returned", "on_hold"), None, _SUP,
+        Rule("deny_extension", (S.ACKNOWLEDGED, S.DISPATCHED, S.RETURNED, S.ON_HOLD), None, _SUP,
              "case.extension_decided", None, (_extension_pending,), (_need_note,)),
-        Rule("triage", ("new",), "new", _SUP, "case.transferred", None, (_is_triage,), (_need_station,)),
-        Rule("reassign", ("returned",), "new", _SUP, "case.transferred", None, checks=(_need_station,)),
-        Rule("send_back", ("returned",), "returned_from", _SUP, "case.transferred", None,
+        Rule("triage", (S.NEW,), S.NEW, _SUP, "case.transferred", None, (_is_triage,), (_need_station,)),
+        Rule("reassign", (S.RETURNED,), S.NEW, _SUP, "case.transferred", None, checks=(_need_station,)),
+        Rule("send_back", (S.RETURNED,), "returned_from", _SUP, "case.transferred", None,
              checks=(_need_note,)),
-        Rule("hold", ACTIVE, "on_hold", _SUP, "case.on_hold", "held_at", checks=(_need_note,)),
-        Rule("release", ("on_hold",), "held_from", _SUP, "case.released", None),
-        Rule("reject", (*ACTIVE, "on_hold"), "rejected", _SUP, "case.rejected", "rejected_at",
+        Rule("hold", ACTIVE, S.ON_HOLD, _SUP, "case.on_hold", "held_at", checks=(_need_note,)),
+        Rule("release", (S.ON_HOLD,), "held_from", _SUP, "case.released", None),
+        Rule("reject", (*ACTIVE, S.ON_HOLD), S.REJECTED, _SUP, "case.rejected", "rejected_at",
              checks=(_reject_reason,)),
         Rule("escalate", ACTIVE, None, _SYS, "case.escalated", "escalated_at"),
-        Rule("confirm", ("resolved",), "closed", _SYS, "case.closed", "closed_at"),
-        Rule("auto_close", ("resolved",), "closed", _SYS, "case.closed", "closed_at"),
-        Rule("reopen", ("resolved",), "dispatched", _SYS, "case.reopened", "reopened_at",
+        Rule("confirm", (S.RESOLVED,), S.CLOSED, _SYS, "case.closed", "closed_at"),
+        Rule("auto_close", (S.RESOLVED,), S.CLOSED, _SYS, "case.closed", "closed_at"),
+        Rule("reopen", (S.RESOLVED,), S.DISPATCHED, _SYS, "case.reopened", "reopened_at",
              checks=(_need_note,)),
     )
 }  # fmt: skip
@@ -265,7 +271,7 @@ def decide(facts: Facts, who: Actor, req: Request, stations: Collection[str] = (
     if rule.target is None:
         status = facts.status
     elif rule.target in ("returned_from", "held_from"):
-        status = getattr(facts, rule.target) or "new"
+        status = getattr(facts, rule.target) or S.NEW
     else:
         status = rule.target
     return Outcome(rule, status)

@@ -20,7 +20,8 @@ from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
 from gridloop.tokens import Principal
 from services.closer import actions, queue
-from services.closer.api import login, read_transition
+from services.closer.api.auth import login
+from services.closer.api.cases import read_transition
 from services.closer.auth import issue_token
 from services.closer.console.i18n import Translator
 from services.closer.console.svgmap import svg_map
@@ -314,7 +315,7 @@ async def case_act(request: Request, case_id: str) -> Response:
     who = await user(request)
     try:
         await form_csrf(request, ctx, who)  # parsed once; read_transition reuses the parsed form
-        body, photo = await read_transition(request, ctx.config.photo_max_bytes)
+        body, photo = await read_transition(request)
         await asyncio.to_thread(actions.take_action, ctx, who, case_id, body, photo)
     except ApiError as exc:
         if exc.status == 404:

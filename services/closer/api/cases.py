@@ -1,27 +1,25 @@
-"""The closer's JSON API: sign-in, queue (and its live stream), cases, transitions, export, photos."""
+"""Cases over HTTP: the queue (and its live stream), one case, its timeline, transitions, export."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, StreamingResponse
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from gridloop.clock import utcnow
 from gridloop.errors import ApiError
+from gridloop.photos import MAX_PHOTO_BYTES
 from gridloop.tokens import Principal
-from services.closer import actions, photos, queue, stream
-from services.closer.auth import issue_token
-from services.closer.context import Closer, Ctx, Reader, Who
-from services.closer.staff import check_login
+from services.closer import actions, queue, stream
+from services.closer.context import Ctx, Reader, Who
 
-router = APIRouter()
+router = APIRouter(tags=["cases"])
 
 _TRANSITION_DOC: dict[str, Any] = {
     "requestBody": {
@@ -43,38 +41,131 @@ _TRANSITION_DOC: dict[str, Any] = {
 }
 
 
-async def login(ctx: Closer, username: str, password: str) -> tuple[str, str, list[str]]:
-    """Check a login (slow-down and lock-out included); (username, role, stations) or 401/429."""
+class CaseView(BaseModel):
+    """A case as the queue lists it (times are ISO 8601 in UTC; colour is the SLA colour now)."""
 
-    def work() -> tuple[Any, float]:
-        with ctx.runtime.db.session(write=True) as session:
-            staff, delay = check_login(session, username, password)
-            if staff is None:
-                return None, delay
-            return (staff.username, staff.role, staff.station_ids), 0.0
+    case_id: str
+    station_id: str
+    category: str
+    status: str
+    priority: str
+    triage: bool
+    version: int
+    place_name: str | None
+    description: str
+    lat: float | None
+    lon: float | None
+    grid_id: str | None
+    submitted_at: str
+    ack_due: str | None
+    resolve_due: str | None
+    due_at: str | None
+    warn_at: str | None
+    colour: str
+    supervised: bool
+    assignee: str | None
+    moves: int
+    return_reason: str | None
+    reject_reason: str | None
+    extensions_granted: int
+    extension_hours: float
+    extension_pending_hours: float | None
+    confirm_due: str | None
+    acknowledged_at: str | None
+    dispatched_at: str | None
+    resolved_at: str | None
+    closed_at: str | None
+    reopen_count: int
+    rating: int | None
+    after_photo_ids: list[str]
+    distinct_riders: int
+    report_count: int
+    common_issue: bool
+    danger_now: bool
+    route_reason: str
 
-    found, delay = await asyncio.to_thread(work)
-    if found is None:
-        await asyncio.sleep(delay)
-        raise ApiError(
-            401, "bad_credentials", "Wrong username or password.", headers={"WWW-Authenticate": "Bearer"}
-        )
-    name, role, stations = found
-    return name, role, stations
+
+class CaseActions(CaseView):
+    """A case with the actions the caller may take now (the answer to a transition)."""
+
+    allowed_actions: list[str]
+    needs_after_photo: bool
 
 
-@router.post("/api/v1/auth/token", tags=["auth"])
-async def token(ctx: Ctx, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> dict[str, Any]:
-    """Exchange a username and password for an expiring bearer token."""
-    name, role, stations = await login(ctx, form.username, form.password)
-    ttl = ctx.settings.token_ttl_seconds
-    return {
-        "access_token": issue_token(name, role, stations, ctx.secret, ttl),  # type: ignore[arg-type]
-        "token_type": "bearer",
-        "expires_in": ttl,
-        "role": role,
-        "stations": stations,
-    }
+class ReportView(BaseModel):
+    """A rider's report in a case, with the rider's answer once given."""
+
+    report_id: str
+    submitted_at: str
+    rider: str = Field(description="A short, stable rider tag: tells riders apart, identifies no one.")
+    description: str
+    photo_ids: list[str]
+    fixed: bool | None
+    rating: int | None
+    comment: str | None
+
+
+class TimelineRow(BaseModel):
+    """One step in a case's history."""
+
+    at: str
+    action: str
+    status: str
+    actor: str
+    note: str | None
+    reason: str | None
+    station_id: str | None
+    prev_station_id: str | None
+    version: int | None
+
+
+class CaseDetail(CaseActions):
+    """One case with its reports, riders, photos and timeline."""
+
+    reports: list[ReportView]
+    report_ids: list[str]
+    timeline: list[TimelineRow]
+
+
+class QueuePage(BaseModel):
+    """One page of a queue, most urgent first, and the cursor of the next page."""
+
+    station: str | None
+    items: list[CaseView]
+    next_cursor: str | None
+
+
+class QueueCounts(BaseModel):
+    """Open cases per state, and how many active ones are yellow and red."""
+
+    station: str | None
+    states: dict[str, int]
+    red: int
+    yellow: int
+    active: int
+
+
+class Timeline(BaseModel):
+    """A case's history, oldest first."""
+
+    case_id: str
+    timeline: list[TimelineRow]
+
+
+class BulkResult(BaseModel):
+    """One case of a bulk sign-for: its new version, or why it failed."""
+
+    case_id: str
+    ok: bool
+    version: int | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class BulkAnswer(BaseModel):
+    """Each case's result, in the order asked."""
+
+    results: list[BulkResult]
 
 
 def _view_allowed(who: Principal, view: str) -> None:
@@ -84,7 +175,7 @@ def _view_allowed(who: Principal, view: str) -> None:
         raise ApiError(403, "forbidden", "Only the centre's supervisors see this list.")
 
 
-@router.get("/api/v1/queue", tags=["cases"])
+@router.get("/api/v1/queue", response_model=QueuePage)
 async def get_queue(
     ctx: Ctx,
     who: Reader,
@@ -111,7 +202,7 @@ async def get_queue(
     return await asyncio.to_thread(work)
 
 
-@router.get("/api/v1/queue/counts", tags=["cases"])
+@router.get("/api/v1/queue/counts", response_model=QueueCounts)
 async def get_counts(
     ctx: Ctx, who: Reader, station: str | None = Query(None, max_length=40)
 ) -> dict[str, Any]:
@@ -125,7 +216,11 @@ async def get_counts(
     return await asyncio.to_thread(work)
 
 
-@router.get("/api/v1/queue/stream", tags=["cases"])
+@router.get(
+    "/api/v1/queue/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}},
+)
 async def queue_stream(
     request: Request, ctx: Ctx, who: Reader, station: str | None = Query(None, max_length=40)
 ) -> StreamingResponse:
@@ -144,7 +239,11 @@ async def queue_stream(
     )
 
 
-@router.get("/api/v1/cases/export.csv", tags=["cases"])
+@router.get(
+    "/api/v1/cases/export.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "CSV, UTF-8 with BOM."}},
+)
 async def export_csv(
     ctx: Ctx,
     who: Reader,
@@ -176,7 +275,7 @@ async def export_csv(
     )
 
 
-@router.get("/api/v1/cases/{case_id}", tags=["cases"])
+@router.get("/api/v1/cases/{case_id}", response_model=CaseDetail)
 async def get_case(ctx: Ctx, who: Reader, case_id: str) -> dict[str, Any]:
     """One case with its reports, riders, photos, timeline and the caller's allowed actions."""
 
@@ -188,7 +287,7 @@ async def get_case(ctx: Ctx, who: Reader, case_id: str) -> dict[str, Any]:
     return await asyncio.to_thread(work)
 
 
-@router.get("/api/v1/cases/{case_id}/timeline", tags=["cases"])
+@router.get("/api/v1/cases/{case_id}/timeline", response_model=Timeline)
 async def get_timeline(ctx: Ctx, who: Reader, case_id: str) -> dict[str, Any]:
     """The case's history, oldest first."""
 
@@ -200,26 +299,24 @@ async def get_timeline(ctx: Ctx, who: Reader, case_id: str) -> dict[str, Any]:
     return {"case_id": case_id, "timeline": await asyncio.to_thread(work)}
 
 
-async def read_transition(request: Request, max_bytes: int) -> tuple[actions.TransitionBody, bytes | None]:
-    """The body of a transition: JSON, or a multipart form with an optional `photo` (413 past max_bytes)."""
+async def read_transition(request: Request) -> tuple[actions.TransitionBody, bytes | None]:
+    """The body of a transition: JSON, or a multipart form with an optional `photo` (413 past the
+    photo limit of gridloop.photos; the photo itself is checked when it is stored)."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes + 64 * 1024:
-            raise ApiError(
-                413, "payload_too_large", f"The photo is larger than {max_bytes // 1024 // 1024} MB."
-            )
+        # one photo and the form's few fields: refused before a byte of the body is read
+        if length and length.isdigit() and int(length) > MAX_PHOTO_BYTES + 64 * 1024:
+            raise _too_large()
         form = await request.form(max_files=1, max_fields=20)
         fields = {k: v for k, v in form.items() if isinstance(v, str) and v != ""}
         upload = form.get("photo")
         data: bytes | None = None
         if isinstance(upload, UploadFile):
-            data = await upload.read(max_bytes + 1)
+            data = await upload.read(MAX_PHOTO_BYTES + 1)
             await upload.close()
-            if len(data) > max_bytes:
-                raise ApiError(
-                    413, "payload_too_large", f"The photo is larger than {max_bytes // 1024 // 1024} MB."
-                )
+            if len(data) > MAX_PHOTO_BYTES:
+                raise _too_large()
             if not data:
                 data = None
         raw: Any = fields
@@ -236,10 +333,16 @@ async def read_transition(request: Request, max_bytes: int) -> tuple[actions.Tra
         raise ApiError(422, "invalid", "The request is not valid.", details) from exc
 
 
-@router.post("/api/v1/cases/{case_id}/transitions", tags=["cases"], openapi_extra=_TRANSITION_DOC)
+def _too_large() -> ApiError:
+    return ApiError(
+        413, "payload_too_large", f"The photo is larger than {MAX_PHOTO_BYTES // 1024 // 1024} MB."
+    )
+
+
+@router.post("/api/v1/cases/{case_id}/transitions", response_model=CaseActions, openapi_extra=_TRANSITION_DOC)
 async def transition(request: Request, ctx: Ctx, who: Who, case_id: str) -> dict[str, Any]:
     """Take an action on a case: 409 names the allowed actions; a stale version is 409 too."""
-    body, photo = await read_transition(request, ctx.config.photo_max_bytes)
+    body, photo = await read_transition(request)
     return await asyncio.to_thread(actions.take_action, ctx, who, case_id, body, photo)
 
 
@@ -256,21 +359,9 @@ class BulkBody(BaseModel):
     items: list[BulkItem] = Field(min_length=1, max_length=100)
 
 
-@router.post("/api/v1/cases/bulk-acknowledge", tags=["cases"])
+# exclude_unset: a result carries either its version or its error, as before
+@router.post("/api/v1/cases/bulk-acknowledge", response_model=BulkAnswer, response_model_exclude_unset=True)
 async def bulk_acknowledge(ctx: Ctx, who: Who, body: BulkBody) -> dict[str, Any]:
     """Sign for several cases; each one succeeds or fails on its own."""
     items = [(i.case_id, i.version) for i in body.items]
     return {"results": await asyncio.to_thread(actions.bulk_acknowledge, ctx, who, items)}
-
-
-@router.get("/photos/{photo_id}.jpg", tags=["photos"], response_class=FileResponse)
-async def photo(ctx: Ctx, photo_id: str) -> FileResponse:
-    """An after-photo (public: the unguessable id is the capability; riders see it when confirming)."""
-    path = photos.photo_path(ctx.settings.var_dir, photo_id)
-    if path is None or not await asyncio.to_thread(path.is_file):
-        raise ApiError(404, "not_found", "No such photo.")
-    return FileResponse(
-        path,
-        media_type="image/jpeg",
-        headers={"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"},
-    )

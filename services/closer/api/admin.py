@@ -35,6 +35,23 @@ def _admin(who: Principal) -> None:
         raise ApiError(403, "forbidden", "Only an admin manages accounts.")
 
 
+class StaffView(BaseModel):
+    """An account without its password hash."""
+
+    username: str
+    display_name: str
+    role: str
+    stations: list[str]
+    active: bool
+    locked_until: str | None
+
+
+class StaffList(BaseModel):
+    """Every account."""
+
+    staff: list[StaffView]
+
+
 def staff_view(s: Staff) -> dict[str, Any]:
     """An account without its password hash."""
     return {
@@ -47,7 +64,7 @@ def staff_view(s: Staff) -> dict[str, Any]:
     }
 
 
-@router.get("/api/v1/staff")
+@router.get("/api/v1/staff", response_model=StaffList)
 async def list_staff(ctx: Ctx, who: Who) -> dict[str, Any]:
     """Every account."""
     _admin(who)
@@ -59,7 +76,7 @@ async def list_staff(ctx: Ctx, who: Who) -> dict[str, Any]:
     return {"staff": await asyncio.to_thread(work)}
 
 
-@router.post("/api/v1/staff")
+@router.post("/api/v1/staff", response_model=StaffView)
 async def put_staff(ctx: Ctx, who: Who, body: StaffBody) -> dict[str, Any]:
     """Create an account, or reset an existing one's password, role and stations."""
     _admin(who)
@@ -92,7 +109,7 @@ async def _set(ctx: Any, username: str, **values: Any) -> dict[str, Any]:
     return await asyncio.to_thread(work)
 
 
-@router.post("/api/v1/staff/{username}/disable")
+@router.post("/api/v1/staff/{username}/disable", response_model=StaffView)
 async def disable_staff(ctx: Ctx, who: Who, username: str) -> dict[str, Any]:
     """Disable an account: its tokens stop working at once."""
     _admin(who)
@@ -101,7 +118,7 @@ async def disable_staff(ctx: Ctx, who: Who, username: str) -> dict[str, Any]:
     return await _set(ctx, username, active=False)
 
 
-@router.post("/api/v1/staff/{username}/unlock")
+@router.post("/api/v1/staff/{username}/unlock", response_model=StaffView)
 async def unlock_staff(ctx: Ctx, who: Who, username: str) -> dict[str, Any]:
     """Lift a lock-out after failed logins."""
     _admin(who)

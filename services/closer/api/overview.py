@@ -1,0 +1,80 @@
+"""The ops overview's numbers as JSON (the page is console/overview.py; the numbers overview.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from services.closer import overview
+from services.closer.context import Ctx, Reader
+
+router = APIRouter(tags=["overview"])
+
+
+class Today(BaseModel):
+    """Today's counts (local day of the stations)."""
+
+    reports: int
+    opened: int
+    closed: int
+
+
+class StationLine(BaseModel):
+    """One station's open cases and SLA colour."""
+
+    station_id: str
+    open: int
+    by_status: dict[str, int]
+    yellow: int
+    red: int
+    colour: str
+
+
+class HourCount(BaseModel):
+    """Reports in one hour of the last day."""
+
+    hour: str
+    reports: int
+
+
+class CloseTime(BaseModel):
+    """Median hours from report to closure of a category over the last week."""
+
+    category: str
+    median_hours: float
+    cases: int
+
+
+class HotSpot(BaseModel):
+    """A place with many open cases or a common issue."""
+
+    lat: float
+    lon: float
+    place: str
+    grid_id: str | None
+    cases: int
+    common: bool
+
+
+class Overview(BaseModel):
+    """Everything the overview shows, computed at one instant."""
+
+    at: str
+    today: Today
+    open: int
+    red: int
+    common_issues: int
+    stations: list[StationLine]
+    intake_by_hour: list[HourCount]
+    close_hours_by_category: list[CloseTime]
+    open_by_grid: dict[str, int]
+    hot_spots: list[HotSpot]
+
+
+@router.get("/api/v1/overview", response_model=Overview)
+async def overview_json(ctx: Ctx, who: Reader) -> dict[str, Any]:
+    """The overview's numbers as JSON (a bearer token or the console's session)."""
+    return (await asyncio.to_thread(overview.current, ctx)).as_json()
