@@ -213,6 +213,12 @@ def insert_row(raw: Raw, table: Table | str, values: Mapping[str, Any]) -> None:
     raw.run(_insert_for(table, tuple(present)), present)
 
 
+def table_of(model: type[Any]) -> Table:
+    """The Table of a SQLModel table class (SQLModel sets `__table__` but does not declare it)."""
+    table: Table = model.__table__
+    return table
+
+
 def quoted(name: str) -> str:
     """A table name as SQL (a reserved word such as `case` in double quotes)."""
     return f'"{name}"' if name in _RESERVED else name

@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 from gridloop import metrics
 from gridloop.clock import as_utc, utcnow
 from gridloop.outbox import add_raw
-from gridloop.rawsql import Raw, after_commit, insert_model, insert_row, statement
+from gridloop.rawsql import Raw, after_commit, insert_model, insert_row, statement, table_of
 from gridloop.topics import CASES_EVENTS
 from schemas.cases import CaseStatus, priority_rank
 from schemas.envelope import CloudEvent
@@ -221,7 +221,7 @@ class Lifecycle:
         `raw` is the hot path's cursor when it has one (one fewer to open)."""
         insert_row(
             raw or Raw(session),
-            TimelineEntry.__table__,  # type: ignore[attr-defined]
+            table_of(TimelineEntry),
             {
                 "case_id": case_id,
                 "at": at,
@@ -260,7 +260,7 @@ class Lifecycle:
             event = self._merge(session, raw, d, now)
         insert_row(
             raw,
-            CaseReport.__table__,  # type: ignore[attr-defined]
+            table_of(CaseReport),
             {
                 "report_id": d.report_id,
                 "case_id": d.case_id,

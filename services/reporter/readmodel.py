@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from gridloop.rawsql import Raw, in_list, insert_row, record_type, select_sql, statement
+from gridloop.rawsql import Raw, in_list, insert_row, record_type, select_sql, statement, table_of
 from schemas.cases import OPEN_STATUSES, CaseStatus
 from schemas.events import CaseOpened, CaseReportMerged, CaseTransitioned
 from services.reporter.models import CaseView, Report
@@ -24,8 +24,8 @@ PLUS_ONE_STATUSES = tuple(sorted(OPEN_STATUSES - {CaseStatus.RESOLVED}))
 NOTE_ACTIONS = ("resolve", "resolved", "reject", "rejected")
 """Staff notes shown to riders: what was done, or why the report was not taken up."""
 
-VIEW = CaseView.__table__  # type: ignore[attr-defined]
-REPORT = Report.__table__  # type: ignore[attr-defined]
+VIEW = table_of(CaseView)
+REPORT = table_of(Report)
 ViewRow = record_type(VIEW)
 """A `case_view` row, by column name."""
 

@@ -17,7 +17,7 @@ from gridloop import metrics
 from gridloop.clock import utcnow
 from gridloop.outbox import add_event
 from gridloop.photos import CleanPhoto
-from gridloop.rawsql import Bind, Raw, after_commit, insert_row, record_type, statement
+from gridloop.rawsql import Bind, Raw, after_commit, insert_row, record_type, statement, table_of
 from gridloop.topics import REPORTS_SUBMITTED
 from schemas import codes
 from schemas.events import Location, ReportSubmitted, make_event
@@ -146,9 +146,9 @@ def resolve_place(session: Bind, raw_code: str) -> tuple[str, PlaceRef]:
     return code, PlaceRef(place_id, name_zh, lat, lon, grid_id)
 
 
-REPORT = Report.__table__  # type: ignore[attr-defined]
-PHOTO = Photo.__table__  # type: ignore[attr-defined]
-REPORT_EVENT = ReportEvent.__table__  # type: ignore[attr-defined]
+REPORT = table_of(Report)
+PHOTO = table_of(Photo)
+REPORT_EVENT = table_of(ReportEvent)
 ReportRow = record_type(REPORT)
 """A `report` row being accepted, built by column name (no ORM object on the hot path)."""
 

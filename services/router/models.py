@@ -13,6 +13,7 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from gridloop.plumbing import define_plumbing
+from gridloop.rawsql import table_of
 
 
 class Base(SQLModel, registry=registry()):
@@ -96,8 +97,7 @@ class KnownPlace(Base, table=True):
 
 
 # the tables themselves, for the plain-SQL paths (gridloop.rawsql derives their statements and rows);
-# SQLModel sets __table__ on every table class but does not declare it
-OPEN_CASE: Table = OpenCase.__table__  # type: ignore[attr-defined]
-CASE_RIDER: Table = CaseRider.__table__  # type: ignore[attr-defined]
-ROUTE_DECISION: Table = RouteDecision.__table__  # type: ignore[attr-defined]
-KNOWN_PLACE: Table = KnownPlace.__table__  # type: ignore[attr-defined]
+OPEN_CASE: Table = table_of(OpenCase)
+CASE_RIDER: Table = table_of(CaseRider)
+ROUTE_DECISION: Table = table_of(RouteDecision)
+KNOWN_PLACE: Table = table_of(KnownPlace)
