@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
@@ -23,14 +24,23 @@ class Principal:
     role: Role
     stations: tuple[str, ...]
     token_id: str = ""
+    version: int = 0
+    """The account's token version when the token was issued (claim `ver`); revocation raises it."""
 
     def can_see_station(self, station_id: str) -> bool:
         """Supervisors and admins see every station; staff only their own."""
         return self.role in ("supervisor", "admin") or station_id in self.stations
 
 
-def read_token(token: str, secret: str) -> Principal:
-    """Verify a token's signature and expiry (on the process clock); 401 otherwise."""
+TokenCheck = Callable[[Principal], bool]
+"""A service's answer to "is this verified token still current?" (the account active, its token
+version not raised since): the closer asks its staff table, other services their copy of
+`staff.events`."""
+
+
+def read_token(token: str, secret: str, current: TokenCheck | None = None) -> Principal:
+    """Verify a token's signature, expiry (on the process clock) and, given `current`, that it was
+    not revoked; 401 otherwise."""
     try:
         claims = jwt.decode(
             token,
@@ -53,15 +63,24 @@ def read_token(token: str, secret: str) -> Principal:
     role = claims["role"]
     if role not in ROLES:
         raise ApiError(401, "invalid_token", "The token is not valid.", headers=_CHALLENGE)
-    return Principal(claims["sub"], role, tuple(claims.get("stations") or ()), str(claims.get("jti") or ""))
+    principal = Principal(
+        claims["sub"],
+        role,
+        tuple(claims.get("stations") or ()),
+        str(claims.get("jti") or ""),
+        int(claims.get("ver") or 0),
+    )
+    if current is not None and not current(principal):
+        raise ApiError(401, "token_revoked", "The token was revoked; sign in again.", headers=_CHALLENGE)
+    return principal
 
 
-def bearer_principal(authorization: str | None, secret: str) -> Principal:
+def bearer_principal(authorization: str | None, secret: str, current: TokenCheck | None = None) -> Principal:
     """The caller of an `Authorization: Bearer …` header; 401 when it is missing or bad."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "Sign in first.", headers=_CHALLENGE)
-    return read_token(token.strip(), secret)
+    return read_token(token.strip(), secret, current)
 
 
 def require_role(principal: Principal, *roles: Role) -> Principal:

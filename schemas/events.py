@@ -146,6 +146,16 @@ class ReportFeedback(EventData):
     at: datetime
 
 
+class StaffTokensRevoked(EventData):
+    """A staff account's earlier tokens stop working (`staff.events`, key: username): disabled,
+    password changed or signed out. Every service that takes staff tokens keeps the newest state."""
+
+    username: str
+    token_version: int = Field(ge=0, description="Tokens with a lower `ver` claim are refused.")
+    active: bool = Field(description="False once the account is disabled: all its tokens are refused.")
+    at: datetime
+
+
 class DeadLetter(EventData):
     """A message a consumer could not parse or apply (`deadletter`, key: the original key)."""
 
@@ -181,6 +191,7 @@ REGISTRY: dict[str, tuple[int, type[EventData]]] = {
     "report.feedback": (1, ReportFeedback),
     "case.opened": (1, CaseOpened),
     "case.report_merged": (1, CaseReportMerged),
+    "staff.tokens_revoked": (1, StaffTokensRevoked),
     "deadletter.message": (1, DeadLetter),
     **{f"case.{name}": (1, CaseTransitioned) for name in _TRANSITIONS},
 }
