@@ -15,8 +15,8 @@ import pytest
 from gridloop.demo import DEMO_PASSWORD
 from gridloop.simulate import simulate
 from gridloop.stack import Stack
-from tests.browser import browser  # noqa: F401
-from tests.stacks import stack_settings, staff_token, start_stack, wait_for
+from tests.support.browser import browser  # noqa: F401
+from tests.support.stacks import stack_settings, staff_token, start_stack, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser, pytest.mark.slow]
 DESKTOP = {"viewport": {"width": 1280, "height": 900}, "locale": "zh-CN", "timezone_id": "Asia/Shanghai"}

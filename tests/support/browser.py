@@ -1,6 +1,6 @@
 """Headless Chromium for browser tests: Debian's chromium driven by Playwright, on a phone viewport.
 
-Use: ``from tests.browser import browser, phone  # noqa: F401`` and mark tests ``@pytest.mark.browser``.
+Use: ``from tests.support.browser import browser, phone  # noqa: F401``; mark tests ``@pytest.mark.browser``.
 Without chromium the tests skip locally, and fail on CI (CI=true), where it must be installed.
 """
 

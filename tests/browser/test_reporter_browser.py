@@ -19,9 +19,16 @@ import pytest
 from gridloop.demo import DEMO_PLACES
 from gridloop.stack import Stack
 from schemas.reference import load_places
-from tests.browser import browser, phone  # noqa: F401
-from tests.stacks import stack_settings, staff_token, start_stack, wait_for
-from tests.test_reporter_api import LOOSE_LIMITS, case_of, make_jpeg, publish_case_events, report, status_of
+from tests.e2e.test_reporter_api import (
+    LOOSE_LIMITS,
+    case_of,
+    make_jpeg,
+    publish_case_events,
+    report,
+    status_of,
+)
+from tests.support.browser import browser, phone  # noqa: F401
+from tests.support.stacks import stack_settings, staff_token, start_stack, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka, pytest.mark.slow]
 PLACES = {p.place_id: p for p in load_places(DEMO_PLACES)}

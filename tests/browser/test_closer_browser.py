@@ -17,9 +17,9 @@ from PIL import Image
 
 from gridloop.demo import DEMO_PASSWORD, DEMO_PLACES
 from schemas.reference import load_places
-from tests.browser import browser  # noqa: F401
-from tests.stacks import stack_settings, wait_for
-from tests.test_closer_support import ClockedStack, start_clocked_stack
+from tests.support.browser import browser  # noqa: F401
+from tests.support.clocked import ClockedStack, start_clocked_stack
+from tests.support.stacks import stack_settings, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka, pytest.mark.slow]
 PLACES = load_places(DEMO_PLACES)

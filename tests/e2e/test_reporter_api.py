@@ -25,7 +25,7 @@ from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK
 from schemas import codes
 from schemas.events import CaseTransitioned, make_event
 from schemas.reference import load_places
-from tests.stacks import stack_settings, staff_token, start_stack, wait_for
+from tests.support.stacks import stack_settings, staff_token, start_stack, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 PLACES = {p.place_id: p for p in load_places(DEMO_PLACES)}
