@@ -10,7 +10,7 @@ import pytest
 
 from gridloop.demo import DEMO_PLACES
 from schemas.reference import load_places
-from tests.conftest import new_pg_database
+from tests.support.databases import new_pg_database
 from tests.support.stacks import stack_settings, staff_token, start_stack, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
