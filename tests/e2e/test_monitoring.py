@@ -21,9 +21,9 @@ from gridloop import metrics
 from gridloop.brokers import free_port
 from gridloop.procs import spawn, terminate
 from gridloop.stack import Stack
-from tests.stacks import stack_settings, start_stack, wait_for
+from tests.support.stacks import stack_settings, start_stack, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
 PROMTOOL = shutil.which("promtool")

@@ -19,7 +19,7 @@ from gridloop.db import Database
 from gridloop.outbox import OutboxRelay, add_event
 from gridloop.topics import ensure_topics
 from schemas.events import ReportFeedback, make_event
-from tests.test_plumbing_db import APPLIED, TABLES, Base, applied, feedback_raw, make_consumer
+from tests.support.plumbing import APPLIED, TABLES, Base, applied, feedback_raw, make_consumer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

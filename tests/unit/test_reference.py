@@ -23,7 +23,7 @@ from schemas.reference import (
     load_places,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 JURISDICTIONS = REPO / "data" / "jurisdictions"
 PLACES = REPO / "data" / "demo" / "places.json"
 

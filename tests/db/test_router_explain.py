@@ -19,7 +19,7 @@ from schemas import codes
 from schemas.events import Location
 from services.router.app import build
 from services.router.models import Base, KnownPlace
-from tests.test_router_index import MANHOLE, PLACES, Router, submitted
+from tests.support.router import MANHOLE, PLACES, Router, submitted
 
 EXPLAIN = "/api/v1/route/explain"
 

@@ -21,8 +21,8 @@ from PIL import Image
 from gridloop.demo import DEMO_PLACES
 from schemas.events import ReportFeedback
 from schemas.reference import load_places
-from tests.stacks import stack_settings, staff_token, wait_for
-from tests.test_closer_support import ClockedStack, SseReader, publish, start_clocked_stack
+from tests.support.clocked import ClockedStack, SseReader, publish, start_clocked_stack
+from tests.support.stacks import stack_settings, staff_token, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 PLACES = load_places(DEMO_PLACES)

@@ -17,9 +17,8 @@ from PIL import Image
 
 from gridloop.demo import DEMO_PASSWORD, DEMO_PLACES
 from schemas.reference import load_places
-from tests.browser import browser  # noqa: F401
-from tests.stacks import stack_settings, wait_for
-from tests.test_closer_support import ClockedStack, start_clocked_stack
+from tests.support.clocked import ClockedStack, start_clocked_stack
+from tests.support.stacks import stack_settings, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka, pytest.mark.slow]
 PLACES = load_places(DEMO_PLACES)
@@ -42,7 +41,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 @pytest.fixture
-def tablet(browser: Any) -> Iterator[Any]:  # noqa: F811
+def tablet(browser: Any) -> Iterator[Any]:
     """A fresh tablet-sized context (own cookies)."""
     context = browser.new_context(**TABLET)
     context.set_default_timeout(30_000)
@@ -131,7 +130,7 @@ def test_sign_in_live_queue_and_work_a_case_to_resolved(
 
 def test_return_then_the_supervisor_reassigns_and_supervises(
     stack: ClockedStack,
-    browser: Any,  # noqa: F811
+    browser: Any,
     artifacts: Path,
 ) -> None:
     """Staff return a case with a reason; the centre reassigns it; overdue, it is red in 督办."""

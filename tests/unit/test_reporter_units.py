@@ -14,7 +14,7 @@ from services.reporter import open311
 from services.reporter.config import RateLimits
 from services.reporter.ratelimit import client_ref_for, retry_after
 from services.reporter.wording import STATUS, action_text, ago, local_time, status_text
-from tests.test_reporter_api import make_jpeg
+from tests.support.reporter import make_jpeg
 
 
 def test_clean_photo_strips_exif_gps_and_downscales() -> None:

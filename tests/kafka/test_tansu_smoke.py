@@ -11,7 +11,7 @@ import pytest
 from gridloop.brokers import free_port
 from gridloop.demo import DEMO_PLACES
 from schemas.reference import load_places
-from tests.stacks import stack_settings, staff_token, start_stack, wait_for
+from tests.support.stacks import stack_settings, staff_token, start_stack, wait_for
 
 pytestmark = [pytest.mark.tansu, pytest.mark.slow]
 

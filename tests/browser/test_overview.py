@@ -15,8 +15,7 @@ import pytest
 from gridloop.demo import DEMO_PASSWORD
 from gridloop.simulate import simulate
 from gridloop.stack import Stack
-from tests.browser import browser  # noqa: F401
-from tests.stacks import stack_settings, staff_token, start_stack, wait_for
+from tests.support.stacks import stack_settings, staff_token, start_stack, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser, pytest.mark.slow]
 DESKTOP = {"viewport": {"width": 1280, "height": 900}, "locale": "zh-CN", "timezone_id": "Asia/Shanghai"}
@@ -81,7 +80,7 @@ def _overview_json(closer: str) -> dict[str, Any]:
     return data
 
 
-def test_overview_page_in_chromium_refreshes_live(busy_stack: Stack, browser: Any, artifacts: Path) -> None:  # noqa: F811
+def test_overview_page_in_chromium_refreshes_live(busy_stack: Stack, browser: Any, artifacts: Path) -> None:
     """A supervisor opens /overview: tiles, station table with SLA colours, the grid map, charts;
     a new report raises today's count without a reload."""
     context = browser.new_context(**DESKTOP)

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from gridloop.brokers import free_port
-from tests.stacks import staff_token, wait_for
+from tests.support.stacks import staff_token, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -25,12 +25,18 @@ def test_up_prints_working_urls_and_ctrl_c_stops_everything(tmp_path: Path) -> N
     ports = {s: free_port() for s in ("REPORTER", "ROUTER", "CLOSER")}
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
     env.update({f"GRIDLOOP_{s}_PORT": str(p) for s, p in ports.items()})
-    env.update({"GRIDLOOP_VAR_DIR": str(tmp_path / "var"), "GRIDLOOP_SESSION_TIMEOUT_MS": "6000",
-                "GRIDLOOP_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['REPORTER']}"})
+    env.update(
+        {
+            "GRIDLOOP_VAR_DIR": str(tmp_path / "var"),
+            "GRIDLOOP_SESSION_TIMEOUT_MS": "6000",
+            "GRIDLOOP_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['REPORTER']}",
+        }
+    )
     out = tmp_path / "up.out"
     with out.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "gridloop.cli", "up"], env=env, stdout=sink,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gridloop.cli", "up"], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
     try:
         wait_for(lambda: "Press Ctrl-C" in out.read_text(), timeout=150, every=0.5, what="the banner")
         text = out.read_text()
@@ -43,8 +49,10 @@ def test_up_prints_working_urls_and_ctrl_c_stops_everything(tmp_path: Path) -> N
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 4  # broker + three services
 
-        r = httpx.post(f"{base}/api/v1/reports", json={"code": code, "category": "ebike_flying_wire",
-                                                      "description": "飞线充电 from up"})
+        r = httpx.post(
+            f"{base}/api/v1/reports",
+            json={"code": code, "category": "ebike_flying_wire", "description": "飞线充电 from up"},
+        )
         assert r.status_code == 202, r.text
         closer = f"http://127.0.0.1:{ports['CLOSER']}"
         auth = {"Authorization": f"Bearer {staff_token(closer, login.group(1), login.group(2))}"}

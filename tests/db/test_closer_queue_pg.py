@@ -20,7 +20,7 @@ from gridloop.db import Database
 from services.closer import queue
 from services.closer.models import Base, Case
 from services.closer.transitions import ACTIVE
-from tests.conftest import new_pg_database
+from tests.support.databases import new_pg_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 N = 40_000

@@ -10,8 +10,8 @@ import pytest
 
 from gridloop.demo import DEMO_PLACES
 from schemas.reference import load_places
-from tests.conftest import new_pg_database
-from tests.stacks import stack_settings, staff_token, start_stack, wait_for
+from tests.support.databases import new_pg_database
+from tests.support.stacks import stack_settings, staff_token, start_stack, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
 
@@ -23,8 +23,10 @@ def test_loop_on_postgres(kafka_bootstrap: str, pg_server_url: str, tmp_path: Pa
     stack = start_stack(settings)
     try:
         place = next(p for p in load_places(DEMO_PLACES) if p.grid_id == "yh-g4")
-        r = httpx.post(f"{stack.url('reporter')}/api/v1/reports",
-                       json={"code": place.code, "category": "facility_damage", "description": "栏杆倒了"})
+        r = httpx.post(
+            f"{stack.url('reporter')}/api/v1/reports",
+            json={"code": place.code, "category": "facility_damage", "description": "栏杆倒了"},
+        )
         assert r.status_code == 202
         report_id = r.json()["report_id"]
         auth = {"Authorization": f"Bearer {staff_token(stack.url('closer'), 'yh-s4')}"}

@@ -66,7 +66,7 @@ class ClockedStack(Stack):
         assert self.clock_file is not None
         env = self.service_env(service)
         env[CLOCK_ENV] = str(self.clock_file)
-        cmd = [sys.executable, "-c", "from tests.test_closer_support import run_closer; run_closer()"]
+        cmd = [sys.executable, "-c", "from tests.support.clocked import run_closer; run_closer()"]
         self.procs[service] = spawn(cmd, self.log_dir / "closer.log", env=env)
 
     def set_clock(self, when: datetime) -> None:
@@ -149,12 +149,3 @@ class SseReader:
     def close(self) -> None:
         """Stop reading (the thread ends at the next line or with the process)."""
         self._stop.set()
-
-
-def test_offset_clock_reads_the_file(tmp_path: Path) -> None:
-    """The clock the closer process runs on follows the file the test writes."""
-    path = tmp_path / "clock"
-    path.write_text(str(3600 * 24))
-    assert OffsetClock(path).now() - datetime.now(UTC) > timedelta(hours=23, minutes=59)
-    path.write_text("garbage")
-    assert abs(OffsetClock(path).now() - datetime.now(UTC)) < timedelta(seconds=5)

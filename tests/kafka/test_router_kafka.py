@@ -41,7 +41,7 @@ from schemas import codes
 from schemas.events import Location, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction, load_jurisdiction
 from services.router.models import Base, OpenCase, RouteDecision
-from tests.stacks import wait_for
+from tests.support.stacks import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 J: Jurisdiction = load_jurisdiction(REPO_ROOT / "data" / "jurisdictions")

@@ -17,7 +17,7 @@ import pytest
 from gridloop.demo import DEMO_PLACES
 from gridloop.stack import Stack
 from schemas.reference import load_places
-from tests.stacks import stack_settings, staff_token, start_stack, wait_for
+from tests.support.stacks import stack_settings, staff_token, start_stack, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 PLACES = load_places(DEMO_PLACES)

@@ -1,6 +1,6 @@
 """Headless Chromium for browser tests: Debian's chromium driven by Playwright, on a phone viewport.
 
-Use: ``from tests.browser import browser, phone  # noqa: F401`` and mark tests ``@pytest.mark.browser``.
+tests/browser/conftest.py provides the fixtures `browser` and `phone` to the tests there.
 Without chromium the tests skip locally, and fail on CI (CI=true), where it must be installed.
 """
 
