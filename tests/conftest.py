@@ -13,7 +13,21 @@ from gridloop.brokers import KafkaCluster
 from gridloop.db import normalize_url
 from tests.support.databases import new_pg_database
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+TESTS = Path(__file__).resolve().parent
+ARTIFACTS = TESTS.parent / "test-artifacts"
+# each folder under tests/ is a layer, and its tests carry the marker of that name (pyproject declares them)
+LAYERS = ("unit", "db", "kafka", "e2e", "browser")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its layer, the folder it lives in, so `-m "unit or db"` selects folders."""
+    for item in items:
+        try:
+            layer = item.path.relative_to(TESTS).parts[0]
+        except ValueError:  # a test outside tests/ (passed explicitly): no layer
+            continue
+        if layer in LAYERS and item.get_closest_marker(layer) is None:
+            item.add_marker(layer)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ from gridloop.photos import MAX_PHOTO_BYTES
 from gridloop.settings import Settings
 from schemas.envelope import CloudEvent
 from schemas.events import Decision, Location, ReportFeedback, ReportRouted, make_event
-from services.closer import actions
+from services.closer import actions, staff
 from services.closer.app import build
 from services.closer.cli import load_demo_staff
 from services.closer.config import CloserConfig
@@ -41,6 +41,24 @@ from services.closer.scheduler import Scheduler
 
 MONDAY_9 = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai, a working Monday
 SECRET = "test-signing-key-" + "x" * 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_hash_per_password() -> Iterator[None]:
+    """Hash each password once for the module: argon2 is slow on purpose, and every test's app
+    creates all the demo accounts (same password); logins still verify real argon2 hashes."""
+    hashes: dict[str, str] = {}
+    real = staff.hash_password
+
+    def cached(password: str) -> str:
+        if password not in hashes:
+            hashes[password] = real(password)
+        return hashes[password]
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(staff, "hash_password", cached)
+    yield
+    patch.undo()
 
 
 @pytest.fixture
