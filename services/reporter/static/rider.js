@@ -91,7 +91,9 @@
     var oc = $("open-cases"); if (oc) oc.hidden = true;
     var box = $("receipt"); if (!box) return;
     $("receipt-id").textContent = body.report_id;
-    $("receipt-track").href = "/t/" + encodeURIComponent(body.report_id);
+    // the tracking link with its secret (?k=): it still unlocks the report if this phone's cookie is lost
+    $("receipt-track").href = body.tracking_url ? body.tracking_url.replace(/^https?:\/\/[^\/]+/, "")
+      : "/t/" + encodeURIComponent(body.report_id);
     $("receipt-status").textContent = (G.status || {})[body.status] || body.status;
     box.hidden = false;
     window.scrollTo(0, 0);
@@ -219,7 +221,8 @@
       $("fixed-yes").disabled = $("fixed-no").disabled = true;
       fetch("/api/v1/reports/" + encodeURIComponent(G.reportId) + "/feedback", {
         method: "POST", credentials: "same-origin",
-        headers: { "Content-Type": "application/json" }, body: JSON.stringify(body)
+        headers: G.trackingKey ? { "Content-Type": "application/json", "X-Tracking-Key": G.trackingKey }
+          : { "Content-Type": "application/json" }, body: JSON.stringify(body)
       }).then(function (res) {
         if (res.ok) { say(msg, T.thanks_feedback, "ok"); setTimeout(function () { location.reload(); }, 600); return; }
         return res.json().then(function (b) {
