@@ -167,9 +167,7 @@ def test_reports_arriving_together_keep_their_own_answers(apps: tuple[FastAPI, F
     assert len(taps) == 1 and len(others) == 6 and not taps & others
     assert intake.batches - batches_before < 13  # they shared transactions
     with fast.state.reporter.runtime.db.session() as s:
-        stored = s.execute(
-            text("SELECT count(*) FROM report WHERE description = 'double tap'")
-        ).scalar()
+        stored = s.execute(text("SELECT count(*) FROM report WHERE description = 'double tap'")).scalar()
         outbox = s.execute(text("SELECT count(*) FROM outbox WHERE topic = 'reports.submitted'")).scalar()
     assert stored == 1
     assert outbox == 7  # one event per stored report, none for the replays or the refusal
