@@ -48,7 +48,7 @@ class RateLimits(BaseSettings):
     per_rider: int = Field(10, description="Reports from one rider token per window.")
     per_address: int = Field(60, description="Reports from one client address per window.")
     new_riders_per_address: int = Field(
-        20, description="New rider tokens issued to one client address per window (with a report)."
+        20, description="Riders sending their first report from one client address per window."
     )
 
 

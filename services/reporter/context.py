@@ -10,7 +10,6 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request, Response
 from sqlmodel import Session
 
-from gridloop.clock import utcnow
 from gridloop.groupcommit import GroupCommit
 from gridloop.net import client_address
 from gridloop.rawsql import Tx
@@ -22,7 +21,6 @@ from schemas.reference import Jurisdiction
 from services.reporter.config import ReporterConfig
 from services.reporter.credentials import (
     new_rider_token,
-    token_issued_at,
     tracking_key_matches,
     valid_rider_token,
 )
@@ -46,7 +44,7 @@ def token_for(cookie: str | None, secret: str) -> tuple[str, bool]:
     if valid_rider_token(cookie, secret):
         assert cookie is not None
         return cookie, False
-    return new_rider_token(secret, utcnow().timestamp()), True
+    return new_rider_token(secret), True
 
 
 def set_rider_cookie(response: Response, token: str, secure: bool) -> None:
@@ -123,15 +121,12 @@ class Reporter:
         client address), and the new token to set as the cookie (None when the rider kept theirs)."""
         token, new = token_for(cookie, self.secret)
         rider = rider_ref_for(token, self.secret)
-        # a token younger than the limits' window is a new rider (issued here or by a page just now)
-        young = utcnow().timestamp() - token_issued_at(token) < self.limits.window_seconds
         ctx = IntakeContext(
             channel="scan",
             rider_ref=rider,
             client_ref=client_ref_for(client_address(scope, self.config.proxies()), self.secret),
             token=token,
             caller=rider,
-            new_rider=new or young,
             secret=self.secret,
         )
         return ctx, token if new else None

@@ -3,7 +3,6 @@
 - A **rider token** (the `gl_rider` cookie) is `<random>.<mac>`, issued by this server only: the mac
   is an HMAC of the random part under a key derived from the service secret for this one use. Any
   other cookie value is ignored (the rider gets a fresh token), so made-up cookies make no riders.
-  The random part starts with the issue time (seconds), so a young token is known as a new rider.
 - A **tracking secret** (`?k=` in the tracking link) unlocks one report's owner view. It is 128 bits
   derived from the rider's token and the report id under its own key: only the phone holding the
   token (and this server, given that token) can compute it, so a replay of the same request by the
@@ -42,16 +41,10 @@ def _mac(key: bytes, message: str, size: int) -> str:
     return _b64(hmac.new(key, message.encode(), hashlib.sha256).digest()[:size])
 
 
-def new_rider_token(secret: str, now: float) -> str:
-    """A new rider token issued at `now` (epoch seconds), signed by this server."""
-    random = _b64(int(now).to_bytes(6, "big") + secrets.token_bytes(_RANDOM_BYTES - 6))
+def new_rider_token(secret: str) -> str:
+    """A new rider token, signed by this server."""
+    random = _b64(secrets.token_bytes(_RANDOM_BYTES))
     return f"{random}.{_mac(derived_key(secret, 'rider-token'), random, _MAC_BYTES)}"
-
-
-def token_issued_at(token: str) -> int:
-    """When a (valid) rider token was issued, in epoch seconds."""
-    random = token.partition(".")[0]
-    return int.from_bytes(base64.urlsafe_b64decode(random + "==")[:6], "big")
 
 
 def valid_rider_token(token: str | None, secret: str) -> bool:

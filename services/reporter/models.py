@@ -94,7 +94,7 @@ class Report(Base, table=True):
     tracking_hash: str | None = Field(default=None, max_length=64)
     """A keyed hash of the report's tracking secret (services.reporter.credentials); never the secret."""
     new_rider: bool = False
-    """The report came with a rider token issued for it (the new-riders-per-address limit counts these)."""
+    """The rider's first report (the new-riders-per-address limit counts these)."""
 
 
 class ReportEvent(Base, table=True):

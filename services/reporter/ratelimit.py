@@ -9,10 +9,10 @@ at the edge (at most one report per concurrent request over the limit), which is
 abuse control. Only accepted reports count, so a rider who made a typo is never locked out, and a
 replayed Idempotency-Key is answered before any limit is checked (a retry is never "too many").
 
-A fourth limit counts **new riders** per address: distinct riders whose token is younger than the
-window (`new_rider`: the token carries its issue time) that reported from the address in the
-window, so throwing the cookie away to look like another rider ("three distinct riders") runs out
-quickly, while a rider already counted keeps reporting.
+A fourth limit counts **new riders** per address: distinct riders whose first report ever
+(`new_rider`) came from the address in the window, so throwing the cookie away (or collecting
+fresh tokens from the pages) to look like other riders ("three distinct riders") runs out quickly,
+while a rider already counted keeps reporting.
 
 The address is the client's (gridloop.net: the forwarded address only from a trusted proxy), keyed
 per IPv4 address or IPv6 /64, and hashed with the service secret before it is stored
@@ -106,10 +106,10 @@ _RECENT = {
 }
 """The newest reports of one code, rider or address, by the column a limit counts."""
 _NEW_RIDERS = statement(
-    "SELECT rider_ref, MAX(submitted_at) FROM report WHERE client_ref = :value AND new_rider = :yes "
-    "AND submitted_at > :since GROUP BY rider_ref"
+    "SELECT submitted_at FROM report WHERE client_ref = :value AND new_rider = :yes "
+    "AND submitted_at > :since ORDER BY submitted_at DESC LIMIT :n"
 )
-"""The new riders who reported from one address in the window, with their latest report's time."""
+"""The first reports of new riders from one address in the window, newest first."""
 
 
 def check(session: Bind, config: RateLimits, limits: Sequence[Limit], now: datetime) -> Verdict:
@@ -131,20 +131,14 @@ def check(session: Bind, config: RateLimits, limits: Sequence[Limit], now: datet
     return worst
 
 
-def check_new_rider(
-    session: Bind, config: RateLimits, client_ref: str | None, rider_ref: str | None, now: datetime
-) -> Verdict:
-    """The new-riders-per-address limit for a report from a new rider: allowed when this rider is
-    already one of the address's new riders in the window, or there is room for one more."""
+def check_new_rider(session: Bind, config: RateLimits, client_ref: str | None, now: datetime) -> Verdict:
+    """The new-riders-per-address limit, for a rider's first report: is there room for one more?"""
     allowed = config.new_riders_per_address
-    if allowed <= 0 or client_ref is None or rider_ref is None:
+    if allowed <= 0 or client_ref is None:
         return Verdict(True)
     window = timedelta(seconds=config.window_seconds)
-    rows = Raw(session).all(
-        _NEW_RIDERS, {"value": client_ref, "since": Raw(session).ts(now - window), "yes": True}
-    )
-    if any(rider == rider_ref for rider, _first in rows):
-        return Verdict(True)
-    latest = sorted((t for _rider, value in rows if (t := read_ts(value)) is not None), reverse=True)
-    wait = retry_after(latest, allowed, window, now)
+    raw = Raw(session)
+    params = {"value": client_ref, "since": raw.ts(now - window), "yes": True, "n": allowed}
+    recent = [t for (value,) in raw.all(_NEW_RIDERS, params) if (t := read_ts(value)) is not None]
+    wait = retry_after(recent, allowed, window, now)
     return Verdict(True) if wait is None else Verdict(False, "new_riders", wait)

@@ -81,8 +81,6 @@ class IntakeContext:
     """The rider's token (the tracking secret is derived from it); None for Open311 clients."""
     caller: str | None = None
     """Whose Idempotency-Keys these are: the rider reference, or the Open311 API key."""
-    new_rider: bool = False
-    """The rider token is younger than the limits' window: a new rider, counted per address."""
     secret: str = ""
     """The service secret the tracking secret and its stored hash are keyed with."""
 
@@ -205,6 +203,7 @@ def submitted_event(
 _BY_KEY = statement(
     "SELECT report_id, request_hash, case_id, status, rider_ref FROM report WHERE idempotency_key = :key"
 )
+_RIDER_SEEN = statement("SELECT 1 FROM report WHERE rider_ref = :rider LIMIT 1")
 _PLUS_ONE_CASE = statement("SELECT status, category, place_id FROM case_view WHERE case_id = :case")
 _PLUS_ONE_REPORTS = statement(
     "SELECT place_id, lat, lon FROM report WHERE case_id = :case ORDER BY submitted_at LIMIT 200"
@@ -312,12 +311,18 @@ def accept_report(
             (lat, lon) if lat is not None and lon is not None else None,
             jurisdiction.categories[body.category].dup_radius_m,
         )
+    # a rider token never seen on a report is a new rider (a page may have issued it long ago)
+    new_rider = (
+        ctx.channel != "open311"
+        and ctx.rider_ref is not None
+        and raw.first(_RIDER_SEEN, {"rider": ctx.rider_ref}) is None
+    )
     now = utcnow()
     if ctx.limits is not None:
         limits = limits_for(ctx.limits, code, ctx.rider_ref, ctx.client_ref)
         verdict = check(session, ctx.limits, limits, now)
-        if verdict.allowed and ctx.new_rider:
-            verdict = check_new_rider(session, ctx.limits, ctx.client_ref, ctx.rider_ref, now)
+        if verdict.allowed and new_rider:
+            verdict = check_new_rider(session, ctx.limits, ctx.client_ref, now)
         if not verdict.allowed:
             raise Refusal(
                 "rate_limited",
@@ -363,7 +368,7 @@ def accept_report(
         media_url=body.media_url,
         case_version=0,
         tracking_hash=tracking_hash(key, ctx.secret),
-        new_rider=ctx.new_rider,
+        new_rider=new_rider,
     )
     photo_ids = [new_photo_id() for _ in ctx.photos]
     event = submitted_event(report, place.name_zh if place else None, now, photo_ids)

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gridloop import demo, migrate
-from gridloop.clock import FrozenClock, SystemClock, set_clock, utcnow
+from gridloop.clock import FrozenClock, SystemClock, set_clock
 from gridloop.db import Database
 from gridloop.settings import Settings
 from gridloop.topics import ensure_topics
@@ -91,7 +91,7 @@ def post(
 
 def rider() -> str:
     """A fresh rider token, signed as the reporter signs them (made-up cookies make no riders)."""
-    return new_rider_token("test-secret", utcnow().timestamp())
+    return new_rider_token("test-secret")
 
 
 def test_per_rider_limit_holds_across_replicas(replicas: list[TestClient], clock: FrozenClock) -> None:
