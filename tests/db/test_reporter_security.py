@@ -104,7 +104,9 @@ def test_tracking_secret_unlocks_the_owner_view_and_feedback(
     # the tracking page: words for the owner (cookie or ?k=), not for anyone holding the report id
     assert words not in stranger.get(f"/t/{report_id}").text
     assert words not in stranger.get(f"/t/{report_id}?k=wrong{key[5:]}").text
-    assert words in stranger.get(f"/t/{report_id}?k={key}").text
+    unlocked = stranger.get(f"/t/{report_id}?k={key}").text
+    assert words in unlocked and f'"trackingKey": "{key}"' in unlocked  # the page's answer sends it along
+    assert '"trackingKey": null' in rider.get(f"/t/{report_id}").text
     assert words in rider.get(f"/t/{report_id}").text
 
     open_case(app, "c_own", report_id)

@@ -19,6 +19,7 @@ from schemas import codes
 from schemas.cases import CaseStatus
 from services.reporter.api.reports import open_cases_json
 from services.reporter.context import LANG_COOKIE, Ctx, Lang, Reporter, RiderRef, language
+from services.reporter.credentials import tracking_key_matches
 from services.reporter.models import CaseView, Photo, Place, Report
 from services.reporter.place_codes import CodeLookup, lookup_code
 from services.reporter.qr import env
@@ -190,7 +191,7 @@ async def track(
     request: Request,
     report_id: str,
     lang: Lang,
-    k: Annotated[str | None, Query(max_length=64, description="The report's tracking secret.")] = None,
+    k: Annotated[str | None, Query(description="The report's tracking secret.")] = None,
 ) -> Response:
     """The tracking page: status, timeline in plain words, after-photo; with the report's credential
     (the rider cookie that sent it, or `?k=` its tracking secret) also the rider's words, photos and
@@ -243,7 +244,7 @@ async def track(
         config={
             "reportId": report.report_id,
             "reportStatus": report.status,
-            "trackingKey": k if owner else None,
+            "trackingKey": k if tracking_key_matches(k, report.tracking_hash, ctx.secret) else None,
         },
     )
 

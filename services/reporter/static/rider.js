@@ -91,9 +91,7 @@
     var oc = $("open-cases"); if (oc) oc.hidden = true;
     var box = $("receipt"); if (!box) return;
     $("receipt-id").textContent = body.report_id;
-    // the tracking link with its secret (?k=): it still unlocks the report if this phone's cookie is lost
-    $("receipt-track").href = body.tracking_url ? body.tracking_url.replace(/^https?:\/\/[^\/]+/, "")
-      : "/t/" + encodeURIComponent(body.report_id);
+    $("receipt-track").href = "/t/" + encodeURIComponent(body.report_id);
     $("receipt-status").textContent = (G.status || {})[body.status] || body.status;
     box.hidden = false;
     window.scrollTo(0, 0);
