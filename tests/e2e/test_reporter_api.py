@@ -225,7 +225,7 @@ def test_rider_text_is_escaped_everywhere(stack: Stack, admin: dict[str, str]) -
     for html in pages:
         assert "<script>alert" not in html and "<img src=x" not in html
     xml = httpx.get(f"{base}/open311/v2/requests/{report_id}.xml").text
-    assert "script" not in xml and "onerror" not in xml  # the public feed carries no rider words
+    assert "alert" not in xml and "onerror" not in xml  # the public feed carries no rider words
     # a place name typed by an admin, on the scan page and the printed sheet
     made = httpx.post(
         f"{base}/api/v1/places",
