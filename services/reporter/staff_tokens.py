@@ -7,6 +7,7 @@ later one), and `Reporter.token_current` refuses tokens with a lower `ver` or of
 
 from __future__ import annotations
 
+from gridloop.clock import as_utc
 from gridloop.rawsql import Raw, read_ts, statement
 from schemas.events import StaffTokensRevoked
 
@@ -34,7 +35,7 @@ def tokens_revoked(raw: Raw, data: StaffTokensRevoked) -> bool:
         return True
     stored_version, stored_at = int(row[0]), read_ts(row[1])
     newer = data.token_version > stored_version or (
-        data.token_version == stored_version and stored_at is not None and data.at > stored_at
+        data.token_version == stored_version and stored_at is not None and as_utc(data.at) > as_utc(stored_at)
     )
     if newer:
         raw.run(_UPDATE, params)
