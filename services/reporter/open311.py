@@ -7,8 +7,9 @@ deadline (from `case.opened`); `agency_responsible` is the grid station. Persona
 may send (email, names, phone) are not stored: riders stay anonymous here too.
 
 The feed is public (no key needed to read), so it carries nothing a rider typed or photographed:
-`description` is empty and `media_url` is never a rider's photo (only an integrator's own http(s)
-link sent with its request); what staff publish (the resolution or rejection note) shows in
+`description` is empty, `address` is the place's name or an integrator's address_string (never a
+rider's), and `media_url` is never a rider's photo (only an integrator's own http(s) link sent with
+its request); what staff publish (the resolution or rejection note) shows in
 `status_notes`.
 """
 
@@ -202,7 +203,9 @@ def request_json(
         "requested_datetime": w3c(report.submitted_at),
         "updated_datetime": w3c(report.status_at or report.submitted_at),
         "expected_datetime": w3c(view.resolve_due) if view and view.resolve_due else None,
-        "address": report.address or (place.name_zh if place else None),
+        # an integrator's address_string is where, like lat/long; a rider's typed address stays private
+        "address": (report.address if report.channel == "open311" else None)
+        or (place.name_zh if place else None),
         "address_id": report.place_id,
         "zipcode": None,
         "lat": report.lat,

@@ -142,7 +142,12 @@ def test_open311_feed_shows_no_rider_words_or_photos(reporter: tuple[FastAPI, di
     app, places = reporter
     rider = TestClient(app)
     photo = ("a.jpg", make_jpeg(800, 600), "image/jpeg")
-    form = {"code": places["yh-p02"].code, "category": "sanitation", "description": "垃圾堆，我是王师傅"}
+    form = {
+        "code": places["yh-p02"].code,
+        "category": "sanitation",
+        "description": "垃圾堆，我是王师傅",
+        "address": "王师傅家楼下",
+    }
     r = rider.post("/api/v1/reports", data=form, files=[("photos", photo)])
     assert r.status_code == 202
     rider_report = r.json()["report_id"]
