@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from schemas.events import CaseOpened, CaseTransitioned, StaffTokensRevoked
 from schemas.reference import Place
-from services.reporter.config import RateLimits
+from services.reporter.config import RateLimits, ReporterConfig
 from services.reporter.context import RIDER_COOKIE
 from services.reporter.credentials import valid_rider_token
 from services.reporter.fastpath import JsonReportFastPath
@@ -403,3 +403,32 @@ def test_revoked_staff_tokens_are_refused(reporter: tuple[FastAPI, dict[str, Pla
     assert count(app, "SELECT count(*) FROM staff_token") == 1
     revoke(3, True, t0 + timedelta(minutes=3))  # enabled again, older tokens still out
     assert (keys(2), keys(3)) == (401, 200)
+
+
+def test_limits_key_on_the_forwarded_address_behind_a_trusted_proxy(db_url: str, tmp_path: Path) -> None:
+    """Behind a trusted proxy each rider is limited by their own (forwarded) address, IPv6 by /64; a
+    stranger's X-Forwarded-For is not believed."""
+    app, places = reporter_app(db_url, tmp_path / "var")
+    app.state.reporter.config = ReporterConfig(trusted_proxies="10.0.0.0/8")
+    app.state.reporter.limits = RateLimits(per_code=0, per_rider=0, per_address=1, new_riders_per_address=0)
+    body = {"code": places[0].code, "category": "other"}
+
+    async def post(peer: str, forwarded: str) -> int:
+        transport = httpx.ASGITransport(app=app, client=(peer, 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://reporter") as client:
+            r = await client.post("/api/v1/reports", json=body, headers={"X-Forwarded-For": forwarded})
+        return r.status_code
+
+    try:
+        via_proxy = [
+            asyncio.run(post("10.0.0.5", "203.0.113.7")),
+            asyncio.run(post("10.0.0.5", "203.0.113.8")),  # another rider behind the same proxy
+            asyncio.run(post("10.0.0.5", "203.0.113.7")),  # the first again: over its limit
+            asyncio.run(post("10.0.0.5", "2001:db8:1:2::a")),
+            asyncio.run(post("10.0.0.5", "2001:db8:1:2::b")),  # same /64
+        ]
+        assert via_proxy == [202, 202, 429, 202, 429]
+        # not a proxy of ours: its header is ignored, the peer is the client
+        assert [asyncio.run(post("198.51.100.1", f"203.0.113.{n}")) for n in (20, 21)] == [202, 429]
+    finally:
+        app.state.reporter.runtime.db.dispose()
