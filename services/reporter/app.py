@@ -12,7 +12,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from gridloop.groupcommit import GroupCommit
 from gridloop.service import Runtime, create_app
 from gridloop.settings import Settings, get_settings
-from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK, REPORTS_SUBMITTED
+from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK, REPORTS_SUBMITTED, STAFF_EVENTS
 from schemas.events import ReportFeedback, ReportSubmitted
 from schemas.reference import load_jurisdiction
 from services.reporter.api import keys, open311, pages, places, reports
@@ -35,7 +35,7 @@ def build(settings: Settings | None = None, config: ReporterConfig | None = None
     ctx = Reporter(
         runtime, settings, config, jurisdiction, settings.signing_key(), RateLimits(), GroupCommit(runtime.db)
     )
-    runtime.consumer("reporter", [CASES_EVENTS], handlers(), plain_sql=True)
+    runtime.consumer("reporter", [CASES_EVENTS, STAFF_EVENTS], handlers(), plain_sql=True)
     runtime.document_publication(REPORTS_SUBMITTED, ReportSubmitted, "Accepted reports, keyed by grid id.")
     runtime.document_publication(REPORTS_FEEDBACK, ReportFeedback, "Riders' answers, keyed by case id.")
     runtime.background.append(redrive_loop(runtime, settings.redrive_after_seconds, config.redrive_batch))
@@ -52,6 +52,7 @@ def build(settings: Settings | None = None, config: ReporterConfig | None = None
         too_large=lambda: reports.too_large(config.max_json_bytes),
         max_bytes=config.max_json_bytes,
         context=ctx.intake_context,
+        set_cookie=ctx.set_rider_cookie,
     )
     app.state.reporter = ctx
     app.state.jurisdiction = jurisdiction

@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gridloop.net import IPNetwork, parse_networks
 
 
 class ReporterConfig(BaseSettings):
-    """Request caps and the redrive batch of the reporter."""
+    """Request caps, the redrive batch, trusted proxies and the rider cookie of the reporter."""
 
     model_config = SettingsConfigDict(env_prefix="GRIDLOOP_", extra="ignore")
 
     max_json_bytes: int = Field(64 * 1024, gt=0, description="Largest JSON report body accepted (413 above).")
+    max_form_bytes: int = Field(
+        64 * 1024, gt=0, description="Largest feedback, Open311 or admin body accepted (413 above)."
+    )
     redrive_batch: int = Field(500, gt=0, description="Reports without a case published again per round.")
+    trusted_proxies: str = Field(
+        "",
+        description="CIDRs of our reverse proxies (comma-separated); only their X-Forwarded-For is believed.",
+    )
+    rider_cookie_secure: bool | None = Field(
+        None, description="The rider cookie's Secure flag (default: on when the public base URL is https)."
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        """Refuse a malformed CIDR at start, not at the first request."""
+        parse_networks(value)
+        return value
+
+    def proxies(self) -> tuple[IPNetwork, ...]:
+        """The trusted proxies as networks."""
+        return parse_networks(self.trusted_proxies)
 
 
 class RateLimits(BaseSettings):
@@ -24,6 +47,9 @@ class RateLimits(BaseSettings):
     per_code: int = Field(60, description="Reports through one report code per window.")
     per_rider: int = Field(10, description="Reports from one rider token per window.")
     per_address: int = Field(60, description="Reports from one client address per window.")
+    new_riders_per_address: int = Field(
+        20, description="Riders sending their first report from one client address per window."
+    )
 
 
 def get_config() -> ReporterConfig:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Response
 from sqlmodel import Session
 
 from gridloop.groupcommit import GroupCommit
+from gridloop.net import client_address
 from gridloop.rawsql import Tx
 from gridloop.service import Runtime
 from gridloop.settings import Settings
@@ -19,6 +19,12 @@ from gridloop.tokens import Principal, bearer_principal, require_role
 from schemas.cases import Role
 from schemas.reference import Jurisdiction
 from services.reporter.config import ReporterConfig
+from services.reporter.credentials import (
+    new_rider_token,
+    tracking_key_matches,
+    valid_rider_token,
+)
+from services.reporter.models import Report, StaffToken
 from services.reporter.ratelimit import RateLimits, client_ref_for
 from services.reporter.reports import IntakeContext, ReportAccepted, ReportIn, accept_report, rider_ref_for
 from services.reporter.wording import lang_of
@@ -29,17 +35,28 @@ LANG_COOKIE = "gl_lang"
 RIDER_COOKIE_AGE = 3600 * 24 * 365
 
 
-def token_for(cookie: str | None) -> tuple[str, bool]:
-    """The rider's token from their cookie, or a new one: (token, is it new)."""
-    if cookie and 16 <= len(cookie) <= 64:
+TRACKING_HEADER = "X-Tracking-Key"
+
+
+def token_for(cookie: str | None, secret: str) -> tuple[str, bool]:
+    """The rider's token from their cookie when this server signed it, else a new one: (token, is it
+    new). A made-up cookie is ignored, so rotating cookies yields no new identity for free."""
+    if valid_rider_token(cookie, secret):
+        assert cookie is not None
         return cookie, False
-    return secrets.token_urlsafe(18), True
+    return new_rider_token(secret), True
 
 
-def set_rider_cookie(response: Response, token: str) -> None:
+def set_rider_cookie(response: Response, token: str, secure: bool) -> None:
     """Keep the rider's token on their phone for a year (no account, no personal data)."""
     response.set_cookie(
-        RIDER_COOKIE, token, max_age=RIDER_COOKIE_AGE, httponly=True, samesite="lax", path="/"
+        RIDER_COOKIE,
+        token,
+        max_age=RIDER_COOKIE_AGE,
+        httponly=True,
+        samesite="lax",
+        path="/",
+        secure=secure,
     )
 
 
@@ -80,36 +97,68 @@ class Reporter:
         self.runtime.relay.wake()
         return result
 
-    def rider_token(self, request: Request, response: Response | None) -> str:
-        """The rider's cookie token; a new one is set on the response when there is none."""
-        token, new = token_for(request.cookies.get(RIDER_COOKIE))
-        if new and response is not None:
-            set_rider_cookie(response, token)
+    @property
+    def secure_cookie(self) -> bool:
+        """The rider cookie's Secure flag: as configured, else on when the public base URL is https."""
+        if self.config.rider_cookie_secure is not None:
+            return self.config.rider_cookie_secure
+        return self.base_url.lower().startswith("https://")
+
+    def set_rider_cookie(self, response: Response, token: str) -> None:
+        """Set a newly issued rider token on the response."""
+        set_rider_cookie(response, token, self.secure_cookie)
+
+    def rider_token(self, request: Request, response: Response) -> str:
+        """The rider's token; a new one is set on the response when the request has no valid one (the
+        scan page gives it, so a first report's retry carries the same token as its first try)."""
+        token, new = token_for(request.cookies.get(RIDER_COOKIE), self.secret)
+        if new:
+            self.set_rider_cookie(response, token)
         return token
 
-    def intake_context(self, cookie: str | None, address: str | None) -> tuple[IntakeContext, str | None]:
-        """The intake context of a rider's post from the rider cookie and the client address, and the
-        new token to set as the cookie (None when the rider kept theirs)."""
-        token, new = token_for(cookie)
+    def intake_context(self, cookie: str | None, scope: Any) -> tuple[IntakeContext, str | None]:
+        """The intake context of a rider's post from the rider cookie and the request's ASGI scope (its
+        client address), and the new token to set as the cookie (None when the rider kept theirs)."""
+        token, new = token_for(cookie, self.secret)
+        rider = rider_ref_for(token, self.secret)
         ctx = IntakeContext(
             channel="scan",
-            rider_ref=rider_ref_for(token, self.secret),
-            client_ref=client_ref_for(address, self.secret),
+            rider_ref=rider,
+            client_ref=client_ref_for(client_address(scope, self.config.proxies()), self.secret),
+            token=token,
+            caller=rider,
+            secret=self.secret,
         )
         return ctx, token if new else None
 
     def rider_ref(self, request: Request) -> str | None:
-        """The rider reference of the cookie, when the request carries one."""
+        """The rider reference of the cookie, when the request carries a token this server issued."""
         token = request.cookies.get(RIDER_COOKIE)
-        return rider_ref_for(token, self.secret) if token else None
+        return rider_ref_for(token, self.secret) if token and valid_rider_token(token, self.secret) else None
 
     def client_ref(self, request: Request) -> str | None:
-        """The pseudonym of the client address (uvicorn resolves X-Forwarded-For from trusted proxies)."""
-        return client_ref_for(request.client.host if request.client else None, self.secret)
+        """The pseudonym of the client address (X-Forwarded-For only from a trusted proxy)."""
+        return client_ref_for(client_address(request, self.config.proxies()), self.secret)
+
+    def owns(self, request: Request, report: Report) -> bool:
+        """The caller holds the report's credential: the rider cookie that sent it, or its tracking
+        secret (`?k=`, or the X-Tracking-Key header)."""
+        rider = self.rider_ref(request)
+        if rider is not None and report.rider_ref is not None and rider == report.rider_ref:
+            return True
+        key = request.headers.get(TRACKING_HEADER) or request.query_params.get("k")
+        return tracking_key_matches(key, report.tracking_hash, self.secret)
+
+    def token_current(self, principal: Principal) -> bool:
+        """The TokenCheck of the admin API: the account's newest `staff.tokens_revoked` state (from
+        `staff.events`) leaves this token valid; an account never revoked has no row."""
+        with self.runtime.db.session() as session:
+            row = session.get(StaffToken, principal.username)
+        return row is None or (row.active and principal.version >= row.token_version)
 
     def principal(self, request: Request, *roles: Role) -> Principal:
-        """The staff caller of an admin route, with one of the roles."""
-        found = bearer_principal(request.headers.get("Authorization"), self.secret)
+        """The staff caller of an admin route, with one of the roles (a revoked token is 401)."""
+        found = bearer_principal(request.headers.get("Authorization"), self.secret, self.token_current)
         return require_role(found, *roles) if roles else found
 
     async def submit(self, body: ReportIn, ctx: IntakeContext, idempotency_key: str | None) -> ReportAccepted:

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gridloop import metrics
 from gridloop.errors import ApiError, error_body
-from services.reporter.context import RIDER_COOKIE, set_rider_cookie
+from services.reporter.context import RIDER_COOKIE
 from services.reporter.refusals import count_refusals
 from services.reporter.reports import IntakeContext, ReportAccepted, ReportIn
 
@@ -42,7 +42,8 @@ class JsonReportFastPath:
         check_key: Callable[[str | None], None],
         too_large: Callable[[], ApiError],
         max_bytes: int,
-        context: Callable[[str | None, str | None], tuple[IntakeContext, str | None]],
+        context: Callable[[str | None, Scope], tuple[IntakeContext, str | None]],
+        set_cookie: Callable[[JSONResponse, str], None],
     ) -> None:
         self.app = app
         self.service = service
@@ -52,6 +53,7 @@ class JsonReportFastPath:
         self.too_large = too_large
         self.max_bytes = max_bytes
         self.context = context
+        self.set_cookie = set_cookie
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
@@ -79,8 +81,7 @@ class JsonReportFastPath:
                 self.check_key(key)
                 body = await self._body(receive, headers)
                 report = self.read_json(body)
-                client = scope.get("client")
-                ctx, new_token = self.context(_cookie(headers, RIDER_COOKIE), client[0] if client else None)
+                ctx, new_token = self.context(_cookie(headers, RIDER_COOKIE), scope)
                 answer = await self.submit(report, ctx, key)
         except ApiError as exc:
             return JSONResponse(
@@ -88,7 +89,7 @@ class JsonReportFastPath:
             )
         response = JSONResponse(answer.model_dump(), status_code=202)
         if new_token is not None:
-            set_rider_cookie(response, new_token)
+            self.set_cookie(response, new_token)
         return response
 
     async def _body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:

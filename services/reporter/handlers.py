@@ -1,4 +1,5 @@
-"""The reporter's Kafka handlers (`cases.events`), thin: take the event, change the read model.
+"""The reporter's Kafka handlers (`cases.events`, `staff.events`), thin: take the event, change the
+read model (or the staff tokens' state).
 
 They run inside the consumer's batch transaction in plain SQL (the consumer is `plain_sql=True`);
 services.reporter.readmodel decides what each event changes.
@@ -8,8 +9,8 @@ from __future__ import annotations
 
 from gridloop.consumer import Handler, Incoming
 from gridloop.rawsql import Raw, Tx
-from schemas.events import REGISTRY, CaseOpened, CaseReportMerged, CaseTransitioned
-from services.reporter import readmodel
+from schemas.events import REGISTRY, CaseOpened, CaseReportMerged, CaseTransitioned, StaffTokensRevoked
+from services.reporter import readmodel, staff_tokens
 
 TRANSITIONS = tuple(
     name.removeprefix("case.")
@@ -40,9 +41,17 @@ def on_case_transition(session: Tx, item: Incoming) -> None:
     readmodel.case_moved(Raw(session), data)
 
 
+def on_staff_tokens_revoked(session: Tx, item: Incoming) -> None:
+    """`staff.tokens_revoked`: an account's older tokens (or all, when disabled) stop working here."""
+    data = item.data
+    assert isinstance(data, StaffTokensRevoked)
+    staff_tokens.tokens_revoked(Raw(session), data)
+
+
 def handlers() -> dict[str, Handler]:
-    """The `cases.events` handlers of the reporter's consumer."""
+    """The `cases.events` and `staff.events` handlers of the reporter's consumer."""
     return {
+        "staff.tokens_revoked": on_staff_tokens_revoked,
         "case.opened": on_case_opened,
         "case.report_merged": on_report_merged,
         **{f"case.{name}": on_case_transition for name in TRANSITIONS},

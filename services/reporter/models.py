@@ -91,6 +91,10 @@ class Report(Base, table=True):
     client_ref: str | None = Field(default=None, max_length=32)
     address: str | None = Field(default=None, max_length=200)
     media_url: str | None = Field(default=None, max_length=500)
+    tracking_hash: str | None = Field(default=None, max_length=64)
+    """A keyed hash of the report's tracking secret (services.reporter.credentials); never the secret."""
+    new_rider: bool = False
+    """The rider's first report (the new-riders-per-address limit counts these)."""
 
 
 class ReportEvent(Base, table=True):
@@ -168,3 +172,15 @@ class ApiKey(Base, table=True):
     created_by: str = Field(max_length=80)
     created_at: datetime = Field(sa_column=_ts())
     revoked_at: datetime | None = Field(default=None, sa_column=_ts(True))
+
+
+class StaffToken(Base, table=True):
+    """The newest `staff.tokens_revoked` state of a staff account: its token version and whether it is
+    active (tokens with a lower `ver`, or of an inactive account, are refused on the admin API)."""
+
+    __tablename__ = "staff_token"
+
+    username: str = Field(primary_key=True, max_length=80)
+    token_version: int = 0
+    active: bool = True
+    at: datetime = Field(sa_column=_ts())

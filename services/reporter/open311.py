@@ -5,15 +5,22 @@ Mapping: a service is a category (service_code = category id); a service request
 that id); `status` is open/closed from the case state; `expected_datetime` is the case's resolve
 deadline (from `case.opened`); `agency_responsible` is the grid station. Personal fields a client
 may send (email, names, phone) are not stored: riders stay anonymous here too.
+
+The feed is public (no key needed to read), so it carries nothing a rider typed or photographed:
+`description` is empty, `address` is the place's name or an integrator's address_string (never a
+rider's), and `media_url` is never a rider's photo (only an integrator's own http(s) link sent with
+its request); what staff publish (the resolution or rejection note) shows in
+`status_notes`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -25,7 +32,7 @@ from gridloop.clock import as_utc, utcnow
 from schemas.cases import FINAL_STATUSES, CaseStatus
 from schemas.events import Location
 from schemas.reference import Jurisdiction
-from services.reporter.models import ApiKey, CaseView, Photo, Place, Report
+from services.reporter.models import ApiKey, CaseView, Place, Report
 from services.reporter.reports import ReportIn
 from services.reporter.wording import status_text
 
@@ -54,6 +61,12 @@ class Open311Error(Exception):
         self.description = description
 
 
+# characters XML 1.0 cannot carry: one stored before the input rules were strict must not break the feed
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 # --- shaping ---------------------------------------------------------------------------------
 
 
@@ -64,7 +77,7 @@ def _text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, datetime):
         return w3c(value)
-    return str(value)
+    return _NOT_XML.sub("", str(value))
 
 
 def _fill(element: ET.Element, value: Any) -> None:
@@ -112,12 +125,15 @@ def w3c(value: datetime) -> str:
 
 
 def parse_w3c(value: str, name: str) -> datetime:
-    """A W3C/ISO 8601 date or date-time from a query (400 when malformed; naive means UTC)."""
+    """A W3C/ISO 8601 date or date-time from a query (400 when malformed or outside 1970 to 9000;
+    naive means UTC)."""
     try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace(" ", "+"))
-    except ValueError as exc:
+        parsed = as_utc(datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace(" ", "+")))
+    except (ValueError, OverflowError) as exc:
         raise Open311Error(400, f"{name} is not a W3C date-time (e.g. 2010-01-01T00:00:00Z)") from exc
-    return as_utc(parsed)
+    if not EARLIEST <= parsed <= LATEST:
+        raise Open311Error(400, f"{name} must be between 1970 and 9000")
+    return parsed
 
 
 def service_list(j: Jurisdiction) -> list[dict[str, Any]]:
@@ -157,40 +173,44 @@ def service_definition(j: Jurisdiction, code: str) -> dict[str, Any]:
     }
 
 
+def public_media_url(report: Report) -> str | None:
+    """The only media_url the public feed shows: an integrator's own http(s) link, never a rider's photo."""
+    url = report.media_url
+    if report.channel != "open311" or not url or not url.lower().startswith(("http://", "https://")):
+        return None
+    return url
+
+
 def request_json(
-    report: Report,
-    view: CaseView | None,
-    place: Place | None,
-    photo_id: str | None,
-    j: Jurisdiction,
-    base_url: str,
+    report: Report, view: CaseView | None, place: Place | None, j: Jurisdiction
 ) -> dict[str, Any]:
-    """One report as an Open311 service request."""
+    """One report as a public Open311 service request (no rider words or photos: see the module)."""
     category = j.categories.get(report.category)
     station_id = view.station_id if view else (place.station_id if place else None)
     station = j.stations.get(station_id) if station_id else None
     notes = status_text(report.status, "zh")
     if view is not None and view.status_note and report.status in FINAL_STATUSES | {CaseStatus.RESOLVED}:
         notes = f"{notes}：{view.status_note}"
-    media = f"{base_url}/api/v1/photos/{photo_id}" if photo_id else report.media_url
     return {
         "service_request_id": report.report_id,
         "status": "closed" if report.status in FINAL_STATUSES else "open",
         "status_notes": notes,
         "service_name": category.name_zh if category else report.category,
         "service_code": report.category,
-        "description": report.description,
+        "description": "",
         "agency_responsible": station.name_zh if station else None,
         "service_notice": None,
         "requested_datetime": w3c(report.submitted_at),
         "updated_datetime": w3c(report.status_at or report.submitted_at),
         "expected_datetime": w3c(view.resolve_due) if view and view.resolve_due else None,
-        "address": report.address or (place.name_zh if place else None),
+        # an integrator's address_string is where, like lat/long; a rider's typed address stays private
+        "address": (report.address if report.channel == "open311" else None)
+        or (place.name_zh if place else None),
         "address_id": report.place_id,
         "zipcode": None,
         "lat": report.lat,
         "long": report.lon,
-        "media_url": media,
+        "media_url": public_media_url(report),
     }
 
 
@@ -198,9 +218,7 @@ def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def query_requests(
-    session: Session, params: Mapping[str, str], j: Jurisdiction, base_url: str
-) -> list[dict[str, Any]]:
+def query_requests(session: Session, params: Mapping[str, str], j: Jurisdiction) -> list[dict[str, Any]]:
     """GET requests with the spec's filters (ids override the rest; 90 days and 1000 results by default)."""
     query = select(Report)
     ids = _csv(params.get("service_request_id"))
@@ -227,35 +245,22 @@ def query_requests(
         elif statuses == {"closed"}:
             query = query.where(col(Report.status).in_(sorted(FINAL_STATUSES)))
     reports = list(session.exec(query.order_by(col(Report.submitted_at).desc()).limit(MAX_RESULTS)).all())
-    return shape_requests(session, reports, j, base_url)
+    return shape_requests(session, reports, j)
 
 
-def shape_requests(
-    session: Session, reports: Iterable[Report], j: Jurisdiction, base_url: str
-) -> list[dict[str, Any]]:
-    """Reports as service requests, with their cases, places and first photos in three queries."""
+def shape_requests(session: Session, reports: Iterable[Report], j: Jurisdiction) -> list[dict[str, Any]]:
+    """Reports as service requests, with their cases and places in two queries."""
     reports = list(reports)
     case_ids = {r.case_id for r in reports if r.case_id}
     place_ids = {r.place_id for r in reports if r.place_id}
-    report_ids = [r.report_id for r in reports]
     views = {v.case_id: v for v in session.exec(select(CaseView).where(col(CaseView.case_id).in_(case_ids)))}
     places = {p.place_id: p for p in session.exec(select(Place).where(col(Place.place_id).in_(place_ids)))}
-    first_photo: dict[str, str] = {}
-    rows = session.exec(
-        select(Photo.report_id, Photo.photo_id)
-        .where(col(Photo.report_id).in_(report_ids))
-        .order_by(col(Photo.position))
-    ).all()
-    for report_id, photo_id in rows:
-        first_photo.setdefault(report_id, photo_id)
     return [
         request_json(
             r,
             views.get(r.case_id) if r.case_id else None,
             places.get(r.place_id) if r.place_id else None,
-            first_photo.get(r.report_id),
             j,
-            base_url,
         )
         for r in reports
     ]

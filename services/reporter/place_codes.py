@@ -7,19 +7,20 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from sqlmodel import Session, col, select
 
 from gridloop.clock import utcnow
 from gridloop.errors import ApiError
 from schemas import codes
 from schemas.reference import Jurisdiction
+from services.reporter.credentials import PlainIn
 from services.reporter.models import Place, ReportCode
 
 _PLACE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
-class PlaceIn(BaseModel):
+class PlaceIn(PlainIn):
     """A new place: where a code will be posted."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -32,7 +33,7 @@ class PlaceIn(BaseModel):
     issue_code: bool = Field(True, description="Issue a report code for the place at once.")
 
 
-class CodeIn(BaseModel):
+class CodeIn(PlainIn):
     """Issue a further code for an existing place."""
 
     model_config = ConfigDict(extra="forbid")
@@ -40,7 +41,7 @@ class CodeIn(BaseModel):
     place_id: str = Field(min_length=1, max_length=40)
 
 
-class CodeChange(BaseModel):
+class CodeChange(PlainIn):
     """Why a code is deactivated or replaced (kept with the code)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)

@@ -9,11 +9,17 @@ at the edge (at most one report per concurrent request over the limit), which is
 abuse control. Only accepted reports count, so a rider who made a typo is never locked out, and a
 replayed Idempotency-Key is answered before any limit is checked (a retry is never "too many").
 
-The address is hashed with the service secret before it is stored (`client_ref`), like the rider
-token. Mobile carriers put many riders behind one address (carrier-grade NAT), so the per-address
-limit is the loosest of the three. A loopback address is not limited: it is a reverse proxy on the
-same host that did not pass X-Forwarded-For (limiting it would throttle every rider at once) or a
-local tool; the per-code and per-rider limits still apply to it.
+A fourth limit counts **new riders** per address: distinct riders whose first report ever
+(`new_rider`) came from the address in the window, so throwing the cookie away (or collecting
+fresh tokens from the pages) to look like other riders ("three distinct riders") runs out quickly,
+while a rider already counted keeps reporting.
+
+The address is the client's (gridloop.net: the forwarded address only from a trusted proxy), keyed
+per IPv4 address or IPv6 /64, and hashed with the service secret before it is stored
+(`client_ref`), like the rider token. Mobile carriers put many riders behind one address
+(carrier-grade NAT), so the per-address limits are the loosest. A loopback address is not limited:
+it is a reverse proxy on the same host that did not pass X-Forwarded-For (limiting it would throttle
+every rider at once) or a local tool; the per-code and per-rider limits still apply to it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from gridloop.clock import as_utc
+from gridloop.net import address_key
 from gridloop.rawsql import Bind, Raw, read_ts, statement
 from services.reporter.config import RateLimits
 
@@ -59,10 +66,12 @@ def is_loopback(address: str) -> bool:
 
 
 def client_ref_for(address: str | None, secret: str) -> str | None:
-    """A pseudonym for a client address (the address itself is not stored); None for loopback."""
-    if not address or is_loopback(address):
+    """A pseudonym for a client address, keyed per IPv4 address or IPv6 /64 (the address itself is
+    not stored); None for loopback."""
+    key = address_key(address)
+    if not key or not address or is_loopback(address):
         return None
-    return hashlib.sha256(f"{secret}:addr:{address}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{secret}:addr:{key}".encode()).hexdigest()[:32]
 
 
 def retry_after(recent: Sequence[datetime], allowed: int, window: timedelta, now: datetime) -> int | None:
@@ -96,6 +105,11 @@ _RECENT = {
     for column in ("code", "rider_ref", "client_ref")
 }
 """The newest reports of one code, rider or address, by the column a limit counts."""
+_NEW_RIDERS = statement(
+    "SELECT submitted_at FROM report WHERE client_ref = :value AND new_rider = :yes "
+    "AND submitted_at > :since ORDER BY submitted_at DESC LIMIT :n"
+)
+"""The first reports of new riders from one address in the window, newest first."""
 
 
 def check(session: Bind, config: RateLimits, limits: Sequence[Limit], now: datetime) -> Verdict:
@@ -115,3 +129,16 @@ def check(session: Bind, config: RateLimits, limits: Sequence[Limit], now: datet
         if wait is not None and wait > worst.retry_after:
             worst = Verdict(False, limit.name, wait)
     return worst
+
+
+def check_new_rider(session: Bind, config: RateLimits, client_ref: str | None, now: datetime) -> Verdict:
+    """The new-riders-per-address limit, for a rider's first report: is there room for one more?"""
+    allowed = config.new_riders_per_address
+    if allowed <= 0 or client_ref is None:
+        return Verdict(True)
+    window = timedelta(seconds=config.window_seconds)
+    raw = Raw(session)
+    params = {"value": client_ref, "since": raw.ts(now - window), "yes": True, "n": allowed}
+    recent = [t for (value,) in raw.all(_NEW_RIDERS, params) if (t := read_ts(value)) is not None]
+    wait = retry_after(recent, allowed, window, now)
+    return Verdict(True) if wait is None else Verdict(False, "new_riders", wait)

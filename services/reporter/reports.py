@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,17 +22,18 @@ from gridloop.topics import REPORTS_SUBMITTED
 from schemas import codes
 from schemas.events import Location, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction
+from services.reporter.credentials import PlainIn, http_url, tracking_hash, tracking_secret
 from services.reporter.models import PLUMBING, Photo, Report, ReportEvent
-from services.reporter.ratelimit import RateLimits, check, limits_for
+from services.reporter.ratelimit import RateLimits, check, check_new_rider, limits_for
+from services.reporter.readmodel import PLUS_ONE_STATUSES
 from services.reporter.refusals import Refusal
 
 SERVICE = "reporter"
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 PLATFORMS = ("饿了么", "美团", "顺丰", "京东", "达达", "滴滴", "其他")
 
 
-class ReportIn(BaseModel):
-    """What a rider (or a client) sends."""
+class ReportIn(PlainIn):
+    """What a rider (or a client) sends (every string stored plain: services.reporter.credentials)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -51,11 +52,11 @@ class ReportIn(BaseModel):
     address: str | None = Field(None, max_length=200, description="A street address (Open311).")
     media_url: str | None = Field(None, max_length=500, description="A link to a photo (Open311).")
 
-    @field_validator("description")
+    @field_validator("media_url")
     @classmethod
-    def _plain(cls, value: str) -> str:
-        """Drop control characters; HTML stays as typed and is escaped wherever shown."""
-        return _CONTROL.sub("", value)
+    def _http(cls, value: str | None) -> str | None:
+        """Only http(s) links: the URL is handed on to integrators."""
+        return http_url(value)
 
 
 class ReportAccepted(BaseModel):
@@ -69,13 +70,19 @@ class ReportAccepted(BaseModel):
 
 @dataclass
 class IntakeContext:
-    """Who is sending: the channel and the rider's pseudonymous reference."""
+    """Who is sending: the channel, the rider's pseudonymous reference, the caller's credential."""
 
     channel: Literal["scan", "manual", "open311"]
     rider_ref: str | None
     client_ref: str | None = None
     photos: Sequence[CleanPhoto] = field(default_factory=tuple)
     limits: RateLimits | None = None
+    token: str | None = None
+    """The rider's token (the tracking secret is derived from it); None for Open311 clients."""
+    caller: str | None = None
+    """Whose Idempotency-Keys these are: the rider reference, or the Open311 API key."""
+    secret: str = ""
+    """The service secret the tracking secret and its stored hash are keyed with."""
 
 
 def rider_ref_for(token: str, secret: str) -> str:
@@ -84,7 +91,7 @@ def rider_ref_for(token: str, secret: str) -> str:
 
 
 def new_report_id() -> str:
-    """A public, unguessable report id (it is also the tracking id)."""
+    """A public report id (feeds, events, staff); never a credential (see the tracking secret)."""
     return "r_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
 
 
@@ -194,8 +201,56 @@ def submitted_event(
 
 
 _BY_KEY = statement(
-    "SELECT report_id, request_hash, case_id, status FROM report WHERE idempotency_key = :key"
+    "SELECT report_id, request_hash, case_id, status, rider_ref FROM report WHERE idempotency_key = :key"
 )
+_RIDER_SEEN = statement("SELECT 1 FROM report WHERE rider_ref = :rider LIMIT 1")
+_PLUS_ONE_CASE = statement("SELECT status, category, place_id FROM case_view WHERE case_id = :case")
+_PLUS_ONE_REPORTS = statement(
+    "SELECT place_id, lat, lon FROM report WHERE case_id = :case ORDER BY submitted_at LIMIT 200"
+)
+
+
+def scoped_key(caller: str | None, key: str) -> str:
+    """An Idempotency-Key as stored: scoped to its caller, so another caller's same key is a new report."""
+    return hashlib.sha256(f"{caller or ''}\x00{key}".encode()).hexdigest()
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres (haversine)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6_371_008.8 * math.asin(min(1.0, math.sqrt(a)))
+
+
+def check_plus_one(
+    raw: Raw,
+    case_id: str,
+    category: str,
+    place_id: str | None,
+    point: tuple[float, float] | None,
+    radius_m: float,
+) -> None:
+    """A '+1' joins an open case of the same category at the same place or within the category's
+    duplicate radius of the report; otherwise 422 `plus_one_mismatch`."""
+    case = raw.first(_PLUS_ONE_CASE, {"case": case_id})
+    fits = False
+    if case is not None and case[0] in PLUS_ONE_STATUSES and case[1] == category:
+        rows = raw.all(_PLUS_ONE_REPORTS, {"case": case_id})
+        same_place = place_id is not None and (case[2] == place_id or any(r[0] == place_id for r in rows))
+        near = point is not None and any(
+            r[1] is not None and r[2] is not None and distance_m(point[0], point[1], r[1], r[2]) <= radius_m
+            for r in rows
+        )
+        fits = same_place or near
+    if not fits:
+        raise Refusal(
+            "plus_one_mismatch",
+            422,
+            "plus_one_mismatch",
+            "This '+1' is not an open case of the same kind here.",
+            {"case_id": case_id},
+        )
 
 
 def accept_report(
@@ -209,10 +264,11 @@ def accept_report(
     """Store a report and its event in the caller's transaction; returns (answer, created)."""
     digest = request_hash(body, [p.upload_sha256 for p in ctx.photos])
     raw = Raw(session)
-    if idempotency_key:
-        previous = raw.first(_BY_KEY, {"key": idempotency_key})
+    stored_key = scoped_key(ctx.caller or ctx.rider_ref, idempotency_key) if idempotency_key else None
+    if stored_key:
+        previous = raw.first(_BY_KEY, {"key": stored_key})
         if previous is not None:
-            report_id, previous_hash, case_id, status = previous
+            report_id, previous_hash, case_id, status, rider_ref = previous
             if previous_hash != digest:
                 raise Refusal(
                     "idempotency_conflict",
@@ -220,7 +276,10 @@ def accept_report(
                     "idempotency_key_reused",
                     "This Idempotency-Key was used for a different report.",
                 )
-            return _answer(report_id, case_id, status, base_url), False
+            # the key is the caller's own; the link's secret only ever goes back to the same rider
+            same_rider = ctx.token is not None and rider_ref is not None and rider_ref == ctx.rider_ref
+            key = tracking_secret(ctx.token, report_id, ctx.secret) if same_rider and ctx.token else None
+            return _answer(report_id, case_id, status, base_url, key), False
     if body.website:
         raise Refusal("honeypot", 422, "invalid", "The request is not valid.")
     if body.category not in jurisdiction.categories:
@@ -241,9 +300,29 @@ def accept_report(
         raise Refusal(
             "no_location", 422, "code_or_location_required", "Give the report code, or your location."
         )
+    lat = body.location.lat if body.location else (place.lat if place else None)
+    lon = body.location.lon if body.location else (place.lon if place else None)
+    if body.plus_one_case_id:
+        check_plus_one(
+            raw,
+            body.plus_one_case_id,
+            body.category,
+            place.place_id if place else None,
+            (lat, lon) if lat is not None and lon is not None else None,
+            jurisdiction.categories[body.category].dup_radius_m,
+        )
+    # a rider token never seen on a report is a new rider (a page may have issued it long ago)
+    new_rider = (
+        ctx.channel != "open311"
+        and ctx.rider_ref is not None
+        and raw.first(_RIDER_SEEN, {"rider": ctx.rider_ref}) is None
+    )
     now = utcnow()
     if ctx.limits is not None:
-        verdict = check(session, ctx.limits, limits_for(ctx.limits, code, ctx.rider_ref, ctx.client_ref), now)
+        limits = limits_for(ctx.limits, code, ctx.rider_ref, ctx.client_ref)
+        verdict = check(session, ctx.limits, limits, now)
+        if verdict.allowed and new_rider:
+            verdict = check_new_rider(session, ctx.limits, ctx.client_ref, now)
         if not verdict.allowed:
             raise Refusal(
                 "rate_limited",
@@ -259,17 +338,20 @@ def accept_report(
         channel = "scan"
     else:
         channel = "manual"
+    report_id = new_report_id()
+    # Open311 clients read their requests through Open311: their secret is made and thrown away
+    key = tracking_secret(ctx.token or secrets.token_urlsafe(18), report_id, ctx.secret)
     report = ReportRow(
-        report_id=new_report_id(),
-        idempotency_key=idempotency_key,
+        report_id=report_id,
+        idempotency_key=stored_key,
         request_hash=digest,
         channel=channel,
         category=body.category,
         code=code,
         place_id=place.place_id if place else None,
         grid_id=place.grid_id if place else None,
-        lat=body.location.lat if body.location else (place.lat if place else None),
-        lon=body.location.lon if body.location else (place.lon if place else None),
+        lat=lat,
+        lon=lon,
         description=body.description,
         danger_now=body.danger_now,
         platform=body.platform,
@@ -285,6 +367,8 @@ def accept_report(
         address=body.address,
         media_url=body.media_url,
         case_version=0,
+        tracking_hash=tracking_hash(key, ctx.secret),
+        new_rider=new_rider,
     )
     photo_ids = [new_photo_id() for _ in ctx.photos]
     event = submitted_event(report, place.name_zh if place else None, now, photo_ids)
@@ -316,13 +400,23 @@ def accept_report(
     # counted once stored: a group commit that runs the batch a second time must not count it twice
     counter = metrics.reports_received.labels(report.category, report.channel)
     after_commit(session, counter.inc)
-    return _answer(report.report_id, report.case_id, report.status, base_url), True
+    return _answer(
+        report.report_id, report.case_id, report.status, base_url, key if ctx.token else None
+    ), True
 
 
-def _answer(report_id: str, case_id: str | None, status: str, base_url: str) -> ReportAccepted:
+def tracking_url(base_url: str, report_id: str, key: str | None = None) -> str:
+    """A report's tracking page; with its secret, the link that unlocks the owner's view."""
+    url = f"{base_url.rstrip('/')}/t/{report_id}"
+    return f"{url}?k={key}" if key else url
+
+
+def _answer(
+    report_id: str, case_id: str | None, status: str, base_url: str, key: str | None
+) -> ReportAccepted:
     return ReportAccepted(
         report_id=report_id,
         case_id=case_id,
         status=status,
-        tracking_url=f"{base_url.rstrip('/')}/t/{report_id}",
+        tracking_url=tracking_url(base_url, report_id, key),
     )

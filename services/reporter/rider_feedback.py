@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 from sqlmodel import Session, col, select
 
 from gridloop.clock import utcnow
@@ -13,26 +11,20 @@ from gridloop.outbox import add_event
 from gridloop.topics import REPORTS_FEEDBACK
 from schemas.cases import CaseStatus
 from schemas.events import ReportFeedback, make_event
+from services.reporter.credentials import PlainIn
 from services.reporter.models import PLUMBING, Feedback, Report, ReportEvent
 
 SERVICE = "reporter"
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-class FeedbackIn(BaseModel):
-    """What the tracking page sends."""
+class FeedbackIn(PlainIn):
+    """What the tracking page sends (stored plain: services.reporter.credentials)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     fixed: bool = Field(description="The rider says it is fixed (true) or not (false).")
     rating: int | None = Field(None, ge=1, le=5, description="1–5 stars, optional.")
     comment: str = Field("", max_length=500, description="Required when not fixed.")
-
-    @field_validator("comment")
-    @classmethod
-    def _plain(cls, value: str) -> str:
-        """Drop control characters; the text is escaped wherever it is shown."""
-        return _CONTROL.sub("", value)
 
 
 def feedback_json(row: Feedback) -> dict[str, object]:

@@ -1,4 +1,8 @@
-"""What a rider sees of their reports: the public status and timeline of one, and this phone's list."""
+"""What a rider sees of their reports: the public status and timeline of one, and this phone's list.
+
+Public (no credential): status, timeline (with the notes staff published), after-photos. The
+rider's own words, photos and answers only with the report's credential (Reporter.owns).
+"""
 
 from __future__ import annotations
 
@@ -52,15 +56,12 @@ def timeline(session: Session, report_id: str) -> list[ReportEvent]:
 
 
 def load_public_report(
-    session: Session, report_id: str, base_url: str, closer_url: str
-) -> dict[str, Any] | None:
-    """The public view of a report with the rider's shown answer (None for an unknown report)."""
-    report = session.get(Report, report_id)
-    if report is None:
-        return None
+    session: Session, report: Report, base_url: str, closer_url: str, owner: bool
+) -> dict[str, Any]:
+    """The public view of a report; the rider's shown answer (their words) only for its `owner`."""
     view = session.get(CaseView, report.case_id) if report.case_id else None
-    out = public_report(report, timeline(session, report_id), view, base_url, closer_url)
-    feedback = shown_feedback(session, report)
+    out = public_report(report, timeline(session, report.report_id), view, base_url, closer_url)
+    feedback = shown_feedback(session, report) if owner else None
     out["feedback"] = feedback_json(feedback) if feedback else None
     return out
 

@@ -24,6 +24,7 @@ from schemas.reference import load_jurisdiction, load_places
 from services.reporter import cli as reporter_cli
 from services.reporter.app import build
 from services.reporter.config import RateLimits
+from services.reporter.credentials import new_rider_token
 from services.reporter.models import Base
 
 pytestmark = [pytest.mark.kafka]
@@ -69,7 +70,9 @@ def replicas(kafka_bootstrap: str, tmp_path: Path, clock: FrozenClock) -> Iterat
 def limit(clients: list[TestClient], **values: int) -> None:
     """Set the same limits on every replica (as the same environment would)."""
     for client in clients:
-        config = RateLimits.model_validate({"per_code": 0, "per_rider": 0, "per_address": 0, **values})
+        config = RateLimits.model_validate(
+            {"per_code": 0, "per_rider": 0, "per_address": 0, "new_riders_per_address": 0, **values}
+        )
         client.app.state.reporter.limits = config  # type: ignore[attr-defined]
 
 
@@ -87,8 +90,8 @@ def post(
 
 
 def rider() -> str:
-    """A fresh rider token."""
-    return uuid.uuid4().hex
+    """A fresh rider token, signed as the reporter signs them (made-up cookies make no riders)."""
+    return new_rider_token("test-secret")
 
 
 def test_per_rider_limit_holds_across_replicas(replicas: list[TestClient], clock: FrozenClock) -> None:

@@ -1,4 +1,4 @@
-"""Helpers for the reporter's process-level tests: photos, reports, waiting for cases, case events."""
+"""Helpers for the reporter's tests: photos, reports, waiting for cases, case events, the app in process."""
 
 from __future__ import annotations
 
@@ -6,15 +6,21 @@ import io
 import json
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
+from fastapi import FastAPI
 from kafka import KafkaProducer
 from PIL import Image
 
+from gridloop.settings import Settings
 from gridloop.stack import Stack
+from gridloop.tokens import ALGORITHM, ISSUER
 from gridloop.topics import CASES_EVENTS
-from schemas.events import CaseTransitioned, make_event
+from schemas.events import CaseTransitioned, EventData, make_event
+from schemas.reference import Place
 from tests.support.stacks import wait_for
 
 # rate limits no test reaches, for stacks whose tests post many reports from one address
@@ -22,6 +28,7 @@ LOOSE_LIMITS = {
     "GRIDLOOP_RATE_PER_CODE": "100000",
     "GRIDLOOP_RATE_PER_RIDER": "100000",
     "GRIDLOOP_RATE_PER_ADDRESS": "100000",
+    "GRIDLOOP_RATE_NEW_RIDERS_PER_ADDRESS": "100000",
 }
 
 
@@ -101,3 +108,54 @@ def publish_case_events(stack: Stack, case_id: str, steps: list[tuple[str, str, 
             ).get(timeout=30)
     finally:
         producer.close()
+
+
+# --- the reporter app in process (TestClient), for the security tests ------------------------------
+
+REPORTER_SECRET = "test-signing-key-" + "y" * 32
+
+
+def reporter_app(db_url: str, var_dir: Path, **settings: Any) -> tuple[FastAPI, list[Place]]:
+    """The real reporter app on a migrated database with the demo places (no broker reachable)."""
+    from gridloop import migrate
+    from services.reporter import cli as reporter_cli
+    from services.reporter.app import build
+
+    config = Settings(
+        var_dir=var_dir,
+        reporter_database_url=db_url,
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+        jwt_secret=REPORTER_SECRET,
+        **settings,
+    )
+    migrate.upgrade("reporter", db_url)
+    app = build(config)
+    places = reporter_cli.load_places(app.state.reporter.runtime.db, app.state.jurisdiction)
+    return app, places
+
+
+def apply_event(app: FastAPI, name: str, data: EventData, key: str) -> None:
+    """Apply one event through the reporter's Kafka handlers, as its consumer would."""
+    from gridloop.consumer import Incoming
+    from services.reporter.handlers import handlers
+
+    at = getattr(data, "at", None) or datetime.now(UTC)
+    item = Incoming(make_event(name, data, source="closer", subject=key, time=at), data, "x", 0, 0, key)
+    with app.state.reporter.runtime.db.session(write=True) as session:
+        handlers()[name](session, item)
+
+
+def staff_token(username: str, role: str = "admin", version: int = 0, secret: str = REPORTER_SECRET) -> str:
+    """A staff bearer token as the closer issues it, with the account's token version (claim `ver`)."""
+    now = int(datetime.now(UTC).timestamp())
+    claims = {
+        "sub": username,
+        "role": role,
+        "stations": [],
+        "iat": now,
+        "exp": now + 3600,
+        "jti": uuid.uuid4().hex,
+        "iss": ISSUER,
+        "ver": version,
+    }
+    return str(jwt.encode(claims, secret, algorithm=ALGORITHM))

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
 from services.reporter import open311
+from services.reporter.api.reports import json_body_doc, read_model
 from services.reporter.context import Admin, Ctx
+from services.reporter.credentials import PlainIn
 from services.reporter.models import ApiKey
 
 router = APIRouter(tags=["admin"])
+
+
+class ApiKeyIn(PlainIn):
+    """Who the key is for."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=100, description="The integrator, e.g. '12345 hotline'.")
 
 
 class ApiKeyIssued(BaseModel):
@@ -41,12 +51,18 @@ class ApiKeyList(BaseModel):
     items: list[ApiKeyOut]
 
 
-@router.post("/api/v1/open311/keys", status_code=201, response_model=ApiKeyIssued)
-async def issue_api_key(ctx: Ctx, who: Admin, body: Annotated[dict[str, str], Body()]) -> dict[str, Any]:
-    """Issue an Open311 API key (shown once; only its digest is kept)."""
-    name = (body.get("name") or "").strip()
-    if not name or len(name) > 100:
-        raise ApiError(422, "invalid", "name: 1 to 100 characters.")
+@router.post(
+    "/api/v1/open311/keys",
+    status_code=201,
+    response_model=ApiKeyIssued,
+    openapi_extra=json_body_doc(ApiKeyIn),
+)
+async def issue_api_key(ctx: Ctx, who: Admin, request: Request) -> dict[str, Any]:
+    """Issue an Open311 API key (shown once; only its digest is kept). The body is read after the
+    bearer token is checked, up to the form cap."""
+    body = await read_model(request, ApiKeyIn, ctx.config.max_form_bytes)
+    assert body is not None
+    name = body.name
     key_id, secret = open311.new_api_key()
 
     def work(session: Session) -> None:

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from sqlmodel import Session
 
 from gridloop.errors import ApiError
+from services.reporter.api.reports import capped_body
 from services.reporter.context import Ctx, Reporter
 from services.reporter.models import Report
 from services.reporter.open311 import (
@@ -105,7 +106,7 @@ async def get_requests(ctx: Ctx, fmt: str, request: Request) -> Response:
 
     async def work() -> Response:
         params = dict(request.query_params)
-        rows = await ctx.read(lambda s: query_requests(s, params, ctx.jurisdiction, ctx.base_url))
+        rows = await ctx.read(lambda s: query_requests(s, params, ctx.jurisdiction))
         return render(fmt, "service_requests", rows)
 
     return await guarded(ctx, fmt, request, work)
@@ -119,7 +120,7 @@ async def get_request(ctx: Ctx, request_id: str, fmt: str, request: Request) -> 
         report = session.get(Report, request_id)
         if report is None:
             raise Open311Error(404, f"service_request_id {request_id} was not found")
-        return shape_requests(session, [report], ctx.jurisdiction, ctx.base_url)
+        return shape_requests(session, [report], ctx.jurisdiction)
 
     async def work() -> Response:
         return render(fmt, "service_requests", await ctx.read(find))
@@ -144,10 +145,19 @@ async def get_token(ctx: Ctx, token: str, fmt: str, request: Request) -> Respons
 
 @router.post("/requests.{fmt}")
 async def post_request(ctx: Ctx, fmt: str, request: Request) -> Response:
-    """Create a service request (needs an api_key issued by an admin)."""
+    """Create a service request (needs an api_key issued by an admin). A key in the query string is
+    checked before the body is read; the body is read only up to the form cap (413 beyond)."""
 
     async def work() -> Response:
-        form = {k: str(v) for k, v in (await request.form()).items() if isinstance(v, str)}
+        early = request.query_params.get("api_key")
+        if early is not None:
+            await ctx.read(lambda s: check_api_key(s, early))
+        request._body = await capped_body(request, ctx.config.max_form_bytes)  # form() reads this copy
+        form = {
+            k: str(v)
+            for k, v in (await request.form(max_files=0, max_fields=40)).items()
+            if isinstance(v, str)
+        }
         form = {**dict(request.query_params), **form}
         key = await ctx.read(lambda s: check_api_key(s, form.get("api_key")))
         body = report_from_form(form, ctx.jurisdiction)
@@ -156,6 +166,8 @@ async def post_request(ctx: Ctx, fmt: str, request: Request) -> Response:
             channel="open311",
             rider_ref=rider_ref_for(f"o311:{key.key_id}:{who}", ctx.secret) if who else None,
             client_ref=ctx.client_ref(request),
+            caller=f"o311:{key.key_id}",  # an Idempotency-Key is the API key's own
+            secret=ctx.secret,
         )
         with count_refusals():
             accepted = await ctx.submit(body, intake, request.headers.get("Idempotency-Key"))

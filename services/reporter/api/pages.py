@@ -19,6 +19,7 @@ from schemas import codes
 from schemas.cases import CaseStatus
 from services.reporter.api.reports import open_cases_json
 from services.reporter.context import LANG_COOKIE, Ctx, Lang, Reporter, RiderRef, language
+from services.reporter.credentials import tracking_key_matches
 from services.reporter.models import CaseView, Photo, Place, Report
 from services.reporter.place_codes import CodeLookup, lookup_code
 from services.reporter.qr import env
@@ -29,7 +30,7 @@ from services.reporter.tracking import my_report_rows, timeline
 from services.reporter.wording import STATUS, action_text, local_time, status_text, t
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-ASSET_VERSION = "3"
+ASSET_VERSION = "4"
 JS_TEXT = (
     "offline_saved",
     "offline_pending",
@@ -72,7 +73,8 @@ def page_headers(ctx: Reporter) -> dict[str, str]:
 def page(
     ctx: Reporter, request: Request, template: str, http_status: int = 200, **values: Any
 ) -> HTMLResponse:
-    """Render a rider page in the rider's language; keeps a chosen language and the rider cookie."""
+    """Render a rider page in the rider's language; keeps a chosen language and gives a signed rider
+    token to a phone without one (new riders are counted per address when they report)."""
     lang = language(request)
     config = {
         "lang": lang,
@@ -93,7 +95,9 @@ def page(
     )
     response = HTMLResponse(html, status_code=http_status, headers=page_headers(ctx))
     if request.query_params.get("lang"):
-        response.set_cookie(LANG_COOKIE, lang, max_age=3600 * 24 * 365, samesite="lax")
+        response.set_cookie(
+            LANG_COOKIE, lang, max_age=3600 * 24 * 365, samesite="lax", secure=ctx.secure_cookie
+        )
     ctx.rider_token(request, response)
     return response
 
@@ -182,8 +186,16 @@ def _track_rows(session: Session, report_id: str) -> dict[str, Any] | None:
 
 
 @router.get("/t/{report_id}", response_class=HTMLResponse)
-async def track(ctx: Ctx, request: Request, report_id: str, lang: Lang, rider: RiderRef) -> Response:
-    """The tracking page: status, timeline in plain words, after-photo, confirm or deny."""
+async def track(
+    ctx: Ctx,
+    request: Request,
+    report_id: str,
+    lang: Lang,
+    k: Annotated[str | None, Query(description="The report's tracking secret.")] = None,
+) -> Response:
+    """The tracking page: status, timeline in plain words, after-photo; with the report's credential
+    (the rider cookie that sent it, or `?k=` its tracking secret) also the rider's words, photos and
+    the confirm-or-deny step."""
     j = ctx.jurisdiction
     data = await ctx.read(lambda s: _track_rows(s, report_id))
     if data is None:
@@ -194,7 +206,7 @@ async def track(ctx: Ctx, request: Request, report_id: str, lang: Lang, rider: R
     category = j.categories.get(report.category)
     station_id = view.station_id if view else (place.station_id if place else None)
     station = j.stations.get(station_id or "")
-    owner = rider is not None and rider == report.rider_ref
+    owner = ctx.owns(request, report)
     after = [
         f"{ctx.settings.closer_public_url.rstrip('/')}/photos/{pid}.jpg"
         for pid in (view.after_photo_ids.split(",") if view and view.after_photo_ids else [])
@@ -222,13 +234,18 @@ async def track(ctx: Ctx, request: Request, report_id: str, lang: Lang, rider: R
         agency=station.name(lang) if station else None,
         expected=local_time(as_utc(view.resolve_due), lang) if view and view.resolve_due else None,
         after_photos=after if report.status in (CaseStatus.RESOLVED, CaseStatus.CLOSED) else [],
-        ask_feedback=report.status == CaseStatus.RESOLVED and data["feedback"] is None,
-        feedback=data["feedback"],
+        ask_feedback=owner and report.status == CaseStatus.RESOLVED and data["feedback"] is None,
+        feedback=data["feedback"] if owner else None,
         timeline=steps,
         owner=owner,
         description=report.description if owner else None,
         photos=[f"/api/v1/photos/{p}" for p in data["photos"]] if owner else [],
-        config={"reportId": report.report_id, "reportStatus": report.status},
+        # the secret from the link goes along with the rider's answer (X-Tracking-Key), never elsewhere
+        config={
+            "reportId": report.report_id,
+            "reportStatus": report.status,
+            "trackingKey": k if tracking_key_matches(k, report.tracking_hash, ctx.secret) else None,
+        },
     )
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from gridloop.errors import ApiError
 from services.reporter import place_codes, qr
+from services.reporter.api.reports import json_body_doc, read_model
 from services.reporter.context import Admin, AdminOrSupervisor, Ctx, Staff
 from services.reporter.models import Place
 from services.reporter.place_codes import CodeChange, CodeIn, PlaceIn
@@ -77,9 +78,17 @@ class CodeReplaced(BaseModel):
     new: CodeOut
 
 
-@router.post("/api/v1/places", status_code=201, response_model=PlaceCreated)
-async def create_place(ctx: Ctx, _who: Admin, body: Annotated[PlaceIn, Body()]) -> dict[str, Any]:
+# admin posts read their bodies themselves, after the bearer token is checked (an anonymous body is
+# never read), and only up to the form cap
+
+
+@router.post(
+    "/api/v1/places", status_code=201, response_model=PlaceCreated, openapi_extra=json_body_doc(PlaceIn)
+)
+async def create_place(ctx: Ctx, _who: Admin, request: Request) -> dict[str, Any]:
     """Create a place (its grid and station from its coordinates) and, by default, a code for it."""
+    body = await read_model(request, PlaceIn, ctx.config.max_form_bytes)
+    assert body is not None
 
     def work(session: Session) -> dict[str, Any]:
         place, code = place_codes.create_place(session, ctx.jurisdiction, body)
@@ -106,9 +115,11 @@ async def list_places(
     return {"items": await ctx.read(work)}
 
 
-@router.post("/api/v1/codes", status_code=201, response_model=CodeOut)
-async def issue_code(ctx: Ctx, _who: Admin, body: Annotated[CodeIn, Body()]) -> dict[str, Any]:
+@router.post("/api/v1/codes", status_code=201, response_model=CodeOut, openapi_extra=json_body_doc(CodeIn))
+async def issue_code(ctx: Ctx, _who: Admin, request: Request) -> dict[str, Any]:
     """Issue a new report code for a place."""
+    body = await read_model(request, CodeIn, ctx.config.max_form_bytes)
+    assert body is not None
     return await ctx.write(
         lambda s: place_codes.code_json(place_codes.issue_code(s, body.place_id), ctx.base_url)
     )
@@ -134,18 +145,27 @@ async def list_codes(
     return {"items": await ctx.read(work)}
 
 
-@router.post("/api/v1/codes/{code}/deactivate", response_model=CodeOut)
-async def deactivate_code(ctx: Ctx, _who: Admin, code: str, body: CodeChange | None = None) -> dict[str, Any]:
+@router.post(
+    "/api/v1/codes/{code}/deactivate", response_model=CodeOut, openapi_extra=json_body_doc(CodeChange, False)
+)
+async def deactivate_code(ctx: Ctx, _who: Admin, code: str, request: Request) -> dict[str, Any]:
     """Take a code out of use; scanning it shows a clear 'deactivated' page."""
+    body = await read_model(request, CodeChange, ctx.config.max_form_bytes, optional=True)
     note = body.note if body else None
     return await ctx.write(
         lambda s: place_codes.code_json(place_codes.deactivate_code(s, code, note), ctx.base_url)
     )
 
 
-@router.post("/api/v1/codes/{code}/replace", status_code=201, response_model=CodeReplaced)
-async def replace_code(ctx: Ctx, _who: Admin, code: str, body: CodeChange | None = None) -> dict[str, Any]:
+@router.post(
+    "/api/v1/codes/{code}/replace",
+    status_code=201,
+    response_model=CodeReplaced,
+    openapi_extra=json_body_doc(CodeChange, False),
+)
+async def replace_code(ctx: Ctx, _who: Admin, code: str, request: Request) -> dict[str, Any]:
     """Replace a damaged code: the old one points riders to the new one."""
+    body = await read_model(request, CodeChange, ctx.config.max_form_bytes, optional=True)
     note = body.note if body else None
 
     def work(session: Session) -> dict[str, Any]:
@@ -158,7 +178,11 @@ async def replace_code(ctx: Ctx, _who: Admin, code: str, body: CodeChange | None
     return await ctx.write(work)
 
 
-@router.get("/api/v1/codes/{code}.{fmt}")
+@router.get(
+    "/api/v1/codes/{code}.{fmt}",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}, "image/png": {}}, "description": "The QR image."}},
+)
 async def code_image(
     ctx: Ctx, code: str, fmt: str, scale: Annotated[int, Query(ge=1, le=40)] = 8
 ) -> Response:

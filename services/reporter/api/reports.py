@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 from sqlmodel import Session
 from starlette.datastructures import UploadFile
@@ -26,8 +26,8 @@ from gridloop.photos import (
     PhotoError,
     clean_photo,
 )
-from services.reporter.context import RIDER_COOKIE, Ctx, Lang, Reporter, RiderRef, set_rider_cookie
-from services.reporter.models import CaseView, Photo, Place
+from services.reporter.context import RIDER_COOKIE, Ctx, Lang, Reporter, RiderRef
+from services.reporter.models import CaseView, Photo, Place, Report
 from services.reporter.readmodel import open_cases
 from services.reporter.refusals import Refusal, count_refusals
 from services.reporter.reports import ReportAccepted, ReportIn
@@ -36,6 +36,7 @@ from services.reporter.tracking import load_public_report, my_report_rows
 from services.reporter.wording import ago
 
 router = APIRouter(tags=["reports"])
+M = TypeVar("M", bound=BaseModel)
 
 
 # --- answers -------------------------------------------------------------------------------------
@@ -135,14 +136,52 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "on", "yes")
 
 
+def size_text(size: int) -> str:
+    """A byte count as people read it: 64 KB, 10 MB, 1.5 MB, 900 bytes."""
+    for unit, name in ((1024 * 1024, "MB"), (1024, "KB")):
+        if size >= unit:
+            return f"{size / unit:.1f}".removesuffix(".0") + f" {name}"
+    return f"{size} bytes"
+
+
 def too_large(cap: int) -> Refusal:
-    """The 413 of a request body over `cap` bytes."""
-    return Refusal(
-        "too_large", 413, "payload_too_large", f"The request is larger than {cap // 1048576 or 1} MB."
-    )
+    """The 413 of a request body over `cap` bytes (the message states the cap)."""
+    return Refusal("too_large", 413, "payload_too_large", f"The request is larger than {size_text(cap)}.")
 
 
-async def _capped_body(request: Request, cap: int) -> bytes:
+def parse_json(raw: bytes) -> Any:
+    """A JSON body; 400 when it is not JSON or nested too deeply for the parser (never a 500)."""
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise Refusal("invalid", 400, "invalid_json", "The body is not valid JSON.") from exc
+
+
+async def read_model(request: Request, model: type[M], cap: int, optional: bool = False) -> M | None:
+    """A JSON body as `model`, read only up to `cap` bytes (413 beyond): 400 when not JSON, 422 when
+    not valid. Routes call it after their auth checks, so an anonymous body is never read whole."""
+    raw = await capped_body(request, cap)
+    if optional and not raw.strip():
+        return None
+    data = parse_json(raw)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        raise ApiError(422, "invalid", "The request is not valid.", details) from exc
+
+
+def json_body_doc(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads `model` itself (after its auth checks)."""
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+async def capped_body(request: Request, cap: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `cap` bytes (before it is all read)."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > cap:
@@ -157,10 +196,7 @@ async def _capped_body(request: Request, cap: int) -> bytes:
 
 def report_from_json(raw: bytes) -> ReportIn:
     """A report from a JSON body: 400 when it is not JSON, 422 when it is not a valid report."""
-    try:
-        data = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Refusal("invalid", 400, "invalid_json", "The body is not valid JSON.") from exc
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise Refusal("invalid", 422, "invalid", "The body must be a JSON object.")
     return _validated(data)
@@ -184,12 +220,12 @@ async def read_report_request(request: Request, max_json_bytes: int) -> tuple[Re
     """A report from a JSON body, or from a multipart form with up to 3 photos (checked and cleaned)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
-        return report_from_json(await _capped_body(request, max_json_bytes)), []
+        return report_from_json(await capped_body(request, max_json_bytes)), []
     if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise Refusal(
             "invalid", 415, "unsupported_media_type", "Send JSON, or a multipart form (with photos)."
         )
-    request._body = await _capped_body(request, MAX_REQUEST_BYTES)  # form() reads the capped copy
+    request._body = await capped_body(request, MAX_REQUEST_BYTES)  # form() reads the capped copy
     form = await request.form(max_files=MAX_PHOTOS + 7, max_fields=40)
     uploads = [v for k in ("photos", "photo") for v in form.getlist(k) if isinstance(v, UploadFile)]
     fields: dict[str, Any] = {}
@@ -209,7 +245,10 @@ async def read_report_request(request: Request, max_json_bytes: int) -> tuple[Re
         raw = await upload.read(MAX_PHOTO_BYTES + 1)
         if len(raw) > MAX_PHOTO_BYTES:
             raise Refusal(
-                "photo_too_large", 413, "photo_too_large", f"Photo {index + 1} is larger than 10 MB."
+                "photo_too_large",
+                413,
+                "photo_too_large",
+                f"Photo {index + 1} is larger than {size_text(MAX_PHOTO_BYTES)}.",
             )
         raws.append(raw)
 
@@ -248,38 +287,71 @@ async def post_report(ctx: Ctx, request: Request, response: Response) -> ReportA
         key = request.headers.get("Idempotency-Key")
         check_idempotency_key(key)
         body, photos = await read_report_request(request, ctx.config.max_json_bytes)
-        intake, new_token = ctx.intake_context(
-            request.cookies.get(RIDER_COOKIE), request.client.host if request.client else None
-        )
+        intake, new_token = ctx.intake_context(request.cookies.get(RIDER_COOKIE), request.scope)
         intake.photos = photos
         if new_token is not None:
-            set_rider_cookie(response, new_token)
+            ctx.set_rider_cookie(response, new_token)
         return await ctx.submit(body, intake, key)
 
 
 @router.get("/api/v1/reports/{report_id}", response_model=PublicReport)
-async def get_report(ctx: Ctx, report_id: str) -> dict[str, Any]:
-    """Public status and timeline of a report."""
+async def get_report(ctx: Ctx, report_id: str, request: Request) -> dict[str, Any]:
+    """Status and timeline of a report; the rider's own answer only with the report's credential
+    (the rider cookie that sent it, or its tracking secret: X-Tracking-Key or ?k=)."""
     settings = ctx.settings
-    view = await ctx.read(
-        lambda s: load_public_report(s, report_id, settings.public_base_url, settings.closer_public_url)
-    )
+
+    def load(session: Session) -> dict[str, Any] | None:
+        report = session.get(Report, report_id)
+        if report is None:
+            return None
+        owner = ctx.owns(request, report)
+        return load_public_report(
+            session, report, settings.public_base_url, settings.closer_public_url, owner
+        )
+
+    view = await ctx.read(load)
     if view is None:
         raise ApiError(404, "not_found", "No such report.")
     return view
 
 
-@router.post("/api/v1/reports/{report_id}/feedback", response_model=FeedbackOut)
-async def post_feedback(
-    ctx: Ctx, report_id: str, response: Response, body: Annotated[FeedbackIn, Body()]
-) -> dict[str, Any]:
-    """The rider confirms the fix or says it is not fixed (a comment is required), with a 1–5 rating."""
+async def owned_report(ctx: Reporter, request: Request, report_id: str) -> Report:
+    """The report when the caller holds its credential: 404 for an unknown one, 403 `not_your_report`."""
+    report = await ctx.read(lambda s: s.get(Report, report_id))
+    if report is None:
+        raise ApiError(404, "not_found", "No such report.")
+    if not ctx.owns(request, report):
+        raise ApiError(
+            403,
+            "not_your_report",
+            "Only the phone that sent this report, or its tracking link, can answer for it.",
+        )
+    return report
+
+
+@router.post(
+    "/api/v1/reports/{report_id}/feedback",
+    response_model=FeedbackOut,
+    openapi_extra=json_body_doc(FeedbackIn),
+    responses={201: {"model": FeedbackOut, "description": "The answer was stored."}},
+)
+async def post_feedback(ctx: Ctx, report_id: str, request: Request, response: Response) -> dict[str, Any]:
+    """The rider confirms the fix or says it is not fixed (a comment is required), with a 1–5 rating.
+    Needs the report's credential: the rider cookie that sent it, or the tracking secret (header
+    X-Tracking-Key, or ?k=); without it 403 `not_your_report`, before the body is read."""
+    await owned_report(ctx, request, report_id)
+    body = await read_model(request, FeedbackIn, ctx.config.max_form_bytes)
+    assert body is not None
     row, created = await ctx.write(lambda s: give_feedback(s, report_id, body))
     response.status_code = 201 if created else 200
     return feedback_json(row)
 
 
-@router.get("/api/v1/photos/{photo_id}")
+@router.get(
+    "/api/v1/photos/{photo_id}",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "The photo (JPEG)."}},
+)
 async def get_photo(ctx: Ctx, photo_id: str) -> Response:
     """A rider's photo (re-encoded JPEG, no metadata)."""
     photo = await ctx.read(lambda s: s.get(Photo, photo_id))

@@ -219,7 +219,8 @@
       $("fixed-yes").disabled = $("fixed-no").disabled = true;
       fetch("/api/v1/reports/" + encodeURIComponent(G.reportId) + "/feedback", {
         method: "POST", credentials: "same-origin",
-        headers: { "Content-Type": "application/json" }, body: JSON.stringify(body)
+        headers: G.trackingKey ? { "Content-Type": "application/json", "X-Tracking-Key": G.trackingKey }
+          : { "Content-Type": "application/json" }, body: JSON.stringify(body)
       }).then(function (res) {
         if (res.ok) { say(msg, T.thanks_feedback, "ok"); setTimeout(function () { location.reload(); }, 600); return; }
         return res.json().then(function (b) {

@@ -1,0 +1,42 @@
+"""The reporter's copy of the staff accounts' token state, kept from `staff.events`.
+
+The closer owns the accounts; the reporter takes staff bearer tokens on its admin API, so it keeps,
+per username, the newest `staff.tokens_revoked` it has seen (the highest token version; on a tie the
+later one), and `Reporter.token_current` refuses tokens with a lower `ver` or of an inactive account.
+"""
+
+from __future__ import annotations
+
+from gridloop.clock import as_utc
+from gridloop.rawsql import Raw, read_ts, statement
+from schemas.events import StaffTokensRevoked
+
+_ONE = statement("SELECT token_version, at FROM staff_token WHERE username = :username")
+_INSERT = statement(
+    "INSERT INTO staff_token (username, token_version, active, at) VALUES (:username, :version, :active, :at)"
+)
+_UPDATE = statement(
+    "UPDATE staff_token SET token_version = :version, active = :active, at = :at WHERE username = :username"
+)
+
+
+def tokens_revoked(raw: Raw, data: StaffTokensRevoked) -> bool:
+    """Keep the newest state of one account (a replay or an older event changes nothing); True when
+    the row changed."""
+    params = {
+        "username": data.username,
+        "version": data.token_version,
+        "active": data.active,
+        "at": raw.ts(data.at),
+    }
+    row = raw.first(_ONE, {"username": data.username})
+    if row is None:
+        raw.run(_INSERT, params)
+        return True
+    stored_version, stored_at = int(row[0]), read_ts(row[1])
+    newer = data.token_version > stored_version or (
+        data.token_version == stored_version and stored_at is not None and as_utc(data.at) > as_utc(stored_at)
+    )
+    if newer:
+        raw.run(_UPDATE, params)
+    return newer
