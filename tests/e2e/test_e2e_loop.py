@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -33,12 +34,18 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def post_report(
-    base: str, code: str, category: str = "manhole_cover", key: str | None = None, **extra: object
+    base: str,
+    code: str,
+    category: str = "manhole_cover",
+    key: str | None = None,
+    phone: httpx.Client | None = None,
+    **extra: object,
 ) -> httpx.Response:
-    """POST one report."""
+    """POST one report (from `phone`, which keeps its rider cookie, or from a new caller)."""
     headers = {"Idempotency-Key": key} if key else {}
     body = {"code": code, "category": category, **extra}
-    return httpx.post(f"{base}/api/v1/reports", json=body, headers=headers, timeout=10)
+    post = phone.post if phone is not None else httpx.post
+    return post(f"{base}/api/v1/reports", json=body, headers=headers, timeout=10)
 
 
 def test_report_reaches_station_queue_and_rider_sees_case(stack: Stack) -> None:
@@ -51,7 +58,8 @@ def test_report_reaches_station_queue_and_rider_sees_case(stack: Stack) -> None:
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["case_id"] is None and body["status"] == "received"
-    assert body["tracking_url"].endswith(f"/t/{body['report_id']}")
+    # the tracking link carries the secret only this phone got (the report id alone unlocks nothing)
+    assert re.search(rf"/t/{body['report_id']}\?k=[\w-]{{22}}$", body["tracking_url"]), body["tracking_url"]
 
     token = staff_token(closer, "yh-s2")
     auth = {"Authorization": f"Bearer {token}"}
@@ -79,16 +87,22 @@ def test_report_reaches_station_queue_and_rider_sees_case(stack: Stack) -> None:
 
 
 def test_idempotency_key_returns_same_answer(stack: Stack) -> None:
-    """The same key and body answer the same report; another body under that key is 409."""
+    """The same key and body from the same phone answer the same report; another body under that key
+    is 409; another caller with the same key gets a report of its own."""
     place = PLACES[3]
     key = str(uuid.uuid4())
-    first = post_report(stack.url("reporter"), place.code, "sanitation", key=key)
-    again = post_report(stack.url("reporter"), place.code, "sanitation", key=key)
-    assert first.status_code == again.status_code == 202
-    assert first.json()["report_id"] == again.json()["report_id"]
-    other = post_report(stack.url("reporter"), place.code, "other", key=key)
-    assert other.status_code == 409
-    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    base = stack.url("reporter")
+    with httpx.Client() as phone:
+        first = post_report(base, place.code, "sanitation", key=key, phone=phone)
+        again = post_report(base, place.code, "sanitation", key=key, phone=phone)
+        assert first.status_code == again.status_code == 202
+        assert first.json() == again.json()
+        other = post_report(base, place.code, "other", key=key, phone=phone)
+        assert other.status_code == 409
+        assert other.json()["error"]["code"] == "idempotency_key_reused"
+    stranger = post_report(base, place.code, "sanitation", key=key)
+    assert stranger.status_code == 202
+    assert stranger.json()["report_id"] != first.json()["report_id"]
 
 
 def test_bad_codes_are_clear_errors(stack: Stack) -> None:
