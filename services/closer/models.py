@@ -223,5 +223,6 @@ class LoginThrottle(Base, table=True):
 
     key: str = Field(primary_key=True, max_length=120)
     failures: int = 0
+    pending: int = Field(default=0, description="Sign-ins under way (their passwords being checked).")
     last_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
     next_at: datetime = Field(sa_column=_ts())

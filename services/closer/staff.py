@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -104,34 +105,49 @@ class SignedIn:
     version: int
 
 
-def _claim(db: Database, keys: list[str]) -> dict[str, int]:
-    try:
-        with db.session(write=True) as session:
-            return throttle.claim(session, keys, utcnow())
-    except throttle.Throttled as exc:  # the transaction rolled back: nothing stays claimed
-        raise too_many(exc.retry_after) from exc
+QUEUE_SECONDS = 3.0  # how long an attempt queues behind the checks under way before it is 429
+
+
+def _claim(db: Database, c: throttle.Claim) -> None:
+    """Claim the attempt's keys; 429 while a key waits; queue briefly while a key's checks are busy."""
+    deadline = time.monotonic() + QUEUE_SECONDS
+    while True:
+        try:
+            with db.session(write=True) as session:
+                throttle.claim(session, c, utcnow())
+            return
+        except throttle.Throttled as exc:  # the transaction rolled back: nothing stays claimed
+            if exc.retry_after is None and time.monotonic() < deadline:
+                time.sleep(0.05)  # another check of this account or address is under way
+                continue
+            raise too_many(exc.retry_after or 1) from exc
 
 
 def check_password(db: Database, username: str, password: str, address: str | None) -> SignedIn:
     """Verify a sign-in under the throttle: the account, or 401 `bad_credentials` / 429."""
-    user_key = throttle.account_key(username)
-    addr_key = throttle.address_key(address) if address is not None else None
-    counts = _claim(db, [user_key] + ([addr_key] if addr_key else []))
-    with db.session() as session:
-        staff = session.exec(select(Staff).where(Staff.username == username)).first()
-        found = (
-            SignedIn(staff.username, staff.role, staff.station_ids, staff.token_version)  # type: ignore[arg-type]
-            if staff is not None and staff.active
-            else None
-        )
-        password_hash = staff.password_hash if staff is not None and staff.active else _DUMMY_HASH
-    # exactly one argon2 check on every path (outside any transaction: it takes a while)
-    ok = verify_password(password_hash, password) and found is not None
+    c = throttle.Claim(throttle.account_key(username), throttle.address_key(address) if address else None)
+    _claim(db, c)
+    try:
+        with db.session() as session:
+            staff = session.exec(select(Staff).where(Staff.username == username)).first()
+            usable = staff is not None and staff.active
+            found = (
+                SignedIn(staff.username, staff.role, staff.station_ids, staff.token_version)  # type: ignore[arg-type]
+                if staff is not None and usable
+                else None
+            )
+            password_hash = staff.password_hash if staff is not None and usable else _DUMMY_HASH
+        # exactly one argon2 check on every path (outside any transaction: it takes a while)
+        ok = verify_password(password_hash, password) and found is not None
+    except BaseException:
+        with db.session(write=True) as session:
+            throttle.failed(session, c, utcnow())  # an attempt that broke counts as a failure
+        raise
     with db.session(write=True) as session:
         if ok:
-            throttle.succeeded(session, user_key, addr_key, utcnow())
+            throttle.succeeded(session, c)
         else:
-            throttle.failed(session, counts, utcnow())
+            throttle.failed(session, c, utcnow())
     if not ok or found is None:
         raise bad_credentials()
     return found

@@ -5,22 +5,26 @@ wait: 1 s, 2 s, 4 s … up to `MAX_WAIT`; an attempt inside the wait is refused 
 without checking the password, and the right password after the wait works. Unknown usernames are
 throttled exactly like known ones, so the answers tell nobody which accounts exist.
 
-Every counter change is one atomic statement: an attempt first *claims* its keys with an upsert that
-only succeeds when the key is not waiting, counts the attempt as a failure in advance and holds the
-key for `HOLD` while the password is checked. Parallel guesses therefore queue behind the claim's
-row lock and see the hold (429), instead of all reading the same old counter.
+Every counter change is one atomic statement, never a read-modify-write. An attempt first *claims*
+its keys (an upsert whose WHERE admits it only when the key is not waiting and fewer than `limit`
+checks of that key are under way); parallel claims queue behind the row lock and re-read the row.
+An account admits one check at a time, so parallel guesses at one account are checked one by one:
+the first failure makes the rest wait. An address admits a few (colleagues behind one office NAT).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gridloop.rawsql import Bind, Raw, read_ts, statement
 
 BASE_WAIT = 1.0
 MAX_WAIT = 300.0
-HOLD = timedelta(seconds=30)  # longer than any password check; a crash mid-check costs this much
+ACCOUNT_PARALLEL = 1  # one password check per account at a time: no parallel guessing
+ADDRESS_PARALLEL = 4  # a few colleagues behind one address sign in at once
+STUCK_AFTER = timedelta(seconds=30)  # a claim this old without an outcome died with its process
 FORGET_AFTER = timedelta(hours=1)  # a key quiet this long starts again at its first failure
 
 
@@ -41,77 +45,88 @@ def address_key(address: str) -> str:
     return "addr:" + address[:100]
 
 
-# The claim: insert a first attempt, or count one more when the key is not waiting (the WHERE of the
-# upsert); no row back means the key is waiting. On PostgreSQL a parallel claim blocks on the row
-# lock, then re-reads the row and sees the hold.
 _CLAIM = statement(
-    "INSERT INTO login_throttle (key, failures, last_at, next_at) VALUES (:key, 1, :now, :hold) "
+    "INSERT INTO login_throttle (key, failures, pending, last_at, next_at) VALUES (:key, 0, 1, :now, :now) "
     "ON CONFLICT (key) DO UPDATE SET "
-    "failures = CASE WHEN login_throttle.last_at < :forget THEN 1 ELSE login_throttle.failures + 1 END, "
-    "last_at = :now, next_at = :hold "
+    "failures = CASE WHEN login_throttle.last_at < :forget THEN 0 ELSE login_throttle.failures END, "
+    "pending = CASE WHEN login_throttle.last_at < :stuck THEN 1 ELSE login_throttle.pending + 1 END, "
+    "last_at = :now "
     "WHERE login_throttle.next_at <= :now "
+    "AND (login_throttle.pending < :limit OR login_throttle.last_at < :stuck) "
     "RETURNING failures"
 )
 _NEXT_AT = statement("SELECT next_at FROM login_throttle WHERE key = :key")
-_FAILED = statement("UPDATE login_throttle SET next_at = :next WHERE key = :key AND failures = :failures")
-_FORGET = statement("DELETE FROM login_throttle WHERE key = :key")
-# a success from an address takes back the failure its claim counted in advance
-_SUCCEEDED = statement(
-    "UPDATE login_throttle SET next_at = :now, "
-    "failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END WHERE key = :key"
+_FAILED = statement(
+    "UPDATE login_throttle SET failures = failures + 1, last_at = :now, "
+    "pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END WHERE key = :key RETURNING failures"
 )
+# the longest wait wins when several checks of an address end together
+_WAIT = statement("UPDATE login_throttle SET next_at = :next WHERE key = :key AND next_at < :next")
+_DONE = statement(
+    "UPDATE login_throttle SET pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END WHERE key = :key"
+)
+_FORGET = statement("DELETE FROM login_throttle WHERE key = :key")
 _SWEEP = statement("DELETE FROM login_throttle WHERE last_at < :forget AND next_at <= :now")
 
 
 class Throttled(Exception):
-    """A key is waiting: try again after `retry_after` seconds."""
+    """A key refused the claim: it waits `retry_after` seconds, or (None) its checks are all busy."""
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"retry after {retry_after} s")
+    def __init__(self, retry_after: int | None) -> None:
+        super().__init__(f"retry after {retry_after} s" if retry_after else "busy")
         self.retry_after = retry_after
 
 
-def claim(bind: Bind, keys: list[str], now: datetime) -> dict[str, int]:
-    """Claim an attempt for every key (failures so far, this one included); Throttled when any key
-    is waiting (the caller rolls back the transaction, so no key stays claimed)."""
+@dataclass(frozen=True)
+class Claim:
+    """The keys an attempt holds: its account's, and its address's when known."""
+
+    account: str
+    address: str | None
+
+    @property
+    def keys(self) -> list[tuple[str, int]]:
+        """Each key with how many checks of it may run at once."""
+        keys = [(self.account, ACCOUNT_PARALLEL)]
+        return keys + ([(self.address, ADDRESS_PARALLEL)] if self.address is not None else [])
+
+
+def claim(bind: Bind, c: Claim, now: datetime) -> None:
+    """Claim an attempt under every key of `c`; Throttled when a key refuses (the caller rolls the
+    transaction back, so no key stays claimed)."""
     raw = Raw(bind)
-    counts: dict[str, int] = {}
-    for key in keys:
+    for key, limit in c.keys:
         params = {
             "key": key,
             "now": raw.ts(now),
-            "hold": raw.ts(now + HOLD),
             "forget": raw.ts(now - FORGET_AFTER),
+            "stuck": raw.ts(now - STUCK_AFTER),
+            "limit": limit,
         }
-        row = raw.first(_CLAIM, params)
-        if row is None:
-            raise Throttled(_retry_after(raw, key, now))
-        counts[key] = int(row[0])
-    return counts
+        if raw.first(_CLAIM, params) is None:
+            next_at = read_ts(raw.scalar(_NEXT_AT, {"key": key}))
+            if next_at is not None and next_at > now:
+                raise Throttled(max(1, math.ceil((next_at - now).total_seconds())))
+            raise Throttled(None)
 
 
-def _retry_after(raw: Raw, key: str, now: datetime) -> int:
-    next_at = read_ts(raw.scalar(_NEXT_AT, {"key": key}))
-    seconds = (next_at - now).total_seconds() if next_at is not None else BASE_WAIT
-    return max(1, math.ceil(seconds))
-
-
-def failed(bind: Bind, counts: dict[str, int], now: datetime) -> None:
-    """The password was wrong: each key waits by its count (set where the claim left it)."""
+def failed(bind: Bind, c: Claim, now: datetime) -> None:
+    """The password was wrong: count the failure under each key and make it wait accordingly."""
     raw = Raw(bind)
-    for key, failures in counts.items():
-        next_at = now + timedelta(seconds=wait_after(failures))
-        raw.run(_FAILED, {"key": key, "next": raw.ts(next_at), "failures": failures})
+    for key, _limit in c.keys:
+        failures = raw.scalar(_FAILED, {"key": key, "now": raw.ts(now)})
+        if failures is not None:
+            raw.run(_WAIT, {"key": key, "next": raw.ts(now + timedelta(seconds=wait_after(int(failures))))})
     raw.run(_SWEEP, {"forget": raw.ts(now - FORGET_AFTER), "now": raw.ts(now)})
 
 
-def succeeded(bind: Bind, account: str, address: str | None, now: datetime) -> None:
-    """The password was right: the account starts afresh; the address takes back this attempt only
-    (an attacker with one good account cannot wipe the failures of their address)."""
+def succeeded(bind: Bind, c: Claim) -> None:
+    """The password was right: the account starts afresh; the address keeps its failures (an attacker
+    with one good account cannot wipe what their address did to others)."""
     raw = Raw(bind)
-    raw.run(_FORGET, {"key": account})
-    if address is not None:
-        raw.run(_SUCCEEDED, {"key": address, "now": raw.ts(now)})
+    raw.run(_FORGET, {"key": c.account})
+    if c.address is not None:
+        raw.run(_DONE, {"key": c.address})
 
 
 def release(bind: Bind, key: str) -> None:

@@ -806,7 +806,8 @@ def test_sign_in_backs_off_per_address(app: FastAPI, clock: FrozenClock) -> None
 
 
 def test_parallel_guesses_are_counted_atomically(app: FastAPI, clock: FrozenClock) -> None:
-    """Six guesses at once from six addresses: one is checked (401), five wait (429); the counter is 1."""
+    """Six guesses at once at one account from six addresses: one is checked (401), five wait (429), the
+    counter says 1; six right passwords at once from one address all sign in."""
     n = 6
     barrier = threading.Barrier(n)
     statuses = [0] * n
@@ -825,6 +826,22 @@ def test_parallel_guesses_are_counted_atomically(app: FastAPI, clock: FrozenCloc
     with app.state.closer.runtime.db.session() as s:
         failures = s.execute(text("SELECT failures FROM login_throttle WHERE key = 'user:yh-s1'")).scalar()
     assert failures == 1
+
+    # colleagues behind one address signing in at once are queued, not refused
+    names = ["yh-s2", "yh-s3", "yh-centre", "admin", "yh-s4", "yh-s5"]
+    barrier = threading.Barrier(n)
+
+    def colleague(i: int) -> None:
+        office = https_client(app, "192.0.2.200")
+        barrier.wait()
+        statuses[i] = sign_in(office, names[i], demo.DEMO_PASSWORD).status_code
+
+    threads = [threading.Thread(target=colleague, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert statuses == [200] * n
 
 
 def test_unknown_and_known_accounts_answer_alike(
