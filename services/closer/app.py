@@ -1,13 +1,13 @@
 """The closer service: cases from 立案 to 结案, staff accounts, SLAs, the queue and the console.
 
 `build()` wires the parts: the lifecycle, the Kafka handlers, the scheduler, and the routers of
-api/ (JSON) and console/ (pages). No routes and no logic here.
+api/ (JSON) and console/ (pages), and runs `staff.refuse_demo_passwords` at start. No routes and
+no logic here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from fastapi import FastAPI
 
@@ -19,7 +19,7 @@ from schemas.reference import load_jurisdiction
 from services.closer import sla
 from services.closer.api import admin, auth, cases, photos
 from services.closer.api import overview as overview_api
-from services.closer.config import CloserConfig, dev_mode, get_config
+from services.closer.config import CloserConfig, get_config
 from services.closer.console import overview as overview_page
 from services.closer.console import routes as console
 from services.closer.context import Closer
@@ -27,30 +27,10 @@ from services.closer.handlers import Handlers
 from services.closer.lifecycle import Lifecycle
 from services.closer.models import PLUMBING, Base
 from services.closer.scheduler import Scheduler
-from services.closer.staff import demo_password_accounts
+from services.closer.staff import refuse_demo_passwords
 from services.closer.stream import ChangeFeed
 
 SERVICE = "closer"
-log = logging.getLogger(__name__)
-
-
-class UnsafeStart(RuntimeError):
-    """The closer refuses to start: the message says why and what to do."""
-
-
-async def refuse_demo_accounts(ctx: Closer) -> None:
-    """Stop the start when an active account still has the demo password, unless GRIDLOOP_DEV is set."""
-    if dev_mode(ctx.settings):
-        return
-    names = await asyncio.to_thread(demo_password_accounts, ctx.runtime.db)
-    if names:
-        message = (
-            f"closer: refusing to start: {len(names)} active staff account(s) still have the demo password "
-            f"({', '.join(sorted(names)[:10])}). Change their passwords (`gridloop staff add <name>`) or "
-            "disable them (`gridloop staff disable <name>`); for a local demo set GRIDLOOP_DEV=1."
-        )
-        log.critical(message)
-        raise UnsafeStart(message)
 
 
 def build(settings: Settings | None = None, config: CloserConfig | None = None) -> FastAPI:
@@ -80,7 +60,7 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     runtime.background.append(scheduler.run)
 
     async def start() -> None:
-        await refuse_demo_accounts(ctx)
+        await asyncio.to_thread(refuse_demo_passwords, runtime.db, settings)
         feed.bind(asyncio.get_running_loop())
 
     app = create_app(

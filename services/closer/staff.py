@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, select
 
@@ -17,7 +19,10 @@ from schemas.cases import ROLES, Role
 from schemas.events import StaffTokensRevoked, make_event
 from services.closer import throttle
 from services.closer.auth import hash_password, verify_password
+from services.closer.config import dev_mode
 from services.closer.models import PLUMBING, Staff
+
+log = logging.getLogger(__name__)
 
 # a hash of a random password: an unknown or disabled account costs the same argon2 check as a
 # known one, so neither the answer nor its time tells which usernames exist
@@ -87,6 +92,26 @@ def demo_password_accounts(db: Database) -> list[str]:
     with db.session() as session:
         accounts = list(session.exec(select(Staff).where(Staff.active == True)))  # noqa: E712
     return [s.username for s in accounts if verify_password(s.password_hash, DEMO_PASSWORD)]
+
+
+class UnsafeStart(RuntimeError):
+    """The closer refuses to start: the message says why and what to do."""
+
+
+def refuse_demo_passwords(db: Database, settings: Any) -> None:
+    """Stop the start while an active account still has the demo password, unless the dev flag
+    (GRIDLOOP_DEV) is set."""
+    if dev_mode(settings):
+        return
+    names = demo_password_accounts(db)
+    if names:
+        message = (
+            f"closer: refusing to start: {len(names)} active staff account(s) still have the demo password "
+            f"({', '.join(sorted(names)[:10])}). Change their passwords (`gridloop staff add <name>`) or "
+            "disable them (`gridloop staff disable <name>`); for a local demo set GRIDLOOP_DEV=1."
+        )
+        log.critical(message)
+        raise UnsafeStart(message)
 
 
 def disable_staff(session: Session, staff: Staff) -> None:

@@ -8,7 +8,6 @@ same flows over a real broker and real processes.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import io
 import json
@@ -40,7 +39,7 @@ from schemas.events import Decision, Location, ReportFeedback, ReportRouted, mak
 from services.closer import actions, photostore, queue
 from services.closer import cli as closer_cli
 from services.closer import staff as staff_accounts
-from services.closer.app import build, refuse_demo_accounts
+from services.closer.app import build
 from services.closer.auth import hash_password
 from services.closer.cli import load_demo_staff
 from services.closer.config import CloserConfig
@@ -1101,14 +1100,14 @@ def test_closer_refuses_to_start_with_demo_passwords(
         monkeypatch.setenv("GRIDLOOP_DEV", "1")
         if "dev_mode" in type(ctx.settings).model_fields:  # once gridloop.settings carries the flag
             ctx.settings = ctx.settings.model_copy(update={"dev_mode": True})
-        asyncio.run(refuse_demo_accounts(ctx))  # the dev flag lets them run
+        staff_accounts.refuse_demo_passwords(ctx.runtime.db, ctx.settings)  # the dev flag lets them run
         monkeypatch.delenv("GRIDLOOP_DEV")
         if "dev_mode" in type(ctx.settings).model_fields:
             ctx.settings = ctx.settings.model_copy(update={"dev_mode": False})
         with ctx.runtime.db.session(write=True) as s:
             for row in s.execute(select(Staff)).scalars():
                 row.password_hash = hash_password("not-the-demo-" + row.username)
-        asyncio.run(refuse_demo_accounts(ctx))  # nothing to refuse
+        staff_accounts.refuse_demo_passwords(ctx.runtime.db, ctx.settings)  # nothing to refuse
     finally:
         ctx.runtime.db.dispose()
 
