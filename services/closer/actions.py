@@ -15,7 +15,7 @@ from services.closer import photostore, queue
 from services.closer.context import Closer
 from services.closer.lifecycle import facts
 from services.closer.models import Case, CasePhoto, CaseReport, TimelineEntry
-from services.closer.transitions import Actor, Refused, Request, allowed_actions
+from services.closer.transitions import Actor, Refused, Request, allowed_actions, decide
 
 log = logging.getLogger(__name__)
 
@@ -63,24 +63,44 @@ def refused(exc: Refused) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message, {"allowed": exc.allowed, "field": exc.field})
 
 
+def _check_version(
+    ctx: Closer, who: Principal, case: Case, body: TransitionBody, require_allowed: bool = False
+) -> None:
+    """409 `stale_version` for an old version; with `require_allowed`, also the table's refusal when
+    the caller may not take the action now."""
+    f = facts(case, ctx.jurisdiction)
+    if body.version != case.version:
+        allowed = allowed_actions(f, actor(who))
+        raise ApiError(
+            409,
+            "stale_version",
+            f"The case changed (version {case.version}, you sent {body.version}); reload it.",
+            {"version": case.version, "status": case.status, "allowed": allowed},
+        )
+    if require_allowed:
+        try:  # the table's own answer (403, 409 naming the allowed actions, 422 for inputs)
+            decide(f, actor(who), body.request(has_photo=True), ctx.lifecycle.stations)
+        except Refused as exc:
+            raise refused(exc) from exc
+
+
 def take_action(
     ctx: Closer, who: Principal, case_id: str, body: TransitionBody, photo: bytes | None = None
 ) -> dict[str, Any]:
-    """Check and apply one action in one transaction; the photo is stored first and removed on failure."""
+    """Check and apply one action in one transaction; a photo is decoded only once the caller may take
+    the action (a read-only check first), stored, and removed again on failure."""
     if photo is not None and body.action != "resolve":
         raise ApiError(422, "invalid_input", "photo: only a resolve takes a photo.", {"field": "photo"})
+    if photo:
+        # decoding an image costs memory and time: only for a visible case, at the version shown,
+        # in a state where this caller may resolve it (the transaction below checks again)
+        with ctx.runtime.db.session() as session:
+            _check_version(ctx, who, load_visible(session, who, case_id), body, require_allowed=True)
     stored = photostore.store(ctx.settings.var_dir, photo) if photo else None
     try:
         with ctx.runtime.db.session(write=True) as session:
             case = load_visible(session, who, case_id, lock=True)
-            if body.version != case.version:
-                allowed = allowed_actions(facts(case, ctx.jurisdiction), actor(who))
-                raise ApiError(
-                    409,
-                    "stale_version",
-                    f"The case changed (version {case.version}, you sent {body.version}); reload it.",
-                    {"version": case.version, "status": case.status, "allowed": allowed},
-                )
+            _check_version(ctx, who, case, body)
             now = utcnow()
             try:
                 ctx.lifecycle.transition(

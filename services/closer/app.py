@@ -1,7 +1,8 @@
 """The closer service: cases from 立案 to 结案, staff accounts, SLAs, the queue and the console.
 
 `build()` wires the parts: the lifecycle, the Kafka handlers, the scheduler, and the routers of
-api/ (JSON) and console/ (pages). No routes and no logic here.
+api/ (JSON) and console/ (pages), and runs `staff.refuse_demo_passwords` at start. No routes and
+no logic here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from services.closer.handlers import Handlers
 from services.closer.lifecycle import Lifecycle
 from services.closer.models import PLUMBING, Base
 from services.closer.scheduler import Scheduler
+from services.closer.staff import refuse_demo_passwords
 from services.closer.stream import ChangeFeed
 
 SERVICE = "closer"
@@ -57,11 +59,12 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     )
     runtime.background.append(scheduler.run)
 
-    async def bind_feed() -> None:
+    async def start() -> None:
+        await asyncio.to_thread(refuse_demo_passwords, runtime.db, settings)
         feed.bind(asyncio.get_running_loop())
 
     app = create_app(
-        runtime, "GridLoop closer", "Cases, staff, SLAs, the queue and consoles.", on_startup=bind_feed
+        runtime, "GridLoop closer", "Cases, staff, SLAs, the queue and consoles.", on_startup=start
     )
     app.state.closer = ctx
     app.state.scheduler = scheduler

@@ -32,8 +32,11 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
-def issue_token(username: str, role: Role, stations: list[str], secret: str, ttl_seconds: int) -> str:
-    """A signed token that expires after ttl_seconds."""
+def issue_token(
+    username: str, role: Role, stations: list[str], secret: str, ttl_seconds: int, version: int
+) -> str:
+    """A signed token that expires after ttl_seconds, carrying the account's token version (`ver`):
+    raising the version revokes it."""
     now = utcnow()
     claims = {
         "sub": username,
@@ -43,5 +46,6 @@ def issue_token(username: str, role: Role, stations: list[str], secret: str, ttl
         "exp": int((now + timedelta(seconds=ttl_seconds)).timestamp()),
         "jti": uuid.uuid4().hex,
         "iss": ISSUER,
+        "ver": version,
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)

@@ -75,7 +75,7 @@ def _database() -> Database:
 
 
 def cmd_staff_add(args: argparse.Namespace) -> int:
-    """Create or update a staff account."""
+    """Create or update a staff account (an existing one's tokens are revoked: a password reset)."""
     from services.closer.staff import add_staff
 
     password = args.password or os.environ.get("GRIDLOOP_STAFF_PASSWORD") or getpass.getpass("Password: ")
@@ -110,20 +110,22 @@ def cmd_staff_list(_args: argparse.Namespace) -> int:
 
 
 def cmd_staff_disable(args: argparse.Namespace) -> int:
-    """Disable an account (its tokens stop working at once)."""
+    """Disable an account (its tokens stop working at once: `staff.tokens_revoked` goes out)."""
     from sqlmodel import select
 
     from services.closer.models import Staff
+    from services.closer.staff import disable_staff
 
     db = _database()
     try:
         with db.session(write=True) as session:
-            staff = session.exec(select(Staff).where(Staff.username == args.username)).first()
+            staff = session.exec(
+                select(Staff).where(Staff.username == args.username).with_for_update()
+            ).first()
             if staff is None:
                 print(f"error: no account {args.username}", file=sys.stderr)
                 return 2
-            staff.active = False
-            session.add(staff)
+            disable_staff(session, staff)
     finally:
         db.dispose()
     print(f"{args.username}: disabled")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,3 +37,12 @@ class CloserConfig(BaseSettings):
 def get_config() -> CloserConfig:
     """The closer's settings from the environment."""
     return CloserConfig()
+
+
+def dev_mode(settings: Any = None) -> bool:
+    """The explicit dev flag (GRIDLOOP_DEV): demo accounts may then run. `Settings.dev_mode` once
+    gridloop.settings has it; until then the environment variable itself."""
+    flag = getattr(settings, "dev_mode", None)
+    if isinstance(flag, bool):
+        return flag
+    return os.environ.get("GRIDLOOP_DEV", "").strip().lower() in ("1", "true", "yes", "on")

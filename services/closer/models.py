@@ -203,11 +203,26 @@ class Staff(Base, table=True):
     role: str = Field(max_length=20)
     stations: str = Field(default="", max_length=400, description="Comma-separated station ids.")
     active: bool = True
-    failed_logins: int = 0
-    locked_until: datetime | None = Field(default=None, sa_column=_ts(True))
+    token_version: int = Field(
+        default=0, description="Raised by disable, password change and logout: older tokens are revoked."
+    )
     created_at: datetime = Field(sa_column=_ts())
 
     @property
     def station_ids(self) -> list[str]:
         """The stations this account works for."""
         return [s for s in self.stations.split(",") if s]
+
+
+class LoginThrottle(Base, table=True):
+    """Failed sign-ins per key (`user:<name>` or `addr:<address>`) and when the next try may come.
+
+    Written only by `services.closer.throttle`'s atomic statements (never read-modify-write)."""
+
+    __tablename__ = "login_throttle"
+
+    key: str = Field(primary_key=True, max_length=120)
+    failures: int = 0
+    pending: int = Field(default=0, description="Sign-ins under way (their passwords being checked).")
+    last_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    next_at: datetime = Field(sa_column=_ts())

@@ -10,7 +10,7 @@ import base64
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from gridloop.clock import as_utc
+from gridloop.db import Database
 from gridloop.errors import ApiError
 from schemas.cases import CaseStatus
 from services.closer import sla
@@ -234,12 +235,29 @@ EXPORT_COLUMNS = (
 )
 
 
-def export_statement(station: str | None, start: datetime, end: datetime) -> SelectOfScalar[Case]:
-    """Cases submitted in [start, end), oldest first."""
+EXPORT_BATCH = 500
+"""Rows per query of a CSV export: a year is streamed a batch at a time, never held whole."""
+
+
+def export_statement(
+    station: str | None,
+    start: datetime,
+    end: datetime,
+    after: tuple[datetime, str] | None = None,
+    limit: int | None = None,
+) -> SelectOfScalar[Case]:
+    """Cases submitted in [start, end), oldest first; `after` (submitted_at, case_id) continues from
+    the last row of the previous batch (the ix_case_submitted index serves the order)."""
     q = select(Case).where(col(Case.submitted_at) >= start, col(Case.submitted_at) < end)
     if station is not None:
         q = q.where(Case.station_id == station)
-    return q.order_by(col(Case.submitted_at), col(Case.case_id))
+    if after is not None:
+        at, case_id = after
+        q = q.where(
+            or_(col(Case.submitted_at) > at, and_(col(Case.submitted_at) == at, col(Case.case_id) > case_id))
+        )
+    q = q.order_by(col(Case.submitted_at), col(Case.case_id))
+    return q.limit(limit) if limit is not None else q
 
 
 def _cell(value: Any) -> str:
@@ -254,19 +272,32 @@ def _cell(value: Any) -> str:
     return text
 
 
-def csv_chunks(rows: Iterable[Case], batch: int = 500) -> Iterable[str]:
-    """CSV text (UTF-8 with BOM, so spreadsheet software reads the Chinese right) in chunks."""
+def csv_text(rows: Iterable[Case], header: bool = False) -> str:
+    """CSV lines of rows; with the header, preceded by a BOM (spreadsheet software then reads the
+    Chinese right) and the column names."""
     out = io.StringIO()
     writer = csv.writer(out)
-    out.write("\ufeff")
-    writer.writerow(EXPORT_COLUMNS)
-    for i, row in enumerate(rows, 1):
+    if header:
+        out.write("\ufeff")
+        writer.writerow(EXPORT_COLUMNS)
+    for row in rows:
         writer.writerow([_cell(getattr(row, name)) for name in EXPORT_COLUMNS])
-        if i % batch == 0:
-            yield out.getvalue()
-            out.seek(0)
-            out.truncate()
-    yield out.getvalue()
+    return out.getvalue()
+
+
+def export_csv(db: Database, station: str | None, start: datetime, end: datetime) -> Iterator[str]:
+    """The CSV of an export, one chunk per batch of rows; each batch is its own short read (a
+    streaming response pulls the next chunk only when the last one was sent)."""
+    yield csv_text((), header=True)
+    after: tuple[datetime, str] | None = None
+    while True:
+        with db.session() as session:
+            rows = list(session.exec(export_statement(station, start, end, after, EXPORT_BATCH)))
+        if rows:
+            yield csv_text(rows)
+        if len(rows) < EXPORT_BATCH:
+            return
+        after = (rows[-1].submitted_at, rows[-1].case_id)
 
 
 def as_list(rows: Sequence[Case], now: datetime) -> list[dict[str, Any]]:

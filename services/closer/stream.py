@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import func, or_
@@ -86,8 +87,12 @@ async def queue_events(
     start_after: int | None,
     poll_seconds: float,
     disconnected: Callable[[], Any],
+    still_valid: Callable[[], Awaitable[str | None]] | None = None,
 ) -> AsyncIterator[str]:
-    """The stream: a hello, then one `change` event per timeline row, heartbeats in between."""
+    """The stream: a hello, then one `change` event per timeline row, heartbeats in between.
+
+    `still_valid` re-checks the caller's token (expiry, revocation) at most once a poll interval:
+    None while it holds, else the error code, sent as a last `end` event before the stream closes."""
 
     def newest() -> int:
         with db.session() as s:
@@ -103,10 +108,18 @@ async def queue_events(
     yield "retry: 2000\n\n" + sse("hello", {"station": station, "last_id": cursor}, cursor)
     wake = feed.waiter()
     idle = 0.0
+    checked = time.monotonic()
     try:
         while True:
             if await disconnected():
                 return
+            if still_valid is not None and time.monotonic() - checked >= poll_seconds:
+                checked = time.monotonic()
+                problem = await still_valid()
+                if problem is not None:
+                    # a disabled account, a logout or an expired token ends the stream, not only new ones
+                    yield sse("end", {"reason": problem})
+                    return
             rows = await asyncio.to_thread(fetch, cursor)
             for row in rows:
                 rid = int(row.id or 0)

@@ -7,9 +7,12 @@ same flows over a real broker and real processes.
 
 from __future__ import annotations
 
+import argparse
+import csv
 import io
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,21 +25,26 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select, text
+from sqlmodel import col
 
 from gridloop import demo, metrics, migrate
 from gridloop.clock import FrozenClock, SystemClock, set_clock
 from gridloop.consumer import Incoming, _Raw
+from gridloop.db import Database
 from gridloop.errors import ApiError
 from gridloop.photos import MAX_PHOTO_BYTES
 from gridloop.settings import Settings
 from schemas.envelope import CloudEvent
 from schemas.events import Decision, Location, ReportFeedback, ReportRouted, make_event
-from services.closer import actions, staff
+from services.closer import actions, photostore, queue
+from services.closer import cli as closer_cli
+from services.closer import staff as staff_accounts
 from services.closer.app import build
+from services.closer.auth import hash_password
 from services.closer.cli import load_demo_staff
 from services.closer.config import CloserConfig
 from services.closer.context import Closer
-from services.closer.models import Case, Escalation
+from services.closer.models import Base, Case, Escalation, Staff
 from services.closer.scheduler import Scheduler
 
 MONDAY_9 = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai, a working Monday
@@ -48,7 +56,7 @@ def one_hash_per_password() -> Iterator[None]:
     """Hash each password once for the module: argon2 is slow on purpose, and every test's app
     creates all the demo accounts (same password); logins still verify real argon2 hashes."""
     hashes: dict[str, str] = {}
-    real = staff.hash_password
+    real = staff_accounts.hash_password
 
     def cached(password: str) -> str:
         if password not in hashes:
@@ -56,7 +64,7 @@ def one_hash_per_password() -> Iterator[None]:
         return hashes[password]
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(staff, "hash_password", cached)
+    patch.setattr(staff_accounts, "hash_password", cached)
     yield
     patch.undo()
 
@@ -569,12 +577,13 @@ def test_admin_manages_accounts_and_disabling_ends_tokens(app: FastAPI, client: 
     li_auth = {"Authorization": f"Bearer {li['access_token']}"}
     assert client.get("/api/v1/queue", headers=li_auth).status_code == 200
     assert client.post("/api/v1/staff/li.wei/disable", headers=admin).status_code == 200
-    assert client.get("/api/v1/queue", headers=li_auth).status_code == 401
+    gone = client.get("/api/v1/queue", headers=li_auth)
+    assert gone.status_code == 401 and gone.json()["error"]["code"] == "token_revoked"
     names = [s["username"] for s in client.get("/api/v1/staff", headers=admin).json()["staff"]]
     assert "li.wei" in names and "yh-s1" in names
 
 
-def test_console_cookie_and_csrf(app: FastAPI, client: TestClient) -> None:
+def test_console_cookie_and_csrf(app: FastAPI, client: TestClient, clock: FrozenClock) -> None:
     """Login sets a Secure, HttpOnly, SameSite=Strict cookie; a form without its CSRF token is 403."""
     cid = open_case(app)
     page = client.get("/console/login")
@@ -591,6 +600,7 @@ def test_console_cookie_and_csrf(app: FastAPI, client: TestClient) -> None:
         follow_redirects=False,
     )
     assert r.status_code == 403
+    clock.advance(timedelta(seconds=1))  # the wait after the failed sign-in
     page = client.get("/console/login")
     csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
     r = client.post(
@@ -734,3 +744,399 @@ def test_bulk_sign_for(app: FastAPI, client: TestClient) -> None:
     results = client.post("/api/v1/cases/bulk-acknowledge", json=body, headers=s1).json()["results"]
     assert [r["ok"] for r in results] == [True, True, False]
     assert results[2]["code"] == "stale_version"
+
+
+# ---- issue 12: sign-in throttling, token revocation, streams, export, photos, demo accounts --------
+
+
+def https_client(app: FastAPI, address: str) -> TestClient:
+    """A test client connecting from a given address (sign-ins are throttled per address)."""
+    return TestClient(app, base_url="https://testserver", client=(address, 50000))
+
+
+def sign_in(c: TestClient, username: str, password: str) -> Any:
+    """POST the token form."""
+    return c.post("/api/v1/auth/token", data={"username": username, "password": password})
+
+
+def console_sign_in(c: TestClient, username: str, password: str) -> Any:
+    """Submit the console's login form (with its CSRF double-submit)."""
+    page = c.get("/console/login")
+    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+    return c.post(
+        "/console/login",
+        data={"username": username, "password": password, "csrf": csrf},
+        follow_redirects=False,
+    )
+
+
+def staff_events(app: FastAPI, username: str) -> list[CloudEvent]:
+    """The staff.events messages written for an account, in order."""
+    with app.state.closer.runtime.db.session() as s:
+        rows = s.execute(
+            text("SELECT payload FROM outbox WHERE topic = 'staff.events' AND key = :k ORDER BY id"),
+            {"k": username},
+        ).all()
+    return [CloudEvent.model_validate_json(p) for (p,) in rows]
+
+
+def test_sign_in_backs_off_instead_of_locking_out(app: FastAPI, clock: FrozenClock) -> None:
+    """A failed sign-in makes the account's next attempt wait 1, 2, 4 … s (429, Retry-After); the right
+    password after the wait works, however many failures came before (no lock-out, admin included)."""
+    clients = iter(https_client(app, f"10.1.0.{i}") for i in range(1, 60))  # one address each
+    bad = sign_in(next(clients), "admin", "wrong-password")
+    assert bad.status_code == 401 and bad.json()["error"]["code"] == "bad_credentials"
+    early = sign_in(next(clients), "admin", demo.DEMO_PASSWORD)
+    assert early.status_code == 429 and early.headers["retry-after"] == "1"
+    assert early.json()["error"]["code"] == "too_many_attempts"
+    clock.advance(timedelta(seconds=1))
+    assert sign_in(next(clients), "admin", demo.DEMO_PASSWORD).status_code == 200
+    waits: list[int] = []
+    for _ in range(7):
+        assert sign_in(next(clients), "admin", "wrong-password").status_code == 401
+        throttled = sign_in(next(clients), "admin", "wrong-password")
+        assert throttled.status_code == 429
+        waits.append(int(throttled.headers["retry-after"]))
+        clock.advance(timedelta(seconds=waits[-1]))
+    assert waits == [1, 2, 4, 8, 16, 32, 64]
+    assert sign_in(next(clients), "admin", demo.DEMO_PASSWORD).status_code == 200
+    # the success starts the account afresh: one failure waits one second again
+    assert sign_in(next(clients), "admin", "wrong-password").status_code == 401
+    assert sign_in(next(clients), "admin", "wrong-password").headers["retry-after"] == "1"
+
+
+def test_sign_in_backs_off_per_address(app: FastAPI, clock: FrozenClock) -> None:
+    """Failures from one address (an IPv6 client by its /64) make that address wait for every account;
+    another address is not held up."""
+    here, there = https_client(app, "203.0.113.7"), https_client(app, "203.0.113.8")
+    assert sign_in(here, "nobody-at-all", "some-password").status_code == 401
+    held = sign_in(here, "yh-s1", demo.DEMO_PASSWORD)
+    assert held.status_code == 429 and held.headers["retry-after"] == "1"
+    assert sign_in(there, "yh-s1", demo.DEMO_PASSWORD).status_code == 200
+    clock.advance(timedelta(seconds=1))
+    assert sign_in(here, "yh-s1", demo.DEMO_PASSWORD).status_code == 200
+    v6a, v6b = https_client(app, "2001:db8:1:2::10"), https_client(app, "2001:db8:1:2:ffff::1")
+    assert sign_in(v6a, "nobody-else", "some-password").status_code == 401
+    assert sign_in(v6b, "yh-s2", demo.DEMO_PASSWORD).status_code == 429
+    assert sign_in(https_client(app, "2001:db8:1:3::10"), "yh-s2", demo.DEMO_PASSWORD).status_code == 200
+
+
+def test_parallel_guesses_are_counted_atomically(app: FastAPI, clock: FrozenClock) -> None:
+    """Six guesses at once at one account from six addresses: one is checked (401), five wait (429), the
+    counter says 1; six right passwords at once from one address all sign in."""
+    n = 6
+    barrier = threading.Barrier(n)
+    statuses = [0] * n
+
+    def guess(i: int) -> None:
+        c = https_client(app, f"192.0.2.{i + 1}")
+        barrier.wait()
+        statuses[i] = sign_in(c, "yh-s1", f"guess-number-{i}").status_code
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(statuses) == [401] + [429] * (n - 1)
+    with app.state.closer.runtime.db.session() as s:
+        failures = s.execute(text("SELECT failures FROM login_throttle WHERE key = 'user:yh-s1'")).scalar()
+    assert failures == 1
+
+    # colleagues behind one address signing in at once are queued, not refused
+    names = ["yh-s2", "yh-s3", "yh-centre", "admin", "yh-s4", "yh-s5"]
+    barrier = threading.Barrier(n)
+
+    def colleague(i: int) -> None:
+        office = https_client(app, "192.0.2.200")
+        barrier.wait()
+        statuses[i] = sign_in(office, names[i], demo.DEMO_PASSWORD).status_code
+
+    threads = [threading.Thread(target=colleague, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert statuses == [200] * n
+
+
+def test_unknown_and_known_accounts_answer_alike(
+    app: FastAPI, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unknown user, disabled account and wrong password: the same status, code, message and headers,
+    one argon2 check each and about the same time."""
+    checks: list[str] = []
+    real = staff_accounts.verify_password
+
+    def counted(password_hash: str, password: str) -> bool:
+        checks.append(password_hash)
+        return real(password_hash, password)
+
+    monkeypatch.setattr(staff_accounts, "verify_password", counted)
+    with app.state.closer.runtime.db.session(write=True) as s:
+        row = s.execute(select(Staff).where(col(Staff.username) == "yh-s3")).scalar_one()
+        row.active = False
+    cases = {
+        "unknown": ("no-such-user", demo.DEMO_PASSWORD),
+        "wrong": ("yh-s1", "wrong-password"),
+        "disabled": ("yh-s3", demo.DEMO_PASSWORD),
+    }
+    answers: dict[str, Any] = {}
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for round_ in range(3):
+        for i, (kind, (username, password)) in enumerate(cases.items()):
+            c = https_client(app, f"198.51.100.{round_ * 10 + i + 1}")
+            checks.clear()
+            start = time.perf_counter()
+            r = sign_in(c, username, password)
+            times[kind].append(time.perf_counter() - start)
+            answers[kind] = (r.status_code, r.json(), r.headers.get("www-authenticate"))
+            assert len(checks) == 1, kind
+        clock.advance(timedelta(hours=2))  # every wait is over and forgotten
+    assert answers["unknown"] == answers["wrong"] == answers["disabled"]
+    assert answers["wrong"][0] == 401 and answers["wrong"][1]["error"]["code"] == "bad_credentials"
+    # the fastest of three (noise only adds time): no path is a sleep or a hash cheaper than another
+    fastest = [min(v) for v in times.values()]
+    assert max(fastest) - min(fastest) < 0.15, times
+
+
+def test_console_sign_in_is_throttled_too(app: FastAPI, client: TestClient, clock: FrozenClock) -> None:
+    """The console's login form answers a sign-in inside the wait with 429 and Retry-After, no cookie."""
+    assert console_sign_in(client, "yh-s1", "wrong-password").status_code == 401
+    early = console_sign_in(client, "yh-s1", demo.DEMO_PASSWORD)
+    assert early.status_code == 429 and early.headers["retry-after"] == "1"
+    assert "gl_session" not in early.cookies
+    clock.advance(timedelta(seconds=1))
+    assert console_sign_in(client, "yh-s1", demo.DEMO_PASSWORD).status_code == 303
+
+
+def test_tokens_are_revoked_by_disable_password_change_and_logout(
+    app: FastAPI, client: TestClient, clock: FrozenClock, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disable (API and command), password change (API and `staff add`) and logout (API and console)
+    raise the token version: older tokens are 401 token_revoked, and staff.tokens_revoked goes out."""
+    admin = login(client, "admin")
+    body = {"username": "root2", "password": "long-enough-pw", "role": "admin", "stations": []}
+    assert client.post("/api/v1/staff", json=body, headers=admin).status_code == 200
+    root2 = sign_in(client, "root2", "long-enough-pw").json()["access_token"]
+    root2_auth = {"Authorization": f"Bearer {root2}"}
+    assert client.get("/api/v1/staff", headers=root2_auth).status_code == 200
+    assert client.post("/api/v1/staff/root2/disable", headers=admin).json()["token_version"] == 1
+    r = client.get("/api/v1/staff", headers=root2_auth)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "token_revoked"
+    assert client.post("/api/v1/staff", json=body, headers=root2_auth).status_code == 401
+    [event] = staff_events(app, "root2")
+    assert event.type == "gridloop.staff.tokens_revoked.v1"
+    assert (event.data["username"], event.data["token_version"], event.data["active"]) == ("root2", 1, False)
+
+    # a password change: the old token dies, the answer carries a working one
+    s1 = login(client, "yh-s1")
+    new_pw = {"current_password": "not-my-password", "new_password": "a-brand-new-password"}
+    wrong = client.post("/api/v1/auth/password", json=new_pw, headers=s1)
+    assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "wrong_password"
+    clock.advance(timedelta(seconds=1))  # a wrong current password waits like a failed sign-in
+    changed = client.post(
+        "/api/v1/auth/password", json={**new_pw, "current_password": demo.DEMO_PASSWORD}, headers=s1
+    )
+    assert changed.status_code == 200, changed.text
+    fresh = {"Authorization": f"Bearer {changed.json()['access_token']}"}
+    r = client.get("/api/v1/queue", headers=s1)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "token_revoked"
+    assert client.get("/api/v1/queue", headers=fresh).status_code == 200
+    assert sign_in(client, "yh-s1", "a-brand-new-password").status_code == 200
+
+    # logout: every token of the account stops (this one and the one just signed in)
+    out = client.post("/api/v1/auth/logout", headers=fresh)
+    assert out.status_code == 200 and out.json() == {"username": "yh-s1", "token_version": 2}
+    r = client.get("/api/v1/queue", headers=fresh)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "token_revoked"
+    assert [(e.data["token_version"], e.data["active"]) for e in staff_events(app, "yh-s1")] == [
+        (1, True),
+        (2, True),
+    ]
+
+    # the console's logout revokes the cookie's token: a copied cookie is dead too
+    assert console_sign_in(client, "yh-s2", demo.DEMO_PASSWORD).status_code == 303
+    cookie = client.cookies["gl_session"]
+    page = client.get("/console/queue")
+    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+    assert client.post("/console/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    r = client.get("/api/v1/queue", headers={"Authorization": f"Bearer {cookie}"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "token_revoked"
+
+    # the command line: `staff add` on an existing account (a password reset) and `staff disable`
+    monkeypatch.setattr(closer_cli, "_database", lambda: Database(db_url, Base.metadata))
+    s3, centre = login(client, "yh-s3"), login(client, "yh-centre")
+    reset = argparse.Namespace(
+        username="yh-s3", password="reset-password", role="staff", station=["yh-s3"], name=None
+    )
+    assert closer_cli.cmd_staff_add(reset) == 0
+    assert client.get("/api/v1/queue", headers=s3).json()["error"]["code"] == "token_revoked"
+    assert closer_cli.cmd_staff_disable(argparse.Namespace(username="yh-centre")) == 0
+    assert client.get("/api/v1/queue", headers=centre).json()["error"]["code"] == "token_revoked"
+    assert [e.data["active"] for e in staff_events(app, "yh-centre")] == [False]
+
+
+def test_streams_end_when_the_token_is_revoked_or_expires(
+    db_url: str, tmp_path: Path, clock: FrozenClock
+) -> None:
+    """An open queue stream re-checks its token every poll: a disabled account or an expired token
+    ends it with a last `end` event."""
+    app = make_app(db_url, tmp_path, stream_poll_seconds=0.05)
+    try:
+        client = TestClient(app, base_url="https://testserver")
+
+        def listen(headers: dict[str, str], into: dict[str, str]) -> threading.Thread:
+            def run() -> None:
+                into["body"] = client.get("/api/v1/queue/stream", headers=headers).text
+
+            t = threading.Thread(target=run, daemon=True)
+            t.start()
+            return t
+
+        revoked: dict[str, str] = {}
+        t = listen(login(client, "yh-s1"), revoked)
+        time.sleep(0.5)
+        assert t.is_alive()  # the stream is open while the token holds
+        with app.state.closer.runtime.db.session(write=True) as s:
+            staff_accounts.disable_staff(
+                s, s.execute(select(Staff).where(col(Staff.username) == "yh-s1")).scalar_one()
+            )
+        t.join(15)
+        assert not t.is_alive()
+        assert revoked["body"].startswith("retry: 2000")
+        assert revoked["body"].endswith('event: end\ndata: {"reason": "token_revoked"}\n\n')
+
+        expired: dict[str, str] = {}
+        t = listen(login(client, "yh-s2"), expired)
+        time.sleep(0.5)
+        assert t.is_alive()
+        clock.advance(timedelta(hours=8, seconds=1))
+        t.join(15)
+        assert not t.is_alive()
+        assert expired["body"].endswith('event: end\ndata: {"reason": "token_expired"}\n\n')
+    finally:
+        app.state.closer.runtime.db.dispose()
+
+
+def test_export_streams_in_batches_with_the_same_bytes(
+    app: FastAPI, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CSV export reads a batch of rows per query (never the whole range at once); the bytes are
+    what the one-piece export produced: BOM, header, one line per case, formulas neutralised."""
+    ids = [open_case(app, submitted_at=MONDAY_9 + timedelta(minutes=i % 5)) for i in range(9)]
+    with app.state.closer.runtime.db.session(write=True) as s:
+        row = s.get(Case, ids[0])
+        assert row is not None
+        row.description = "=SUM(A1)"
+    monkeypatch.setattr(queue, "EXPORT_BATCH", 4, raising=False)
+    queries: list[Any] = []
+    real = queue.export_statement
+
+    def counted(*args: Any) -> Any:
+        queries.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(queue, "export_statement", counted)
+    s1 = login(client, "yh-s1")
+    r = client.get("/api/v1/cases/export.csv", params={"from": "2026-11-23", "to": "2026-11-23"}, headers=s1)
+    assert r.status_code == 200
+    assert len(queries) == 3  # 4 + 4 + 1 rows
+
+    # the same bytes as before, written independently here
+    with app.state.closer.runtime.db.session() as s:
+        rows = s.execute(select(Case).order_by(col(Case.submitted_at), col(Case.case_id))).scalars().all()
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(queue.EXPORT_COLUMNS)
+    for c in rows:
+        cells = []
+        for name in queue.EXPORT_COLUMNS:
+            v = getattr(c, name)
+            if v is None:
+                cells.append("")
+            elif isinstance(v, datetime):
+                cells.append(v.replace(tzinfo=v.tzinfo or UTC).astimezone(UTC).isoformat())
+            else:
+                text_ = str(v)
+                cells.append("'" + text_ if text_[:1] in ("=", "+", "-", "@", "\t", "\r") else text_)
+        writer.writerow(cells)
+    assert r.content == ("\ufeff" + out.getvalue()).encode()
+    assert len(r.text.splitlines()) == 1 + 9 and "'=SUM(A1)" in r.text
+
+
+def test_after_photo_is_decoded_only_for_a_caller_who_may_act(
+    app: FastAPI, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another station's staff, a stale version or an action not allowed now: refused before the
+    photo is decoded (404, 409, 409); the allowed upload is decoded once."""
+    decoded: list[int] = []
+    real = photostore.clean_photo
+
+    def spy(data: bytes) -> Any:
+        decoded.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(photostore, "clean_photo", spy)
+    cid, fresh = open_case(app), open_case(app)
+    s1, s2 = login(client, "yh-s1"), login(client, "yh-s2")
+    act(client, s1, cid, "acknowledge")
+    act(client, s1, cid, "dispatch", assignee="王师傅")
+
+    def resolve(who: dict[str, str], case_id: str, version: int) -> Any:
+        return client.post(
+            f"/api/v1/cases/{case_id}/transitions",
+            data={"action": "resolve", "version": str(version), "note": "已更换"},
+            files={"photo": ("after.jpg", jpeg_with_gps(), "image/jpeg")},
+            headers=who,
+        )
+
+    other = resolve(s2, cid, 3)
+    assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
+    stale = resolve(s1, cid, 2)
+    assert stale.status_code == 409 and stale.json()["error"]["code"] == "stale_version"
+    early = resolve(s1, fresh, 1)
+    assert early.status_code == 409 and early.json()["error"]["code"] == "transition_not_allowed"
+    assert decoded == []
+    assert resolve(s1, cid, 3).status_code == 200
+    assert len(decoded) == 1
+
+
+def test_closer_refuses_to_start_with_demo_passwords(
+    db_url: str, tmp_path: Path, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An active account with the demo password stops the start (a clear message) unless GRIDLOOP_DEV
+    is set; with the passwords changed it starts."""
+    monkeypatch.delenv("GRIDLOOP_DEV", raising=False)
+    app = make_app(db_url, tmp_path)
+    ctx: Closer = app.state.closer
+    try:
+        with pytest.raises(RuntimeError, match="demo password") as refused:
+            with TestClient(app):
+                pass
+        assert "admin" in str(refused.value) and "GRIDLOOP_DEV=1" in str(refused.value)
+        monkeypatch.setenv("GRIDLOOP_DEV", "1")
+        if "dev_mode" in type(ctx.settings).model_fields:  # once gridloop.settings carries the flag
+            ctx.settings = ctx.settings.model_copy(update={"dev_mode": True})
+        staff_accounts.refuse_demo_passwords(ctx.runtime.db, ctx.settings)  # the dev flag lets them run
+        monkeypatch.delenv("GRIDLOOP_DEV")
+        if "dev_mode" in type(ctx.settings).model_fields:
+            ctx.settings = ctx.settings.model_copy(update={"dev_mode": False})
+        with ctx.runtime.db.session(write=True) as s:
+            for row in s.execute(select(Staff)).scalars():
+                row.password_hash = hash_password("not-the-demo-" + row.username)
+        staff_accounts.refuse_demo_passwords(ctx.runtime.db, ctx.settings)  # nothing to refuse
+    finally:
+        ctx.runtime.db.dispose()
+
+
+def test_case_detail_shows_no_rider_secret(app: FastAPI, client: TestClient) -> None:
+    """Staff see report ids and a six-character rider tag, never the rider's full pseudonym."""
+    cid = open_case(app)
+    with app.state.closer.runtime.db.session() as s:
+        rider_ref = s.execute(
+            text("SELECT rider_ref FROM case_report WHERE case_id = :c"), {"c": cid}
+        ).scalar()
+    detail = client.get(f"/api/v1/cases/{cid}", headers=login(client, "yh-s1"))
+    assert detail.status_code == 200
+    assert rider_ref not in detail.text and detail.json()["reports"][0]["rider"] == rider_ref[-6:]

@@ -9,13 +9,14 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
-from gridloop.clock import as_utc
 from gridloop.errors import ApiError
 from gridloop.tokens import Principal
 from schemas.cases import Role
+from services.closer import throttle
 from services.closer.context import Ctx, Who
 from services.closer.models import Staff
 from services.closer.staff import add_staff
+from services.closer.staff import disable_staff as disable_account
 
 router = APIRouter(tags=["staff"])
 
@@ -43,7 +44,7 @@ class StaffView(BaseModel):
     role: str
     stations: list[str]
     active: bool
-    locked_until: str | None
+    token_version: int = Field(description="Raised by every revocation (disable, password, logout).")
 
 
 class StaffList(BaseModel):
@@ -60,7 +61,7 @@ def staff_view(s: Staff) -> dict[str, Any]:
         "role": s.role,
         "stations": s.station_ids,
         "active": s.active,
-        "locked_until": as_utc(s.locked_until).isoformat() if s.locked_until else None,
+        "token_version": s.token_version,
     }
 
 
@@ -92,34 +93,42 @@ async def put_staff(ctx: Ctx, who: Who, body: StaffBody) -> dict[str, Any]:
                 add_staff(session, body.username, body.password, body.role, body.stations, body.display_name)
             )
 
-    return await asyncio.to_thread(work)
+    view = await asyncio.to_thread(work)
+    ctx.runtime.relay.wake()  # a reset account's staff.tokens_revoked goes out now
+    return view
 
 
-async def _set(ctx: Any, username: str, **values: Any) -> dict[str, Any]:
+@router.post("/api/v1/staff/{username}/disable", response_model=StaffView)
+async def disable_staff(ctx: Ctx, who: Who, username: str) -> dict[str, Any]:
+    """Disable an account: its tokens stop working at once (here and in every other service)."""
+    _admin(who)
+    if username == who.username:
+        raise ApiError(409, "conflict", "You cannot disable your own account.")
+
+    def work() -> dict[str, Any]:
+        with ctx.runtime.db.session(write=True) as session:
+            staff = session.exec(select(Staff).where(Staff.username == username).with_for_update()).first()
+            if staff is None:
+                raise ApiError(404, "not_found", "No such account.")
+            disable_account(session, staff)
+            return staff_view(staff)
+
+    view = await asyncio.to_thread(work)
+    ctx.runtime.relay.wake()  # staff.tokens_revoked goes out now, not at the next poll
+    return view
+
+
+@router.post("/api/v1/staff/{username}/unlock", response_model=StaffView)
+async def unlock_staff(ctx: Ctx, who: Who, username: str) -> dict[str, Any]:
+    """Lift the sign-in wait of an account after failed sign-ins (its address waits stay)."""
+    _admin(who)
+
     def work() -> dict[str, Any]:
         with ctx.runtime.db.session(write=True) as session:
             staff = session.exec(select(Staff).where(Staff.username == username)).first()
             if staff is None:
                 raise ApiError(404, "not_found", "No such account.")
-            for k, v in values.items():
-                setattr(staff, k, v)
-            session.add(staff)
+            throttle.release(session, throttle.account_key(username))
             return staff_view(staff)
 
     return await asyncio.to_thread(work)
-
-
-@router.post("/api/v1/staff/{username}/disable", response_model=StaffView)
-async def disable_staff(ctx: Ctx, who: Who, username: str) -> dict[str, Any]:
-    """Disable an account: its tokens stop working at once."""
-    _admin(who)
-    if username == who.username:
-        raise ApiError(409, "conflict", "You cannot disable your own account.")
-    return await _set(ctx, username, active=False)
-
-
-@router.post("/api/v1/staff/{username}/unlock", response_model=StaffView)
-async def unlock_staff(ctx: Ctx, who: Who, username: str) -> dict[str, Any]:
-    """Lift a lock-out after failed logins."""
-    _admin(who)
-    return await _set(ctx, username, failed_logins=0, locked_until=None)

@@ -15,9 +15,9 @@ from starlette.datastructures import UploadFile
 from gridloop.clock import utcnow
 from gridloop.errors import ApiError
 from gridloop.photos import MAX_PHOTO_BYTES
-from gridloop.tokens import Principal
+from gridloop.tokens import Principal, read_token
 from services.closer import actions, queue, stream
-from services.closer.context import Ctx, Reader, Who
+from services.closer.context import Ctx, Reader, Who, session_token
 
 router = APIRouter(tags=["cases"])
 
@@ -224,13 +224,29 @@ async def get_counts(
 async def queue_stream(
     request: Request, ctx: Ctx, who: Reader, station: str | None = Query(None, max_length=40)
 ) -> StreamingResponse:
-    """Live changes to a station's queue as server-sent events (`change`, with the case id and state)."""
+    """Live changes to a station's queue as server-sent events (`change`, with the case id and state);
+    an `end` event (with the reason) closes it once the token is revoked or expired."""
     scope = ctx.station_scope(who, station)
     last = request.headers.get("Last-Event-ID")
     start = int(last) if last and last.isdigit() else None
+    token = session_token(request, allow_cookie=True) or ""
+
+    async def still_valid() -> str | None:
+        try:
+            await asyncio.to_thread(read_token, token, ctx.secret, ctx.token_current)
+        except ApiError as exc:
+            return exc.code
+        return None
+
     ctx.feed.bind(asyncio.get_running_loop())
     events = stream.queue_events(
-        ctx.runtime.db, ctx.feed, scope, start, ctx.config.stream_poll_seconds, request.is_disconnected
+        ctx.runtime.db,
+        ctx.feed,
+        scope,
+        start,
+        ctx.config.stream_poll_seconds,
+        request.is_disconnected,
+        still_valid,
     )
     return StreamingResponse(
         events,
@@ -261,15 +277,10 @@ async def export_csv(
     lo = datetime.combine(start, time(0), tz)
     hi = datetime.combine(end + timedelta(days=1), time(0), tz)
 
-    def work() -> list[str]:
-        with ctx.runtime.db.session() as session:
-            rows = session.exec(queue.export_statement(scope, lo, hi))
-            return list(queue.csv_chunks(rows))
-
-    chunks = await asyncio.to_thread(work)
     name = f"cases-{scope or 'all'}-{start.isoformat()}-{end.isoformat()}.csv"
+    # a sync iterator: Starlette pulls each chunk (one batch query) in a worker thread
     return StreamingResponse(
-        iter(chunks),
+        queue.export_csv(ctx.runtime.db, scope, lo, hi),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
     )

@@ -20,12 +20,12 @@ from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
 from gridloop.tokens import Principal
 from services.closer import actions, queue
-from services.closer.api.auth import login
+from services.closer.api.auth import login, new_token
 from services.closer.api.cases import read_transition
-from services.closer.auth import issue_token
 from services.closer.console.i18n import Translator
 from services.closer.console.svgmap import svg_map
 from services.closer.context import SESSION_COOKIE, Closer, closer, identify
+from services.closer.staff import sign_out
 from services.closer.transitions import OPEN, REJECT_REASONS, RETURN_REASONS, STATES
 
 HERE = Path(__file__).parent
@@ -169,13 +169,17 @@ async def login_submit(request: Request) -> Response:
         return _login_page(request, t("stale"), 403)
     username, password = str(form.get("username") or "")[:60], str(form.get("password") or "")[:200]
     try:
-        name, role, stations = await login(ctx, username, password)
+        signed = await login(ctx, request, username, password)
     except ApiError as exc:
-        return _login_page(request, t("locked") if exc.status == 429 else t("login_failed"), exc.status)
+        if exc.status == 429:
+            page = _login_page(request, t("locked"), 429)
+            page.headers.update(exc.headers or {})  # Retry-After
+            return page
+        return _login_page(request, t("login_failed"), exc.status)
     ttl = ctx.settings.token_ttl_seconds
     response = RedirectResponse("/console/queue", status_code=303)
     response.set_cookie(
-        SESSION_COOKIE, issue_token(name, role, stations, ctx.secret, ttl),  # type: ignore[arg-type]
+        SESSION_COOKIE, new_token(ctx, signed),
         max_age=ttl, httponly=True, secure=ctx.config.cookie_secure, samesite="strict", path="/",
     )  # fmt: skip
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/console/login")
@@ -184,10 +188,13 @@ async def login_submit(request: Request) -> Response:
 
 @router.post("/console/logout")
 async def logout(request: Request) -> Response:
-    """End the session (CSRF-checked, so another site cannot sign the user out)."""
+    """End the session (CSRF-checked, so another site cannot sign the user out): every token of the
+    account is revoked, so a copied cookie dies with it."""
     ctx = closer(request)
     who = await user(request)
     await form_csrf(request, ctx, who)
+    await asyncio.to_thread(sign_out, ctx.runtime.db, who.username, who.version)
+    ctx.runtime.relay.wake()
     return to_login(request)
 
 

@@ -43,6 +43,8 @@
     var es = new EventSource(section.dataset.stream, { withCredentials: true });
     es.addEventListener("hello", function () { var l = document.getElementById("live"); if (l) l.hidden = false; });
     es.addEventListener("change", function () { if (!pending) pending = setTimeout(refresh, 250); });
+    // the server ends the stream once the session is revoked or expired: reload (to the sign-in page)
+    es.addEventListener("end", function () { es.close(); window.location.reload(); });
     es.onerror = function () { var l = document.getElementById("live"); if (l) l.hidden = true; };
   }
 
