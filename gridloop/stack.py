@@ -148,6 +148,9 @@ class Stack:
                 "GRIDLOOP_ROUTER_PORT": str(self.settings.router_port),
                 "GRIDLOOP_CLOSER_PORT": str(self.settings.closer_port),
                 "GRIDLOOP_HOST": self.settings.host,
+                # the stack's own choice, so a service never disagrees with the stack that checked it
+                "GRIDLOOP_DEV": "1" if self.settings.dev_mode else "0",
+                "GRIDLOOP_COOKIE_SECURE": "true" if self.settings.cookie_secure else "false",
                 "GRIDLOOP_PUBLIC_BASE_URL": self.settings.public_base_url,
                 "GRIDLOOP_JURISDICTION_DIR": str(self.settings.jurisdiction_dir),
                 "GRIDLOOP_REDRIVE_AFTER_SECONDS": str(self.settings.redrive_after_seconds),

@@ -15,6 +15,10 @@ from tests.support.databases import new_pg_database
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
+# the suite's apps and stacks use short test secrets, demo accounts and http on loopback: dev mode,
+# inherited by every process a test starts (tests of the refusals pass dev_mode=False themselves)
+os.environ.setdefault("GRIDLOOP_DEV", "1")
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
