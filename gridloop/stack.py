@@ -73,6 +73,11 @@ class Stack:
     jurisdiction: Jurisdiction | None = None
     broker_kind: str = ""
 
+    def __post_init__(self) -> None:
+        # demo accounts share a published password: a stack that loads them is a dev stack (SECURITY.md)
+        if self.demo is not None and not self.settings.dev_mode:
+            self.settings = self.settings.model_copy(update={"dev_mode": True})
+
     @property
     def var_dir(self) -> Path:
         """Where this stack keeps its data and logs."""

@@ -106,3 +106,15 @@ def test_derived_keys_differ_per_purpose(tmp_path: Path) -> None:
     assert generated.derived_key("csrf") == Settings(var_dir=tmp_path, jwt_secret=None).derived_key("csrf")
     with pytest.raises(ValueError, match="purpose"):
         settings.derived_key("")
+
+
+def test_a_stack_with_demo_data_is_a_dev_stack(tmp_path: Path) -> None:
+    """`gridloop up`, tests and benchmarks load the demo accounts: their services run in dev mode;
+    a stack without demo data passes the settings' own choice on."""
+    from gridloop.cli import load_demo
+    from gridloop.stack import Stack
+
+    demo = Stack(settings=prod(var_dir=tmp_path), demo=load_demo)
+    assert demo.settings.dev_mode and demo.service_env("closer")["GRIDLOOP_DEV"] == "1"
+    bare = Stack(settings=prod(var_dir=tmp_path))
+    assert not bare.settings.dev_mode and bare.service_env("closer")["GRIDLOOP_DEV"] == "0"
