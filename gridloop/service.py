@@ -244,6 +244,7 @@ def _route_pattern(template: str) -> re.Pattern[str]:
 
 
 def _kb(n: int) -> str:
+    """A byte count as people read a limit: whole MB, else KB."""
     return f"{n // 1048576} MB" if n >= 1048576 and n % 1048576 == 0 else f"{n // 1024} KB"
 
 
@@ -278,7 +279,7 @@ class BodyCap:
         body = json.dumps(
             error_body(
                 "payload_too_large",
-                f"The request body is larger than {_kb(cap)}; this route accepts at most {_kb(cap)}.",
+                f"The request body is larger than this route accepts: at most {_kb(cap)}.",
                 {"max_bytes": cap},
             )
         ).encode()
