@@ -9,7 +9,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from gridloop.settings import SERVICES, Settings, get_settings
+from gridloop.settings import SERVICES, Settings, UnsafeSettingsError, get_settings, refuse_unsafe
 
 if TYPE_CHECKING:
     from schemas.reference import Jurisdiction, Place
@@ -28,6 +28,8 @@ def cmd_service(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = get_settings()
+    if not _checked(settings, f"the {args.command}"):
+        return 2
     uvicorn.run(
         f"services.{args.command}.app:build",
         factory=True,
@@ -42,6 +44,18 @@ def cmd_service(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _checked(settings: Settings, what: str) -> bool:
+    """Refuse unsafe settings with the message on stderr (False), or warn about each in dev mode."""
+    try:
+        warnings = refuse_unsafe(settings, what)
+    except UnsafeSettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    for problem in warnings:
+        print(f"warning (GRIDLOOP_DEV): {problem}", file=sys.stderr)
+    return True
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
@@ -134,6 +148,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     from gridloop.stack import Stack
 
     settings = get_settings()
+    if not args.no_demo and not settings.dev_mode:
+        # the demo accounts share a published password: an embedded stack with them is a dev stack
+        print("dev mode: the demo accounts are loaded (GRIDLOOP_DEV=1; --no-demo for a checked stack)")
+        settings = settings.model_copy(update={"dev_mode": True})
+    if not _checked(settings, "gridloop up"):
+        return 2
     stack = Stack(settings=settings, broker=args.broker, demo=None if args.no_demo else load_demo)
     stopping = False
 

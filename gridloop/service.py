@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -21,11 +23,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gridloop import metrics
 from gridloop.consumer import Handler, IdempotentConsumer
 from gridloop.db import Database
-from gridloop.errors import install_error_handlers
+from gridloop.errors import error_body, install_error_handlers
 from gridloop.lag import GroupTopics, LagMonitor
 from gridloop.outbox import OutboxRelay
+from gridloop.photos import photo_form_bytes
 from gridloop.plumbing import PlumbingTables
-from gridloop.settings import Settings, get_settings
+from gridloop.settings import Settings, get_settings, refuse_unsafe
 
 log = logging.getLogger(__name__)
 
@@ -216,13 +219,143 @@ class HttpMetrics:
             metrics.http_duration.labels(self.service, method, route).observe(time.perf_counter() - start)
 
 
+def page_security_headers(img_src: str) -> dict[str, str]:
+    """The security headers of every HTML page (SECURITY.md, Pages): scripts, styles and connections
+    from this origin only, images also from `img_src`, never framed, nothing cached or sniffed."""
+    return {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": (
+            f"default-src 'self'; img-src 'self' {img_src}; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
+
+
+DEFAULT_BODY_CAP = 64 * 1024
+"""Largest request body of any route not in a service's photo table (JSON, forms, tokens, feedback)."""
+
+
+def _route_pattern(template: str) -> re.Pattern[str]:
+    """A route template ("/api/v1/cases/{case_id}/transitions") as a regex: {name} is one segment."""
+    parts = re.split(r"(\{[^}/]+\})", template)
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts) + "$")
+
+
+def _kb(n: int) -> str:
+    """A byte count as people read a limit: whole MB, else KB."""
+    return f"{n // 1048576} MB" if n >= 1048576 and n % 1048576 == 0 else f"{n // 1024} KB"
+
+
+class BodyCap:
+    """A cap on every request body, at the ASGI edge, before any route reads a byte (plain ASGI).
+
+    `routes` maps "METHOD /template" to a larger cap (the photo forms); every other request gets
+    `default`. A declared Content-Length over the cap is answered 413 without calling the app; a
+    chunked body is counted as it streams and cut off with 413 at the cap (the app sees a disconnect,
+    so the handler never finishes with a partial body)."""
+
+    def __init__(
+        self, app: ASGIApp, default: int = DEFAULT_BODY_CAP, routes: Mapping[str, int] | None = None
+    ):
+        self.app = app
+        self.default = default
+        self.routes: list[tuple[str, re.Pattern[str], int]] = []
+        for key, cap in (routes or {}).items():
+            method, _, template = key.partition(" ")
+            self.routes.append((method.upper(), _route_pattern(template), cap))
+
+    def cap_for(self, method: str, path: str) -> int:
+        """The cap of one request: its route's, else the default."""
+        for route_method, pattern, cap in self.routes:
+            if route_method == method and pattern.match(path):
+                return cap
+        return self.default
+
+    @staticmethod
+    async def refuse(send: Send, cap: int) -> None:
+        """The 413 in the error envelope, stating the cap."""
+        body = json.dumps(
+            error_body(
+                "payload_too_large",
+                f"The request body is larger than this route accepts: at most {_kb(cap)}.",
+                {"max_bytes": cap},
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cap = self.cap_for(scope["method"], scope["path"])
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > cap:
+                    await self.refuse(send, cap)
+                    return
+                break
+        seen = 0
+        cut = False
+        started = False
+
+        async def capped_receive() -> Message:
+            nonlocal seen, cut
+            if cut:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > cap:
+                    cut = True
+                    if not started:
+                        await self.refuse(send, cap)
+                    # the app stops reading: to it, the client went away
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if cut:
+                return  # the 413 is the answer; whatever the app says after it is dropped
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, capped_receive, guarded_send)
+        except Exception:
+            if not cut:
+                raise
+            log.info("request body over %d bytes cut off on %s %s", cap, scope["method"], scope["path"])
+
+
 def create_app(
     runtime: Runtime,
     title: str,
     description: str,
     on_startup: Callable[[], Awaitable[None]] | None = None,
+    photo_routes: Mapping[str, int] | None = None,
 ) -> FastAPI:
-    """A FastAPI app with the shared endpoints, error envelope, HTTP metrics and lifecycle."""
+    """A FastAPI app with the shared endpoints, error envelope, HTTP metrics, body caps and lifecycle.
+
+    Refuses to build (UnsafeSettingsError) on unsafe settings outside dev mode (SECURITY.md).
+    `photo_routes`: "METHOD /route template" → photos per request; those routes' bodies may be that
+    many photos and a form (gridloop.photos.photo_form_bytes), every other body DEFAULT_BODY_CAP."""
+    for problem in refuse_unsafe(runtime.settings, f"the {runtime.service}"):
+        log.warning("%s: unsafe setting allowed by GRIDLOOP_DEV: %s", runtime.service, problem)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -247,6 +380,9 @@ def create_app(
     install_error_handlers(app)
     service = runtime.service
 
+    # the cap first, so HttpMetrics (added after it: outside it) counts the 413s it answers
+    caps = {route: photo_form_bytes(n) for route, n in (photo_routes or {}).items()}
+    app.add_middleware(BodyCap, default=DEFAULT_BODY_CAP, routes=caps)
     app.add_middleware(HttpMetrics, service=service)
 
     @app.get("/healthz", tags=["ops"])

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gridloop.net import IPNetwork, parse_networks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ServiceName = Literal["reporter", "router", "closer"]
@@ -19,7 +25,7 @@ DEFAULT_PORTS: dict[str, int] = {"reporter": 8001, "router": 8002, "closer": 800
 class Settings(BaseSettings):
     """Everything a GridLoop process can be told from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="GRIDLOOP_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="GRIDLOOP_", extra="ignore", populate_by_name=True)
 
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092",
@@ -48,6 +54,16 @@ class Settings(BaseSettings):
     )
     jwt_secret: str | None = Field(
         None, description="Signing key for staff tokens (default: var/jwt.secret)."
+    )
+    dev_mode: bool = Field(
+        False,
+        validation_alias=AliasChoices("GRIDLOOP_DEV", "GRIDLOOP_DEV_MODE"),
+        description="Development: unsafe settings (known secrets, demo accounts, http) only warn.",
+    )
+    cookie_secure: bool = Field(True, description="Mark session and rider cookies Secure (https only).")
+    trusted_proxies: str = Field(
+        "",
+        description="CIDRs of our reverse proxies (comma-separated); only their X-Forwarded-For is believed.",
     )
     token_ttl_seconds: int = Field(8 * 3600, description="Lifetime of a staff bearer token.")
     topic_prefix: str = Field(
@@ -97,6 +113,113 @@ class Settings(BaseSettings):
             path.write_text(secrets.token_urlsafe(48))
             path.chmod(0o600)
         return path.read_text().strip()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        """Refuse a malformed CIDR at start, not at the first request."""
+        parse_networks(value)
+        return value
+
+    def proxies(self) -> tuple[IPNetwork, ...]:
+        """The trusted proxies as networks (gridloop.net.client_address believes only these)."""
+        return parse_networks(self.trusted_proxies)
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A key of its own for one purpose of the signing key (`derive_key`)."""
+        return derive_key(self.signing_key(), purpose)
+
+
+def derive_key(secret: str, purpose: str) -> bytes:
+    """A key of its own for one purpose: HMAC-SHA256(secret, "gridloop/v1/" + purpose).
+
+    One configured secret, separate keys: a CSRF token or an address pseudonym never helps to forge a
+    staff token, and each purpose can be told apart in review (SECURITY.md, Keys)."""
+    if not purpose:
+        raise ValueError("a derived key needs a purpose")
+    return hmac.new(secret.encode(), f"gridloop/v1/{purpose}".encode(), hashlib.sha256).digest()
+
+
+MIN_SECRET_BYTES = 32
+"""Shortest accepted GRIDLOOP_JWT_SECRET outside dev mode (HS256 wants a key of at least 256 bits)."""
+KNOWN_SECRETS = frozenset(
+    {
+        "",
+        "change-me-in-production",  # the old compose default
+        "changeme",
+        "change-me",
+        "secret",
+        "test-secret",
+        "gridloop",
+        "gridloop-demo",  # the demo accounts' password
+    }
+)
+"""Secrets that were ever published (compose, README, tests): refused whatever their length."""
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether a URL points at this machine only (localhost, 127.0.0.0/8, ::1)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def unsafe_settings(settings: Settings) -> list[str]:
+    """Every reason these settings must not face the internet, one sentence each (empty: safe).
+
+    Pure: reads only the settings (an unset GRIDLOOP_JWT_SECRET is fine: a random one is generated
+    into var/). Production refuses to start on any of these; dev mode (GRIDLOOP_DEV=1) only warns."""
+    problems: list[str] = []
+    secret = settings.jwt_secret
+    if secret is not None:
+        if secret.strip() in KNOWN_SECRETS or secret.strip().lower() in KNOWN_SECRETS:
+            shown = "empty" if not secret.strip() else f"the published example {secret.strip()!r}"
+            problems.append(
+                f"GRIDLOOP_JWT_SECRET is {shown}: anyone could sign staff tokens; "
+                f"set {MIN_SECRET_BYTES}+ random bytes (e.g. `openssl rand -base64 48`)"
+            )
+        elif len(secret.encode()) < MIN_SECRET_BYTES:
+            problems.append(
+                f"GRIDLOOP_JWT_SECRET is {len(secret.encode())} bytes; at least {MIN_SECRET_BYTES} "
+                "random bytes are needed (e.g. `openssl rand -base64 48`)"
+            )
+    public = {
+        "GRIDLOOP_PUBLIC_BASE_URL": settings.public_base_url,
+        "GRIDLOOP_CLOSER_PUBLIC_URL": settings.closer_public_url,
+    }
+    remote = {name: url for name, url in public.items() if not is_loopback_url(url)}
+    for name, url in remote.items():
+        if urlsplit(url).scheme != "https":
+            problems.append(
+                f"{name} is {url}: a public address must be https (tokens, cookies and riders' "
+                "tracking links would cross the network in clear)"
+            )
+    if remote and not settings.cookie_secure:
+        problems.append(
+            "GRIDLOOP_COOKIE_SECURE is false while the public URLs are not loopback "
+            f"({', '.join(sorted(remote))}): session and rider cookies would be sent over plain http"
+        )
+    return problems
+
+
+class UnsafeSettingsError(SystemExit):
+    """Start-up refused: the settings are unsafe outside dev mode (the message names each problem)."""
+
+
+def refuse_unsafe(settings: Settings, what: str = "GridLoop") -> list[str]:
+    """Stop the start with a message naming each problem, unless dev mode; return the warnings."""
+    problems = unsafe_settings(settings)
+    if problems and not settings.dev_mode:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise UnsafeSettingsError(
+            f"{what} refuses to start with unsafe settings:\n{lines}\n"
+            "Fix them, or set GRIDLOOP_DEV=1 on a development machine (never in production)."
+        )
+    return problems
 
 
 @lru_cache(maxsize=1)

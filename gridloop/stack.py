@@ -73,6 +73,11 @@ class Stack:
     jurisdiction: Jurisdiction | None = None
     broker_kind: str = ""
 
+    def __post_init__(self) -> None:
+        # demo accounts share a published password: a stack that loads them is a dev stack (SECURITY.md)
+        if self.demo is not None and not self.settings.dev_mode:
+            self.settings = self.settings.model_copy(update={"dev_mode": True})
+
     @property
     def var_dir(self) -> Path:
         """Where this stack keeps its data and logs."""
@@ -148,6 +153,9 @@ class Stack:
                 "GRIDLOOP_ROUTER_PORT": str(self.settings.router_port),
                 "GRIDLOOP_CLOSER_PORT": str(self.settings.closer_port),
                 "GRIDLOOP_HOST": self.settings.host,
+                # the stack's own choice, so a service never disagrees with the stack that checked it
+                "GRIDLOOP_DEV": "1" if self.settings.dev_mode else "0",
+                "GRIDLOOP_COOKIE_SECURE": "true" if self.settings.cookie_secure else "false",
                 "GRIDLOOP_PUBLIC_BASE_URL": self.settings.public_base_url,
                 "GRIDLOOP_JURISDICTION_DIR": str(self.settings.jurisdiction_dir),
                 "GRIDLOOP_REDRIVE_AFTER_SECONDS": str(self.settings.redrive_after_seconds),

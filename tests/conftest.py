@@ -30,6 +30,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(layer)
 
 
+# the suite's apps and stacks use short test secrets, demo accounts and http on loopback: dev mode,
+# inherited by every process a test starts (tests of the refusals pass dev_mode=False themselves)
+os.environ.setdefault("GRIDLOOP_DEV", "1")
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A single-node Apache Kafka (KRaft) for the session, or GRIDLOOP_TEST_KAFKA if given."""

@@ -64,7 +64,11 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
         feed.bind(asyncio.get_running_loop())
 
     app = create_app(
-        runtime, "GridLoop closer", "Cases, staff, SLAs, the queue and consoles.", on_startup=start
+        runtime,
+        "GridLoop closer",
+        "Cases, staff, SLAs, the queue and consoles.",
+        on_startup=start,
+        photo_routes={"POST /api/v1/cases/{case_id}/transitions": 1, "POST /console/cases/{case_id}/act": 1},
     )
     app.state.closer = ctx
     app.state.scheduler = scheduler

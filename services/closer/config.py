@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,7 +25,6 @@ class CloserConfig(BaseSettings):
         5.0, gt=0, description="How often the escalation scheduler looks for due work."
     )
     gauge_interval_seconds: float = Field(15.0, gt=0, description="How often gridloop_cases_open is counted.")
-    cookie_secure: bool = Field(True, description="Mark the console session cookie Secure.")
     stream_poll_seconds: float = Field(
         1.0, gt=0, description="How often the live queue stream checks the database (other replicas)."
     )
@@ -37,12 +33,3 @@ class CloserConfig(BaseSettings):
 def get_config() -> CloserConfig:
     """The closer's settings from the environment."""
     return CloserConfig()
-
-
-def dev_mode(settings: Any = None) -> bool:
-    """The explicit dev flag (GRIDLOOP_DEV): demo accounts may then run. `Settings.dev_mode` once
-    gridloop.settings has it; until then the environment variable itself."""
-    flag = getattr(settings, "dev_mode", None)
-    if isinstance(flag, bool):
-        return flag
-    return os.environ.get("GRIDLOOP_DEV", "").strip().lower() in ("1", "true", "yes", "on")

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlmodel import select
 
+from gridloop import net
 from gridloop.errors import ApiError
+from gridloop.net import address_key
 from gridloop.service import Runtime
-from gridloop.settings import Settings
+from gridloop.settings import Settings, derive_key
 from gridloop.tokens import Principal, read_token
 from schemas.reference import Jurisdiction
 from services.closer.config import CloserConfig
@@ -64,7 +65,7 @@ class Closer:
 
     def csrf_token(self, who: Principal) -> str:
         """The CSRF token of a console session: bound to the session's token id, unforgeable."""
-        return hmac.new(self.secret.encode(), f"csrf:{who.token_id}".encode(), hashlib.sha256).hexdigest()
+        return hmac.new(derive_key(self.secret, "csrf"), who.token_id.encode(), hashlib.sha256).hexdigest()
 
     def check_csrf(self, who: Principal, given: str | None) -> None:
         """403 unless the form carried this session's CSRF token."""
@@ -91,17 +92,11 @@ def closer(request: Request) -> Closer:
 
 
 def client_address(request: Request) -> str:
-    """The client address sign-ins are throttled by: the connection's peer (an IPv6 client by its
-    /64, which one subscriber usually holds whole). The one place to swap for a trusted
-    forwarded address."""
-    host = request.client.host if request.client else ""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host or "unknown"
-    if ip.version == 6:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
+    """The client address sign-ins are throttled by: the forwarded address behind a trusted proxy
+    (GRIDLOOP_TRUSTED_PROXIES), else the peer; an IPv6 client by its /64, which one subscriber
+    usually holds whole."""
+    settings: Settings = request.app.state.closer.settings
+    return address_key(net.client_address(request, settings.proxies())) or "unknown"
 
 
 def session_token(request: Request, allow_cookie: bool) -> str | None:

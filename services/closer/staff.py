@@ -19,7 +19,6 @@ from schemas.cases import ROLES, Role
 from schemas.events import StaffTokensRevoked, make_event
 from services.closer import throttle
 from services.closer.auth import hash_password, verify_password
-from services.closer.config import dev_mode
 from services.closer.models import PLUMBING, Staff
 
 log = logging.getLogger(__name__)
@@ -101,7 +100,7 @@ class UnsafeStart(RuntimeError):
 def refuse_demo_passwords(db: Database, settings: Any) -> None:
     """Stop the start while an active account still has the demo password, unless the dev flag
     (GRIDLOOP_DEV) is set."""
-    if dev_mode(settings):
+    if settings.dev_mode:
         return
     names = demo_password_accounts(db)
     if names:

@@ -40,7 +40,12 @@ def build(settings: Settings | None = None, config: ReporterConfig | None = None
     runtime.document_publication(REPORTS_FEEDBACK, ReportFeedback, "Riders' answers, keyed by case id.")
     runtime.background.append(redrive_loop(runtime, settings.redrive_after_seconds, config.redrive_batch))
 
-    app = create_app(runtime, "GridLoop reporter", "Report codes, rider intake, tracking, Open311.")
+    app = create_app(
+        runtime,
+        "GridLoop reporter",
+        "Report codes, rider intake, tracking, Open311.",
+        photo_routes={"POST /api/v1/reports": 3},
+    )
     app.add_middleware(GZipMiddleware, minimum_size=800)
     # added last, so outermost: the riders' JSON posts skip the layers above (services.reporter.fastpath)
     app.add_middleware(

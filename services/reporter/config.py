@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from gridloop.net import IPNetwork, parse_networks
 
 
 class ReporterConfig(BaseSettings):
@@ -18,24 +16,9 @@ class ReporterConfig(BaseSettings):
         64 * 1024, gt=0, description="Largest feedback, Open311 or admin body accepted (413 above)."
     )
     redrive_batch: int = Field(500, gt=0, description="Reports without a case published again per round.")
-    trusted_proxies: str = Field(
-        "",
-        description="CIDRs of our reverse proxies (comma-separated); only their X-Forwarded-For is believed.",
-    )
     rider_cookie_secure: bool | None = Field(
         None, description="The rider cookie's Secure flag (default: on when the public base URL is https)."
     )
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _cidrs(cls, value: str) -> str:
-        """Refuse a malformed CIDR at start, not at the first request."""
-        parse_networks(value)
-        return value
-
-    def proxies(self) -> tuple[IPNetwork, ...]:
-        """The trusted proxies as networks."""
-        return parse_networks(self.trusted_proxies)
 
 
 class RateLimits(BaseSettings):

@@ -124,7 +124,7 @@ class Reporter:
         ctx = IntakeContext(
             channel="scan",
             rider_ref=rider,
-            client_ref=client_ref_for(client_address(scope, self.config.proxies()), self.secret),
+            client_ref=client_ref_for(client_address(scope, self.settings.proxies()), self.secret),
             token=token,
             caller=rider,
             secret=self.secret,
@@ -138,7 +138,7 @@ class Reporter:
 
     def client_ref(self, request: Request) -> str | None:
         """The pseudonym of the client address (X-Forwarded-For only from a trusted proxy)."""
-        return client_ref_for(client_address(request, self.config.proxies()), self.secret)
+        return client_ref_for(client_address(request, self.settings.proxies()), self.secret)
 
     def owns(self, request: Request, report: Report) -> bool:
         """The caller holds the report's credential: the rider cookie that sent it, or its tracking

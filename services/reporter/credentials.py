@@ -21,16 +21,13 @@ from typing import Any
 
 from pydantic import BaseModel, model_validator
 
+from gridloop.settings import derive_key
+
 _RANDOM_BYTES = 18
 _MAC_BYTES = 16
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{24}\.[A-Za-z0-9_-]{22}$")
 # C0 controls but tab and newline, DEL, C1 controls, and the bidi embeddings, overrides and isolates
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def derived_key(secret: str, label: str) -> bytes:
-    """A key of its own for one use of the service secret (rider tokens, tracking secrets, …)."""
-    return hmac.new(secret.encode(), label.encode(), hashlib.sha256).digest()
 
 
 def _b64(raw: bytes) -> str:
@@ -44,7 +41,7 @@ def _mac(key: bytes, message: str, size: int) -> str:
 def new_rider_token(secret: str) -> str:
     """A new rider token, signed by this server."""
     random = _b64(secrets.token_bytes(_RANDOM_BYTES))
-    return f"{random}.{_mac(derived_key(secret, 'rider-token'), random, _MAC_BYTES)}"
+    return f"{random}.{_mac(derive_key(secret, 'rider-token'), random, _MAC_BYTES)}"
 
 
 def valid_rider_token(token: str | None, secret: str) -> bool:
@@ -52,17 +49,17 @@ def valid_rider_token(token: str | None, secret: str) -> bool:
     if not token or not _TOKEN.match(token):
         return False
     random, _, mac = token.partition(".")
-    return hmac.compare_digest(mac, _mac(derived_key(secret, "rider-token"), random, _MAC_BYTES))
+    return hmac.compare_digest(mac, _mac(derive_key(secret, "rider-token"), random, _MAC_BYTES))
 
 
 def tracking_secret(token: str, report_id: str, secret: str) -> str:
     """The tracking secret of a report sent with a rider token (128 bits, URL-safe)."""
-    return _mac(derived_key(secret, "tracking-secret"), f"{token}:{report_id}", 16)
+    return _mac(derive_key(secret, "tracking-secret"), f"{token}:{report_id}", 16)
 
 
 def tracking_hash(key: str, secret: str) -> str:
     """How a tracking secret is stored (a keyed hash; the secret itself is never stored)."""
-    return hmac.new(derived_key(secret, "tracking-hash"), key.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(derive_key(secret, "tracking-hash"), key.encode(), hashlib.sha256).hexdigest()
 
 
 def tracking_key_matches(key: str | None, stored: str | None, secret: str) -> bool:

@@ -25,6 +25,7 @@ every rider at once) or a local tool; the per-code and per-rider limits still ap
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import math
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from typing import Literal
 from gridloop.clock import as_utc
 from gridloop.net import address_key
 from gridloop.rawsql import Bind, Raw, read_ts, statement
+from gridloop.settings import derive_key
 from services.reporter.config import RateLimits
 
 
@@ -71,7 +73,7 @@ def client_ref_for(address: str | None, secret: str) -> str | None:
     key = address_key(address)
     if not key or not address or is_loopback(address):
         return None
-    return hashlib.sha256(f"{secret}:addr:{key}".encode()).hexdigest()[:32]
+    return hmac.new(derive_key(secret, "address-pseudonym"), key.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def retry_after(recent: Sequence[datetime], allowed: int, window: timedelta, now: datetime) -> int | None:

@@ -4,6 +4,7 @@ caller's transaction (a group commit), and answer 202."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import secrets
@@ -18,6 +19,7 @@ from gridloop.clock import utcnow
 from gridloop.outbox import add_event
 from gridloop.photos import CleanPhoto
 from gridloop.rawsql import Bind, Raw, after_commit, insert_row, record_type, statement, table_of
+from gridloop.settings import derive_key
 from gridloop.topics import REPORTS_SUBMITTED
 from schemas import codes
 from schemas.events import Location, ReportSubmitted, make_event
@@ -87,7 +89,7 @@ class IntakeContext:
 
 def rider_ref_for(token: str, secret: str) -> str:
     """A stable pseudonym for a rider token; the token itself is never stored."""
-    return hashlib.sha256(f"{secret}:{token}".encode()).hexdigest()[:32]
+    return hmac.new(derive_key(secret, "rider-pseudonym"), token.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def new_report_id() -> str:

@@ -221,6 +221,35 @@ def find_duplicate(
     return best
 
 
+def honoured_plus_one(
+    category: Category, facts: ReportFacts, candidates: Iterable[Candidate]
+) -> tuple[tuple[Candidate, float] | None, Reason | None]:
+    """The rider's "+1" case when it may take the report, else why not (routed as if no "+1").
+
+    Case ids are public (the rider page's open cases, the router's explain), so a "+1" is honoured
+    only for an open case of the report's category whose anchor is within the category's duplicate
+    radius of the report's place or point; a "+1" cannot pull a report into any case anywhere."""
+    wanted = facts.plus_one_case_id
+    chosen = next((c for c in candidates if c.case_id == wanted), None)
+    if chosen is None or not chosen.open:
+        return None, Reason(
+            f"骑手点选的案件{wanted}已不在办理中，按常规判断",
+            f"the rider's +1 case {wanted} is no longer open: routed as usual",
+        )
+    if chosen.category != category.id:
+        return None, Reason(
+            f"骑手点选的案件{wanted}不是同类问题，按常规判断",
+            f"the rider's +1 case {wanted} is of another category: routed as usual",
+        )
+    dist = separation_m(category, facts, chosen)
+    if dist is None or dist > category.dup_radius_m:
+        return None, Reason(
+            f"骑手点选的案件{wanted}不在合并半径{category.dup_radius_m:.0f}米内，按常规判断",
+            f"the rider's +1 case {wanted} is not within {category.dup_radius_m:.0f} m: routed as usual",
+        )
+    return (chosen, dist), None
+
+
 def decide(j: Jurisdiction, facts: ReportFacts, candidates: Sequence[Candidate]) -> RouteResult:
     """Route one report: triage, merge into a nearby open case, or open a new case."""
     where = place(j, facts)
@@ -235,17 +264,13 @@ def decide(j: Jurisdiction, facts: ReportFacts, candidates: Sequence[Candidate])
     station, rule, why = choose_station(j, category.id, where.grid_id)
     reasons.append(why)
     rule_id = rule.id if rule else None
-    plus_one = None
+    dup = None
+    plus_one = False
     if facts.plus_one_case_id:
-        plus_one = next((c for c in candidates if c.case_id == facts.plus_one_case_id and c.open), None)
-        if plus_one is None:
-            reasons.append(
-                Reason(
-                    f"骑手点选的案件{facts.plus_one_case_id}已不在办理中，按常规判断",
-                    f"the rider's +1 case {facts.plus_one_case_id} is no longer open: routed as usual",
-                )
-            )
-    dup = (plus_one, separation_m(category, facts, plus_one) or 0.0) if plus_one else None
+        dup, refused = honoured_plus_one(category, facts, candidates)
+        plus_one = dup is not None
+        if refused is not None:
+            reasons.append(refused)
     dup = dup or find_duplicate(category, facts, candidates)
     if dup is not None:
         cand, dist = dup

@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from schemas.events import CaseOpened, CaseTransitioned, StaffTokensRevoked
 from schemas.reference import Place
-from services.reporter.config import RateLimits, ReporterConfig
+from services.reporter.config import RateLimits
 from services.reporter.context import RIDER_COOKIE
 from services.reporter.credentials import valid_rider_token
 from services.reporter.fastpath import JsonReportFastPath
@@ -409,7 +409,9 @@ def test_limits_key_on_the_forwarded_address_behind_a_trusted_proxy(db_url: str,
     """Behind a trusted proxy each rider is limited by their own (forwarded) address, IPv6 by /64; a
     stranger's X-Forwarded-For is not believed."""
     app, places = reporter_app(db_url, tmp_path / "var")
-    app.state.reporter.config = ReporterConfig(trusted_proxies="10.0.0.0/8")
+    app.state.reporter.settings = app.state.reporter.settings.model_copy(
+        update={"trusted_proxies": "10.0.0.0/8"}
+    )
     app.state.reporter.limits = RateLimits(per_code=0, per_rider=0, per_address=1, new_riders_per_address=0)
     body = {"code": places[0].code, "category": "other"}
 

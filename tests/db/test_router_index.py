@@ -132,6 +132,32 @@ def test_redelivery_gives_the_same_answer(router: Router) -> None:
         assert s.execute(select(func.count()).select_from(OpenCase)).scalar_one() == 1
 
 
+def test_plus_one_into_a_far_case_of_another_category_does_not_merge(router: Router) -> None:
+    """Issue 12's repro: a 殷行 manhole report '+1'-ing a 彭浦 fire-lane case 7 km away opens its own
+    case; a '+1' on the manhole case at the same place is honoured."""
+    router.feed([submitted("f1", "a", lat=31.3108, lon=121.4400, category="fire_lane_blocked")])
+    far_case = _case_of(router, "f1")
+    assert decisions(router.db)["f1"]["station_id"] != "yh-s1"
+    assert distance_m(31.3108, 121.4400, MANHOLE.lat, MANHOLE.lon) > 7000
+    router.feed(
+        [submitted("m1", "b", place=MANHOLE, at=T0 + timedelta(minutes=1), plus_one_case_id=far_case)]
+    )
+    d = decisions(router.db)
+    assert (d["m1"]["decision"], d["m1"]["station_id"]) == ("open", "yh-s1")
+    assert d["m1"]["case_id"] != far_case
+    router.feed(
+        [
+            submitted(
+                "m2", "c", place=MANHOLE, at=T0 + timedelta(minutes=2), plus_one_case_id=d["m1"]["case_id"]
+            )
+        ]
+    )
+    d = decisions(router.db)
+    assert (d["m2"]["decision"], d["m2"]["case_id"]) == ("merge", d["m1"]["case_id"])
+    with router.db.session() as s:
+        assert s.execute(select(func.count()).select_from(OpenCase)).scalar_one() == 2
+
+
 # --- cases.events -------------------------------------------------------------------------------
 
 

@@ -23,7 +23,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 def test_up_prints_working_urls_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     """The printed rider code takes a report that shows in the printed station's queue; SIGINT cleans up."""
     ports = {s: free_port() for s in ("REPORTER", "ROUTER", "CLOSER")}
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
+    # as on a fresh machine: no dev flag from the suite; `up` with its demo data runs as a dev stack
+    dropped = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "GRIDLOOP_DEV")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update({f"GRIDLOOP_{s}_PORT": str(p) for s, p in ports.items()})
     env.update(
         {
@@ -41,6 +43,7 @@ def test_up_prints_working_urls_and_ctrl_c_stops_everything(tmp_path: Path) -> N
         wait_for(lambda: "Press Ctrl-C" in out.read_text(), timeout=150, every=0.5, what="the banner")
         text = out.read_text()
         assert "broker: kafka" in text
+        assert "dev mode: the demo accounts are loaded" in text
         rider = re.search(r"Rider page \(scan this code\):\s+(\S+)/r/(\w+)", text)
         login = re.search(r"sign in as (\S+) / (\S+)", text)
         assert rider and login, text

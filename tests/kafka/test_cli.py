@@ -67,3 +67,21 @@ def test_db_upgrade_demo_and_staff(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "closer.db") as conn:
         row = conn.execute("SELECT role, stations, password_hash FROM staff WHERE username='wang'").fetchone()
     assert row[0] == "staff" and row[1] == "yh-s1" and row[2].startswith("$argon2id$")
+
+
+@pytest.mark.parametrize("command", [["reporter"], ["router"], ["closer"], ["up", "--no-demo"]])
+def test_production_refuses_a_known_secret(command: list[str], tmp_path: Path) -> None:
+    """Outside dev mode a service (and `gridloop up`) stops at once with a message naming the problem."""
+    env = {
+        "GRIDLOOP_DEV": "0",
+        "GRIDLOOP_VAR_DIR": str(tmp_path),
+        "GRIDLOOP_JWT_SECRET": "change-me-in-production",
+        "GRIDLOOP_PUBLIC_BASE_URL": "http://gridloop.example.org",
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+    }
+    refused = run(command, env)
+    assert refused.returncode == 2, refused.stderr
+    assert "refuses to start with unsafe settings" in refused.stderr
+    assert "GRIDLOOP_JWT_SECRET is the published example 'change-me-in-production'" in refused.stderr
+    assert "GRIDLOOP_PUBLIC_BASE_URL is http://gridloop.example.org" in refused.stderr
+    assert not list(tmp_path.iterdir())  # nothing was started or written

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from starlette.requests import Request
 
+from gridloop.settings import Settings
 from services.closer import throttle
-from services.closer.config import dev_mode
 from services.closer.context import client_address
 
 
@@ -31,6 +32,8 @@ def _request(host: str | None) -> Request:
         "type": "http",
         "headers": [],
         "client": (host, 1234) if host is not None else None,
+        # the closer reads the trusted proxies from its settings (none here: the peer is the client)
+        "app": SimpleNamespace(state=SimpleNamespace(closer=SimpleNamespace(settings=Settings()))),
     }
     return Request(scope)
 
@@ -48,16 +51,3 @@ def _request(host: str | None) -> Request:
 def test_client_address_groups_an_ipv6_client_by_its_64(host: str | None, address: str) -> None:
     """IPv4 as it is; IPv6 by its /64 (one subscriber holds a whole /64); no client: one key."""
     assert client_address(_request(host)) == address
-
-
-def test_dev_flag_comes_from_settings_else_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """GRIDLOOP_DEV until gridloop.settings carries `dev_mode`; a settings value wins."""
-    monkeypatch.delenv("GRIDLOOP_DEV", raising=False)
-    assert dev_mode() is False
-    monkeypatch.setenv("GRIDLOOP_DEV", "1")
-    assert dev_mode() is True
-
-    class WithFlag:
-        dev_mode = False
-
-    assert dev_mode(WithFlag()) is False

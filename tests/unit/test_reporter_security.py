@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from gridloop.errors import ApiError
 from gridloop.net import address_key, client_address, parse_networks
+from gridloop.settings import Settings
 from services.reporter.api.reports import parse_json, report_from_json, too_large
-from services.reporter.config import ReporterConfig
 from services.reporter.credentials import (
     new_rider_token,
     plain,
@@ -51,7 +51,7 @@ def test_client_address_believes_only_trusted_proxies() -> None:
     assert client_address(scope("10.1.2.3"), proxies) == "10.1.2.3"
     assert client_address({"type": "http", "headers": []}, proxies) is None
     with pytest.raises(ValueError):
-        ReporterConfig(trusted_proxies="10.0.0.0/33")
+        Settings(trusted_proxies="10.0.0.0/33")
 
 
 def test_address_key_groups_ipv6_by_64() -> None:

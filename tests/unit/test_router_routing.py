@@ -285,13 +285,47 @@ def test_merge_goes_to_the_cases_station_across_a_border() -> None:
 
 
 def test_plus_one_merges_into_the_chosen_open_case() -> None:
-    """'+1' on an open case merges there even beyond the radius; on a closed one, routing as usual."""
-    here = facts("manhole_cover", 31.3395, 121.511, plus_one_case_id="c_far")
-    far = cand("c_far", 31.3410, 121.511)
-    assert decide(J, here, [far]).merge_case_id == "c_far"
-    closed = decide(J, here, [replace(far, open=False)])
+    """'+1' on an open case of the category within its radius merges there, before a nearer case."""
+    here = facts("manhole_cover", 31.3395, 121.511, plus_one_case_id="c_chosen")
+    chosen = cand("c_chosen", 31.3397, 121.511)  # ~22 m, inside the manhole radius (30 m)
+    nearer = cand("c_nearer", 31.33955, 121.511)  # ~6 m
+    result = decide(J, here, [nearer, chosen])
+    assert (result.decision, result.merge_case_id) == ("merge", "c_chosen")
+    assert "the rider chose +1 on case c_chosen" in reason_text(result.reasons, "en")
+    closed = decide(J, here, [replace(chosen, open=False)])
     assert closed.decision == "open"
     assert "no longer open" in reason_text(closed.reasons, "en")
+
+
+PENGPU = (31.3108, 121.4400)  # in 彭浦 pp-g1, about 7.5 km from 殷行 yh-g1
+
+
+@pytest.mark.parametrize(
+    ("what", "chosen", "reason"),
+    [
+        ("beyond the radius", cand("c_x", 31.3400, 121.511), "not within 30 m"),  # ~56 m
+        ("another category at the point", cand("c_x", 31.3395, 121.511, category="sanitation"), "category"),
+        (
+            "a fire-lane case in 彭浦, 7 km away (issue 12)",
+            cand("c_x", *PENGPU, category="fire_lane_blocked", station_id="pp-s1"),
+            "category",
+        ),
+        ("a manhole case in 彭浦", cand("c_x", *PENGPU, station_id="pp-s1"), "not within 30 m"),
+        ("no point to compare", cand("c_x", None, None), "not within 30 m"),  # type: ignore[arg-type]
+    ],
+)
+def test_plus_one_elsewhere_is_routed_as_if_there_were_none(
+    what: str, chosen: Candidate, reason: str
+) -> None:
+    """A '+1' on a case of another category or outside its radius: a new case, or the usual duplicate."""
+    here = facts("manhole_cover", 31.3395, 121.511, plus_one_case_id="c_x")
+    alone = decide(J, here, [chosen])
+    assert (alone.decision, alone.merge_case_id, alone.station_id) == ("open", None, "yh-s1"), what
+    assert reason in reason_text(alone.reasons, "en"), what
+    near = cand("c_near", 31.3396, 121.511)  # ~11 m: the normal duplicate still merges
+    usual = decide(J, here, [chosen, near])
+    assert (usual.decision, usual.merge_case_id) == ("merge", "c_near"), what
+    assert "+1 on case" not in reason_text(usual.reasons, "en"), what
 
 
 def test_common_issue_needs_three_distinct_riders_within_24h() -> None:

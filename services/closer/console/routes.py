@@ -146,7 +146,7 @@ def _login_page(request: Request, error: str | None = None, status: int = 200) -
     response = render(request, "login.html", status, csrf=token, error=error)
     ctx = closer(request)
     response.set_cookie(
-        LOGIN_CSRF_COOKIE, token, httponly=True, secure=ctx.config.cookie_secure, samesite="strict",
+        LOGIN_CSRF_COOKIE, token, httponly=True, secure=ctx.settings.cookie_secure, samesite="strict",
         path="/console/login", max_age=3600,
     )  # fmt: skip
     return response
@@ -180,7 +180,7 @@ async def login_submit(request: Request) -> Response:
     response = RedirectResponse("/console/queue", status_code=303)
     response.set_cookie(
         SESSION_COOKIE, new_token(ctx, signed),
-        max_age=ttl, httponly=True, secure=ctx.config.cookie_secure, samesite="strict", path="/",
+        max_age=ttl, httponly=True, secure=ctx.settings.cookie_secure, samesite="strict", path="/",
     )  # fmt: skip
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/console/login")
     return response
