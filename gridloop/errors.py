@@ -29,6 +29,19 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def size_text(size: int) -> str:
+    """A byte count as people read it: 64 KB, 10 MB, 1.5 MB, 900 bytes."""
+    for unit, name in ((1024 * 1024, "MB"), (1024, "KB")):
+        if size >= unit:
+            return f"{size / unit:.1f}".removesuffix(".0") + f" {name}"
+    return f"{size} bytes"
+
+
+def too_large_message(cap: int) -> str:
+    """What every 413 of a body over `cap` bytes says, whichever layer refused it."""
+    return f"The request is larger than {size_text(cap)}."
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     """The error envelope."""
     return {"error": {"code": code, "message": message, "details": details}}

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gridloop import metrics
 from gridloop.consumer import Handler, IdempotentConsumer
 from gridloop.db import Database
-from gridloop.errors import error_body, install_error_handlers
+from gridloop.errors import error_body, install_error_handlers, too_large_message
 from gridloop.lag import GroupTopics, LagMonitor
 from gridloop.outbox import OutboxRelay
 from gridloop.photos import photo_form_bytes
@@ -243,11 +243,6 @@ def _route_pattern(template: str) -> re.Pattern[str]:
     return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts) + "$")
 
 
-def _kb(n: int) -> str:
-    """A byte count as people read a limit: whole MB, else KB."""
-    return f"{n // 1048576} MB" if n >= 1048576 and n % 1048576 == 0 else f"{n // 1024} KB"
-
-
 class BodyCap:
     """A cap on every request body, at the ASGI edge, before any route reads a byte (plain ASGI).
 
@@ -279,7 +274,7 @@ class BodyCap:
         body = json.dumps(
             error_body(
                 "payload_too_large",
-                f"The request body is larger than this route accepts: at most {_kb(cap)}.",
+                too_large_message(cap),
                 {"max_bytes": cap},
             )
         ).encode()

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from starlette.datastructures import UploadFile
 
 from gridloop.clock import as_utc, utcnow
-from gridloop.errors import ApiError
+from gridloop.errors import ApiError, size_text, too_large_message
 from gridloop.photos import (
     MAX_PHOTO_BYTES,
     MAX_PHOTOS,
@@ -136,17 +136,9 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "on", "yes")
 
 
-def size_text(size: int) -> str:
-    """A byte count as people read it: 64 KB, 10 MB, 1.5 MB, 900 bytes."""
-    for unit, name in ((1024 * 1024, "MB"), (1024, "KB")):
-        if size >= unit:
-            return f"{size / unit:.1f}".removesuffix(".0") + f" {name}"
-    return f"{size} bytes"
-
-
 def too_large(cap: int) -> Refusal:
     """The 413 of a request body over `cap` bytes (the message states the cap)."""
-    return Refusal("too_large", 413, "payload_too_large", f"The request is larger than {size_text(cap)}.")
+    return Refusal("too_large", 413, "payload_too_large", too_large_message(cap))
 
 
 def parse_json(raw: bytes) -> Any:
