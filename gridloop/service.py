@@ -15,6 +15,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import MetaData
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -216,6 +217,13 @@ class HttpMetrics:
             metrics.http_duration.labels(self.service, method, route).observe(time.perf_counter() - start)
 
 
+class Readiness(BaseModel):
+    """`/readyz`: ok (200) or unavailable (503), and which dependency answered."""
+
+    status: str
+    checks: dict[str, bool]
+
+
 def create_app(
     runtime: Runtime,
     title: str,
@@ -254,7 +262,7 @@ def create_app(
         """Alive."""
         return {"status": "ok", "service": service}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get("/readyz", tags=["ops"], response_model=Readiness, responses={503: {"model": Readiness}})
     async def readyz() -> JSONResponse:
         """Ready when the database and the broker are reachable."""
         checks = await runtime.readiness()
@@ -263,7 +271,7 @@ def create_app(
             {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
         )
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics_endpoint() -> Response:
         """Prometheus metrics of this process."""
         return PlainTextResponse(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
