@@ -11,7 +11,9 @@ each error (4xx) is the contract's envelope {"error": {"code", "message", "detai
 
 from __future__ import annotations
 
+import copy
 import json
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,9 +23,11 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import CheckContext, not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ensure_resource_availability,
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import text
 
 from tests.support.fuzz import Apps, build_apps, envelope_problems, openapi_of, without_lifespan
 
@@ -130,3 +134,99 @@ def test_router(case: schemathesis.Case, apps: Apps) -> None:
 def test_closer(case: schemathesis.Case, apps: Apps) -> None:
     """The closer's operations, as the demo admin."""
     case.call_and_validate(app=without_lifespan(apps.closer), headers=apps.admin, checks=checks_for(case))
+
+
+# -- stateful: create a report, then follow it by its report_id -----------------------------------
+
+REPORT = "/api/v1/reports"
+FOLLOW = {
+    "ReadReport": ("/api/v1/reports/{report_id}", "get"),
+    "TrackingPage": ("/t/{report_id}", "get"),
+    "Feedback": ("/api/v1/reports/{report_id}/feedback", "post"),
+}
+
+
+def reporter_with_links(apps: Apps) -> dict[str, Any]:
+    """The reporter's OpenAPI with links from a report's 202 to the operations that take its id, and
+    the report body narrowed to the demo codes and categories, so most generated reports are taken
+    (the honeypot field is left out: a filled one is answered 202 and dropped, on purpose)."""
+    spec = copy.deepcopy(openapi_of("reporter"))
+    post = spec["paths"][REPORT]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    body["properties"]["code"] = {"enum": sorted(p.code for p in apps.places)}
+    body["properties"]["category"] = {"enum": sorted(apps.reporter.state.jurisdiction.categories)}
+    body["properties"].pop("website")
+    body["required"] = ["code", "category"]
+    post["responses"]["202"]["links"] = {
+        name: {
+            "operationId": spec["paths"][path][method]["operationId"],
+            "parameters": {"report_id": "$response.body#/report_id"},
+        }
+        for name, (path, method) in FOLLOW.items()
+    }
+    return spec
+
+
+def test_reports_are_read_back_by_their_id(apps: Apps) -> None:
+    """Schemathesis' state machine posts reports and follows each 202 to reading it back (JSON and the
+    tracking page) and to feedback: every step passes the checks, and a report answered 202 is there
+    to read (ensure_resource_availability)."""
+    config = schemathesis.Config.from_dict({**CONFIG, "phases": {"stateful": {"enabled": True}}})
+    linked = schemathesis.openapi.from_dict(reporter_with_links(apps), config=config)
+    schema = linked.include(path_regex=r"^/(api/v1/reports|t/)")
+    asgi = without_lifespan(apps.reporter)
+    with apps.reporter.state.reporter.runtime.db.session() as s:
+        before = s.execute(text("SELECT count(*) FROM report")).scalar_one()
+
+    seen: Counter[tuple[str, str, int]] = Counter()
+
+    class Reports(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            return {"app": asgi}
+
+        def after_call(self, response: Any, case: schemathesis.Case) -> None:
+            seen[(case.method, case.operation.path, response.status_code)] += 1
+
+        def validate_response(self, response: Any, case: schemathesis.Case, **kwargs: Any) -> None:
+            case.validate_response(
+                response, checks=[*checks_for(case), ensure_resource_availability], transport_kwargs=kwargs
+            )
+
+    Reports.run(
+        settings=settings(
+            max_examples=MAX_EXAMPLES,
+            stateful_step_count=6,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    with apps.reporter.state.reporter.runtime.db.session() as s:
+        after = s.execute(text("SELECT count(*) FROM report")).scalar_one()
+    assert after > before  # the run did create reports to follow
+    # and followed them: read back by id, as JSON and as the tracking page
+    assert seen[("GET", "/api/v1/reports/{report_id}", 200)] > 0, seen
+    assert seen[("GET", "/t/{report_id}", 200)] > 0, seen
+
+
+# -- known findings, replayed through the same checks ---------------------------------------------
+
+OVERFLOW = "issue 12 finding: Open311 date OverflowError 500 (fix in flight)"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param(
+            {"end_date": "9999-12-31T23:59:59-05:00"}, marks=pytest.mark.xfail(strict=True, reason=OVERFLOW)
+        ),
+        pytest.param({"end_date": "0001-01-01"}, marks=pytest.mark.xfail(strict=True, reason=OVERFLOW)),
+        {"start_date": "0001-01-01"},
+    ],
+    ids=["end of time", "year 1 end", "year 1 start"],
+)
+def test_open311_dates_at_the_ends_of_time(apps: Apps, query: dict[str, str]) -> None:
+    """Dates at the edges of what Python holds pass every check (a 400 in the spec's shape, or an answer)."""
+    case = reporter["/open311/v2/requests.{fmt}"]["GET"].Case(path_parameters={"fmt": "json"}, query=query)
+    case.call_and_validate(app=without_lifespan(apps.reporter), checks=CHECKS)
