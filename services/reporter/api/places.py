@@ -158,7 +158,11 @@ async def replace_code(ctx: Ctx, _who: Admin, code: str, body: CodeChange | None
     return await ctx.write(work)
 
 
-@router.get("/api/v1/codes/{code}.{fmt}")
+@router.get(
+    "/api/v1/codes/{code}.{fmt}",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}, "image/png": {}}, "description": "The QR image."}},
+)
 async def code_image(
     ctx: Ctx, code: str, fmt: str, scale: Annotated[int, Query(ge=1, le=40)] = 8
 ) -> Response:

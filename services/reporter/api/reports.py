@@ -287,7 +287,11 @@ async def post_feedback(
     return feedback_json(row)
 
 
-@router.get("/api/v1/photos/{photo_id}")
+@router.get(
+    "/api/v1/photos/{photo_id}",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "The photo, re-encoded."}},
+)
 async def get_photo(ctx: Ctx, photo_id: str) -> Response:
     """A rider's photo (re-encoded JPEG, no metadata)."""
     photo = await ctx.read(lambda s: s.get(Photo, photo_id))
