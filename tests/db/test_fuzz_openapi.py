@@ -12,6 +12,7 @@ each error (4xx) is the contract's envelope {"error": {"code", "message", "detai
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 from collections import Counter
@@ -20,7 +21,9 @@ from typing import Any
 
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+from PIL import Image
 from schemathesis.checks import CheckContext, not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -96,6 +99,9 @@ def _schema(name: str) -> Any:
     return schemathesis.openapi.from_dict(openapi_of(name), config=schemathesis.Config.from_dict(CONFIG))
 
 
+# loaded at import, each case sent to the module's apps with `app=`: schemathesis' from_fixture would
+# build the schema from the apps fixture, but it renames pytest nodes through `_nodeid`, which
+# pytest 9.2 no longer has
 reporter = _schema("reporter")
 router = _schema("router")
 closer = _schema("closer")
@@ -306,3 +312,44 @@ def test_cases_are_acted_on_with_their_version(apps: Apps) -> None:
     )
     assert seen[("GET", CASE, 200)] > 0, seen
     assert seen[("POST", ACT, 200)] > 0, seen
+
+
+# -- real resources: the answers a random id never reaches, held to the same checks ----------------
+
+
+def _photo_of_a_report(apps: Apps) -> str:
+    """Post a report with one photo; the id of its cleaned photo."""
+    image = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 60, 40)).save(image, "JPEG")
+    r = TestClient(apps.reporter).post(
+        REPORT,
+        data={"code": apps.places[0].code, "category": "manhole_cover"},
+        files=[("photos", ("p.jpg", image.getvalue(), "image/jpeg"))],
+    )
+    assert r.status_code == 202, r.text
+    with apps.reporter.state.reporter.runtime.db.session() as s:
+        photo_id: str = s.execute(
+            text("SELECT photo_id FROM photo WHERE report_id = :r"), {"r": r.json()["report_id"]}
+        ).scalar_one()
+    return photo_id
+
+
+REAL = {
+    "QR as SVG": ("/api/v1/codes/{code}.{fmt}", {"fmt": "svg"}),
+    "QR as PNG": ("/api/v1/codes/{code}.{fmt}", {"fmt": "png"}),
+    "a rider's photo": ("/api/v1/photos/{photo_id}", {}),
+    "a station's code sheet": ("/api/v1/stations/{station_id}/codes/sheet", {"station_id": "yh-s1"}),
+    "the scan page": ("/r/{code}", {}),
+}
+
+
+@pytest.mark.parametrize("name", list(REAL))
+def test_real_resources_answer_as_documented(apps: Apps, name: str) -> None:
+    """A real code's QR images, a real photo, a station's sheet and a scan page pass every check."""
+    path, params = REAL[name]
+    known = {"code": apps.places[0].code, **params}
+    if "{photo_id}" in path:
+        known["photo_id"] = _photo_of_a_report(apps)
+    case = reporter[path]["GET"].Case(path_parameters=known)
+    response = case.call_and_validate(app=without_lifespan(apps.reporter), headers=apps.admin, checks=CHECKS)
+    assert response.status_code == 200
