@@ -6,7 +6,10 @@ coverage phases plus `MAX_EXAMPLES` generated cases, derandomized under a fixed 
 called with the demo admin's real token, so the fuzzer gets past 401 to the handlers.
 
 Checks: no 5xx; each status is documented; each body matches its documented schema and content type;
-each error (4xx) is the contract's envelope {"error": {"code", "message", "details"}}.
+each error (4xx) is the contract's envelope {"error": {"code", "message", "details"}}; data the schema
+calls invalid is refused; an undocumented method is 405. Stateful runs follow OpenAPI links (a report
+read back by its id; a case acted on with the version just read), and real resources a random id
+never reaches are checked too.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from schemathesis.checks import CheckContext, not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ensure_resource_availability,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 from sqlalchemy import text
 
@@ -83,6 +88,8 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
     error_envelope,
+    negative_data_rejection,
+    unsupported_method,
 ]
 
 
