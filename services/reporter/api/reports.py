@@ -277,7 +277,11 @@ async def get_report(ctx: Ctx, report_id: str) -> dict[str, Any]:
     return view
 
 
-@router.post("/api/v1/reports/{report_id}/feedback", response_model=FeedbackOut)
+@router.post(
+    "/api/v1/reports/{report_id}/feedback",
+    response_model=FeedbackOut,
+    responses={201: {"model": FeedbackOut, "description": "The first answer to this resolution."}},
+)
 async def post_feedback(
     ctx: Ctx, report_id: str, response: Response, body: Annotated[FeedbackIn, Body()]
 ) -> dict[str, Any]:
