@@ -360,3 +360,29 @@ def test_real_resources_answer_as_documented(apps: Apps, name: str) -> None:
     case = reporter[path]["GET"].Case(path_parameters=known)
     response = case.call_and_validate(app=without_lifespan(apps.reporter), headers=apps.admin, checks=CHECKS)
     assert response.status_code == 200
+
+
+def test_first_feedback_answers_as_documented(apps: Apps) -> None:
+    """A rider's first answer to a resolved case (201) and its repeat (200) pass every check."""
+    rider = TestClient(apps.reporter)
+    r = rider.post(REPORT, json={"code": apps.places[0].code, "category": "manhole_cover"})
+    assert r.status_code == 202, r.text
+    report_id = r.json()["report_id"]
+    # the read model as the closer's case.resolved would leave it (the events are tested elsewhere)
+    with apps.reporter.state.reporter.runtime.db.session(write=True) as s:
+        s.execute(
+            text(
+                "UPDATE report SET case_id = 'CFUZZ1', status = 'resolved', case_version = 4"
+                " WHERE report_id = :r"
+            ),
+            {"r": report_id},
+        )
+    operation = reporter["/api/v1/reports/{report_id}/feedback"]["POST"]
+    statuses = []
+    for _ in range(2):
+        case = operation.Case(path_parameters={"report_id": report_id}, body={"fixed": True, "rating": 5})
+        response = case.call_and_validate(
+            app=without_lifespan(apps.reporter), cookies=dict(rider.cookies), checks=CHECKS
+        )
+        statuses.append(response.status_code)
+    assert statuses == [201, 200]
