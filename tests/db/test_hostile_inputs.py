@@ -488,3 +488,29 @@ def test_open311_text_is_stored_stripped(apps: Apps) -> None:
             text("SELECT description, address FROM report WHERE report_id = :r"), {"r": report_id}
         ).one()
     assert (unsafe(description), unsafe(address or "")) == ([], []), (description, address)
+
+
+@pytest.mark.xfail(strict=True, reason=STRIPPING)
+def test_feedback_comment_is_stored_stripped(apps: Apps) -> None:
+    """A rider's comment on a resolved case, with controls and bidi overrides, is stored without them."""
+    rider = client(apps, "reporter")
+    r = rider.post(REPORTS, json=report(apps))
+    assert r.status_code == 202, r.text
+    report_id = r.json()["report_id"]
+    # the read model as the closer's case.resolved would leave it (the events are tested elsewhere)
+    with apps.reporter.state.reporter.runtime.db.session(write=True) as s:
+        s.execute(
+            text(
+                "UPDATE report SET case_id = 'CHOSTILE', status = 'resolved', case_version = 4"
+                " WHERE report_id = :r"
+            ),
+            {"r": report_id},
+        )
+    answer = rider.post(f"{REPORTS}/{report_id}/feedback", json={"fixed": False, "comment": HOSTILE_TEXT})
+    assert answer.status_code == 201, answer.text
+    with apps.reporter.state.reporter.runtime.db.session() as s:
+        stored = s.execute(
+            text("SELECT comment FROM feedback WHERE report_id = :r"), {"r": report_id}
+        ).scalar_one()
+    assert unsafe(stored) == [], stored
+    assert "井盖" in stored and "修" in stored
