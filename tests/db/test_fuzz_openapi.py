@@ -392,3 +392,21 @@ def test_first_feedback_answers_as_documented(apps: Apps) -> None:
         )
         statuses.append(response.status_code)
     assert statuses == [201, 200]
+
+
+# -- the documents themselves ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["reporter", "router", "closer"])
+def test_every_operation_documents_its_errors(service: str) -> None:
+    """Every operation documents its client errors (the envelope, or its own shape), a 422 envelope
+    wherever it takes input, and FastAPI's own 422 shape ({"detail": [...]}) is gone."""
+    spec = openapi_of(service)
+    assert "HTTPValidationError" not in json.dumps(spec)
+    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            assert any(status.startswith("4") for status in responses), (method, path)
+            if operation.get("parameters") or operation.get("requestBody"):
+                assert responses["422"]["content"]["application/json"]["schema"] == envelope, (method, path)
