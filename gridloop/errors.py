@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -42,6 +43,20 @@ def too_large_message(cap: int) -> str:
     return f"The request is larger than {size_text(cap)}."
 
 
+class ErrorBody(BaseModel):
+    """What went wrong: a stable machine code, a human message, and details (per error kind, may be null)."""
+
+    code: str = Field(min_length=1)
+    message: str = Field(min_length=1)
+    details: Any
+
+
+class ErrorEnvelope(BaseModel):
+    """The one error shape of every service's JSON API."""
+
+    error: ErrorBody
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     """The error envelope."""
     return {"error": {"code": code, "message": message, "details": details}}
@@ -63,7 +78,8 @@ _STATUS_CODES = {
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Make every error, ours or the framework's, answer in the envelope."""
+    """Make every error, ours or the framework's, answer in the envelope, and document it so."""
+    _openapi_with_errors(app)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -85,3 +101,49 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(code, message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
+
+
+# FastAPI documents its own 422 shape ({"detail": [...]}); ours replaces it and these go unused
+_FRAMEWORK_ERROR_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def document_errors(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Say in an OpenAPI document what every operation's errors look like: a request that does not
+    validate (422) and every other client error ("4XX", unless the route documents its own) answer the
+    envelope."""
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for model in (ErrorBody, ErrorEnvelope):
+        components[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components[model.__name__].pop("$defs", None)
+    envelope = {
+        "description": "Error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    }
+    for item in openapi.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses: dict[str, Any] = operation["responses"]
+            # a request FastAPI cannot validate is answered 422 in the envelope, on every route, even
+            # where the route documents its own error shape ("4XX" stops FastAPI from saying so)
+            if "422" in responses or operation.get("parameters") or operation.get("requestBody"):
+                responses["422"] = {**envelope, "description": "The request is not valid."}
+            if not any(status.startswith("4") and status != "422" for status in responses):
+                responses["4XX"] = envelope
+    text = str(openapi.get("paths"))
+    for name in _FRAMEWORK_ERROR_SCHEMAS:
+        if f"/{name}'" not in text:
+            components.pop(name, None)
+    return openapi
+
+
+def _openapi_with_errors(app: FastAPI) -> None:
+    """Make the app's OpenAPI document its error envelope (built once, like FastAPI's own)."""
+    framework_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(framework_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -17,6 +17,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import MetaData
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -337,6 +338,13 @@ class BodyCap:
             log.info("request body over %d bytes cut off on %s %s", cap, scope["method"], scope["path"])
 
 
+class Readiness(BaseModel):
+    """`/readyz`: ok (200) or unavailable (503), and which dependency answered."""
+
+    status: str
+    checks: dict[str, bool]
+
+
 def create_app(
     runtime: Runtime,
     title: str,
@@ -385,7 +393,7 @@ def create_app(
         """Alive."""
         return {"status": "ok", "service": service}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get("/readyz", tags=["ops"], response_model=Readiness, responses={503: {"model": Readiness}})
     async def readyz() -> JSONResponse:
         """Ready when the database and the broker are reachable."""
         checks = await runtime.readiness()
@@ -394,7 +402,7 @@ def create_app(
             {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
         )
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics_endpoint() -> Response:
         """Prometheus metrics of this process."""
         return PlainTextResponse(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

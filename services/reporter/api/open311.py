@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 from sqlmodel import Session
 
 from gridloop.errors import ApiError
@@ -31,7 +32,25 @@ from services.reporter.refusals import count_refusals
 from services.reporter.reports import IntakeContext, rider_ref_for
 
 PREFIX = "/open311/v2"
-router = APIRouter(prefix=PREFIX, tags=["open311"])
+
+
+class Open311ErrorItem(BaseModel):
+    """One error the spec's way (a JSON list of these, or <errors><error> in XML)."""
+
+    code: int
+    description: str
+
+
+# JSON or XML by the path's extension; errors in the spec's shape, never the envelope
+DOCUMENTED = {
+    200: {"content": {"application/json": {}, "text/xml": {}}, "description": "By the path's extension."},
+    "4XX": {
+        "model": list[Open311ErrorItem],
+        "content": {"text/xml": {}},
+        "description": "The spec's errors.",
+    },
+}
+router = APIRouter(prefix=PREFIX, tags=["open311"], responses=DOCUMENTED)  # type: ignore[arg-type]
 
 
 def check_request(ctx: Reporter, fmt: str, request: Request) -> None:

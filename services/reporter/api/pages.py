@@ -48,7 +48,10 @@ JS_TEXT = (
     "thanks_feedback",
 )
 
-router = APIRouter(tags=["rider pages"])
+# a rider's error is a page in their language, not the API's envelope
+router = APIRouter(
+    tags=["rider pages"], responses={"4XX": {"content": {"text/html": {}}, "description": "An error page."}}
+)
 
 
 def mount_static(app: FastAPI) -> None:

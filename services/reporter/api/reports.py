@@ -257,13 +257,21 @@ async def read_report_request(request: Request, max_json_bytes: int) -> tuple[Re
 
 # --- routes --------------------------------------------------------------------------------------
 
+
+def _report_in_schema() -> dict[str, Any]:
+    """ReportIn's JSON Schema for the OpenAPI document, its one nested model (Location) inline."""
+    schema = ReportIn.model_json_schema()
+    schema["properties"]["location"]["anyOf"][0] = schema.pop("$defs")["Location"]
+    return schema
+
+
 _REPORT_BODY_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "JSON (ReportIn), or multipart/form-data with the same fields (location as "
         "lat and lon) and up to 3 files named `photos` (JPEG/PNG/WebP, at most 10 MB each).",
         "content": {
-            "application/json": {"schema": {"type": "object"}},
+            "application/json": {"schema": _report_in_schema()},
             "multipart/form-data": {"schema": {"type": "object"}},
         },
     }
