@@ -26,8 +26,9 @@ from gridloop.settings import derive_key
 _RANDOM_BYTES = 18
 _MAC_BYTES = 16
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{24}\.[A-Za-z0-9_-]{22}$")
-# C0 controls but tab and newline, DEL, C1 controls, and the bidi embeddings, overrides and isolates
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 controls but tab and newline, DEL, C1 controls, the bidi marks (ALM, LRM, RLM), embeddings,
+# overrides and isolates
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _b64(raw: bytes) -> str:

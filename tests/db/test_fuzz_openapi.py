@@ -37,8 +37,12 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 from sqlalchemy import text
+from sqlmodel import select
 
 from services.closer import transitions
+from services.closer.api.auth import new_token
+from services.closer.models import Staff
+from services.closer.staff import SignedIn
 from tests.support.fuzz import Apps, build_apps, envelope_problems, login, openapi_of, without_lifespan
 
 # bounded for CI (about 1.5 min for all three services on 2 cores); a deeper run sets these
@@ -150,11 +154,29 @@ def test_router(case: schemathesis.Case, apps: Apps) -> None:
     case.call_and_validate(app=without_lifespan(apps.router), checks=checks_for(case))
 
 
+def current_token(apps: Apps, username: str) -> str:
+    """A token at the account's current version, issued directly: the fuzzer's failed sign-ins have
+    throttled the test client's address, so signing in again would be refused."""
+    ctx = apps.closer.state.closer
+    with ctx.runtime.db.session() as session:
+        staff = session.exec(select(Staff).where(Staff.username == username)).one()
+        who = SignedIn(staff.username, staff.role, staff.stations.split(","), staff.token_version)
+    return new_token(ctx, who)
+
+
+SESSION_ENDING = {"/api/v1/auth/logout", "/api/v1/auth/password"}
+"""Operations that revoke the caller's tokens: fuzzed with a fresh token of an account no other test
+uses, so the admin's token the rest of the run relies on stays valid."""
+
+
 @closer.parametrize()
 @FUZZ
 def test_closer(case: schemathesis.Case, apps: Apps) -> None:
-    """The closer's operations, as the demo admin."""
-    case.call_and_validate(app=without_lifespan(apps.closer), headers=apps.admin, checks=checks_for(case))
+    """The closer's operations, as the demo admin (the session-ending ones as a staff member)."""
+    headers = apps.admin
+    if case.operation.path in SESSION_ENDING:
+        headers = {"Authorization": f"Bearer {current_token(apps, 'yh-s5')}"}
+    case.call_and_validate(app=without_lifespan(apps.closer), headers=headers, checks=checks_for(case))
 
 
 # -- stateful: create a report, then follow it by its report_id -----------------------------------
@@ -239,10 +261,8 @@ OVERFLOW = "issue 12 finding: Open311 date OverflowError 500 (fix in flight)"
 @pytest.mark.parametrize(
     "query",
     [
-        pytest.param(
-            {"end_date": "9999-12-31T23:59:59-05:00"}, marks=pytest.mark.xfail(strict=True, reason=OVERFLOW)
-        ),
-        pytest.param({"end_date": "0001-01-01"}, marks=pytest.mark.xfail(strict=True, reason=OVERFLOW)),
+        pytest.param({"end_date": "9999-12-31T23:59:59-05:00"}),
+        pytest.param({"end_date": "0001-01-01"}),
         {"start_date": "0001-01-01"},
     ],
     ids=["end of time", "year 1 end", "year 1 start"],

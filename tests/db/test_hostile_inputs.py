@@ -152,7 +152,6 @@ ROWS = {
             413,
             "payload_too_large",
         ),
-        marks=pytest.mark.xfail(strict=True, reason=EDGE_CAP),
     ),
     "2 MB form to the login": pytest.param(
         Row(
@@ -163,7 +162,6 @@ ROWS = {
             413,
             "payload_too_large",
         ),
-        marks=pytest.mark.xfail(strict=True, reason=EDGE_CAP),
     ),
     "2 MB JSON to an admin POST": pytest.param(
         Row(
@@ -174,7 +172,6 @@ ROWS = {
             413,
             "payload_too_large",
         ),
-        marks=pytest.mark.xfail(strict=True, reason=EDGE_CAP),
     ),
     "2 MB form to Open311": pytest.param(
         Row(
@@ -183,9 +180,8 @@ ROWS = {
             "/open311/v2/requests.json",
             lambda a: {"data": {"service_code": "manhole_cover", "description": "x" * (2 * MIB)}},
             413,
-            None,
+            "payload_too_large",  # the edge's cap answers before Open311 is reached: the envelope
         ),
-        marks=pytest.mark.xfail(strict=True, reason=EDGE_CAP),
     ),
     # -- deeply nested JSON ---------------------------------------------------------------------
     "30,000 [ as a report": pytest.param(
@@ -197,9 +193,6 @@ ROWS = {
             400,
             "invalid_json",
         ),
-        marks=pytest.mark.xfail(
-            strict=True, reason="issue 12 finding: RecursionError 500 on the JSON fast path"
-        ),
     ),
     "30,000 [ as a transition": pytest.param(
         Row(
@@ -208,10 +201,7 @@ ROWS = {
             "/api/v1/cases/{case}/transitions",
             lambda a: {"content": nested(), "headers": {"Content-Type": "application/json", **a.admin}},
             400,
-            "bad_json",
-        ),
-        marks=pytest.mark.xfail(
-            strict=True, reason="issue 12 finding: deeply nested JSON 500 (RecursionError)"
+            "invalid_json",
         ),
     ),
     # FastAPI's own body parser turns the RecursionError into a 400
@@ -247,10 +237,6 @@ ROWS = {
             },
             404,
             "not_found",
-        ),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="issue 12 finding: the closer decodes an after-photo before checking the caller",
         ),
     ),
     # -- tokens ---------------------------------------------------------------------------------
@@ -374,11 +360,9 @@ ROWS = {
             400,
             None,
         ),
-        marks=pytest.mark.xfail(strict=True, reason="issue 12 finding: Open311 date OverflowError 500"),
     ),
     "Open311 end_date at year 1": pytest.param(
         Row("reporter", "GET", "/open311/v2/requests.json?end_date=0001-01-01", lambda a: {}, 400, None),
-        marks=pytest.mark.xfail(strict=True, reason="issue 12 finding: Open311 date OverflowError 500"),
     ),
 }
 
@@ -418,7 +402,6 @@ def test_hostile_request(apps: Apps, row: Row) -> None:
         assert body["error"]["code"] == row.code, body
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 finding: the 413 message says 1 MB where the cap is 64 KB")
 def test_the_413_message_names_the_real_cap(apps: Apps) -> None:
     """The fast path's 413 says 64 KB, the cap it applies."""
     r = client(apps, "reporter").post(REPORTS, json=report(apps, description="x" * (65 * KIB)))
@@ -449,9 +432,9 @@ def unsafe(value: str) -> list[str]:
 @pytest.mark.parametrize(
     "field",
     [
-        pytest.param("description", marks=pytest.mark.xfail(strict=True, reason=STRIPPING)),
-        pytest.param("rider_no", marks=pytest.mark.xfail(strict=True, reason=STRIPPING)),
-        pytest.param("address", marks=pytest.mark.xfail(strict=True, reason=STRIPPING)),
+        pytest.param("description"),
+        pytest.param("rider_no"),
+        pytest.param("address"),
     ],
 )
 def test_rider_text_is_stored_stripped(apps: Apps, field: str) -> None:
@@ -467,7 +450,6 @@ def test_rider_text_is_stored_stripped(apps: Apps, field: str) -> None:
     assert "井盖" in stored and "坏了" in stored and "修" in stored
 
 
-@pytest.mark.xfail(strict=True, reason=STRIPPING)
 def test_open311_text_is_stored_stripped(apps: Apps) -> None:
     """The same through Open311's form, with a real API key."""
     issued = client(apps, "reporter").post("/api/v1/open311/keys", json={"name": "fuzz"}, headers=apps.admin)
@@ -490,7 +472,6 @@ def test_open311_text_is_stored_stripped(apps: Apps) -> None:
     assert (unsafe(description), unsafe(address or "")) == ([], []), (description, address)
 
 
-@pytest.mark.xfail(strict=True, reason=STRIPPING)
 def test_feedback_comment_is_stored_stripped(apps: Apps) -> None:
     """A rider's comment on a resolved case, with controls and bidi overrides, is stored without them."""
     rider = client(apps, "reporter")

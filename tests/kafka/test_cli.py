@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
+from gridloop.topics import ALL_TOPICS
+
 GRIDLOOP = [sys.executable, "-m", "gridloop.cli"]
 
 
@@ -36,18 +38,18 @@ def test_topics_created_with_explicit_partitions(kafka_bootstrap: str, topic_pre
     }
     first = run(["topics"], env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created") == 5
+    assert first.stdout.count("created") == len(ALL_TOPICS) == 6
     second = run(["topics"], env)
-    assert second.stdout.count("exists") == 5
+    assert second.stdout.count("exists") == 6
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
         described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
     finally:
         admin.close()
-    for name in ("reports.submitted", "reports.routed", "reports.feedback", "cases.events", "deadletter"):
+    for name in ALL_TOPICS:
         assert described[topic_prefix + name] == 4
     grown = run(["topics", "--partitions", "6"], env)
-    assert grown.stdout.count("grown") == 5
+    assert grown.stdout.count("grown") == 6
 
 
 def test_db_upgrade_demo_and_staff(tmp_path: Path) -> None:

@@ -122,7 +122,9 @@ def build_apps(var_dir: Path) -> Apps:
     )
     reporter = build_reporter(settings)
     # the fuzzer posts many reports from one address; the limits are tested elsewhere
-    reporter.state.reporter.limits = RateLimits(per_code=0, per_rider=0, per_address=0)
+    reporter.state.reporter.limits = RateLimits(
+        per_code=0, per_rider=0, per_address=0, new_riders_per_address=0
+    )
     places = reporter_cli.load_places(reporter.state.reporter.runtime.db, reporter.state.jurisdiction)
     router = build_router(settings)
     closer = build_closer(settings)

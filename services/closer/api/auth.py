@@ -94,6 +94,7 @@ async def logout(ctx: Ctx, who: Who) -> SignedOut:
 @router.post(
     "/api/v1/auth/password",
     responses={
+        401: {"description": "No valid token (missing, expired or revoked)."},
         403: {"description": "The current password is wrong."},
         429: _SIGN_IN_ERRORS[429],
     },

@@ -335,8 +335,8 @@ async def read_transition(request: Request) -> tuple[actions.TransitionBody, byt
         data = None
         try:
             raw = await request.json()
-        except ValueError as exc:
-            raise ApiError(400, "bad_json", "The body is not JSON.") from exc
+        except (ValueError, RecursionError) as exc:  # deep nesting exhausts the parser: bad input too
+            raise ApiError(400, "invalid_json", "The body is not valid JSON.") from exc
     try:
         return actions.TransitionBody.model_validate(raw), data
     except ValidationError as exc:
