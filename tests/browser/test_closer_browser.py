@@ -17,7 +17,7 @@ from PIL import Image
 
 from gridloop.demo import DEMO_PASSWORD, DEMO_PLACES
 from schemas.reference import load_places
-from tests.support.clocked import ClockedStack, start_clocked_stack
+from tests.support.clocked import ClockedStack, report, start_clocked_stack
 from tests.support.stacks import stack_settings, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka, pytest.mark.slow]
@@ -54,18 +54,6 @@ def tablet(browser: Any) -> Iterator[Any]:
 def shot(page: Any, artifacts: Path, name: str) -> None:
     """Keep a full-page screenshot as evidence."""
     page.screenshot(path=str(artifacts / f"closer-{name}.png"), full_page=True)
-
-
-def report(stack: ClockedStack, grid: str, category: str, text: str) -> None:
-    """A rider's report through the reporter."""
-    place = next(p for p in PLACES if p.grid_id == grid)
-    r = httpx.post(
-        f"{stack.url('reporter')}/api/v1/reports",
-        json={"code": place.code, "category": category, "description": text},
-        headers={"Idempotency-Key": str(uuid.uuid4())},
-        timeout=10,
-    )
-    assert r.status_code == 202, r.text
 
 
 def sign_in(context: Any, stack: ClockedStack, username: str) -> Any:

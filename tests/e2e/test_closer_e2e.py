@@ -21,7 +21,7 @@ from PIL import Image
 from gridloop.demo import DEMO_PLACES
 from schemas.events import ReportFeedback
 from schemas.reference import load_places
-from tests.support.clocked import ClockedStack, SseReader, publish, start_clocked_stack
+from tests.support.clocked import ClockedStack, SseReader, publish, report, start_clocked_stack
 from tests.support.stacks import stack_settings, staff_token, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -38,19 +38,6 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     )
     yield s
     s.stop()
-
-
-def report(stack: ClockedStack, grid: str, category: str, text: str) -> str:
-    """A rider's report through the reporter; returns its id."""
-    place = next(p for p in PLACES if p.grid_id == grid)
-    r = httpx.post(
-        f"{stack.url('reporter')}/api/v1/reports",
-        json={"code": place.code, "category": category, "description": text},
-        headers={"Idempotency-Key": str(uuid.uuid4())},
-        timeout=10,
-    )
-    assert r.status_code == 202, r.text
-    return str(r.json()["report_id"])
 
 
 def photo() -> bytes:

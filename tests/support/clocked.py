@@ -11,6 +11,7 @@ import os
 import queue
 import sys
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,10 +21,12 @@ import httpx
 from kafka import KafkaProducer
 
 from gridloop.cli import load_demo
+from gridloop.demo import DEMO_PLACES
 from gridloop.procs import spawn
 from gridloop.settings import Settings
 from gridloop.stack import Stack
 from schemas.events import EventData, make_event
+from schemas.reference import load_places
 
 CLOCK_ENV = "GRIDLOOP_TEST_CLOCK_FILE"
 
@@ -149,3 +152,16 @@ class SseReader:
     def close(self) -> None:
         """Stop reading (the thread ends at the next line or with the process)."""
         self._stop.set()
+
+
+def report(stack: ClockedStack, grid: str, category: str, text: str) -> str:
+    """A rider's report at a demo place of `grid`, through the reporter; returns its id."""
+    place = next(p for p in load_places(DEMO_PLACES) if p.grid_id == grid)
+    r = httpx.post(
+        f"{stack.url('reporter')}/api/v1/reports",
+        json={"code": place.code, "category": category, "description": text},
+        headers={"Idempotency-Key": str(uuid.uuid4())},
+        timeout=10,
+    )
+    assert r.status_code == 202, r.text
+    return str(r.json()["report_id"])
