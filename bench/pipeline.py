@@ -538,6 +538,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "GRIDLOOP_RATE_PER_CODE": "0",
                 "GRIDLOOP_RATE_PER_RIDER": "0",
                 "GRIDLOOP_RATE_PER_ADDRESS": "0",
+                "GRIDLOOP_RATE_NEW_RIDERS_PER_ADDRESS": "0",
             },
         )
         stack.start()
