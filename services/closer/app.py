@@ -19,6 +19,7 @@ from schemas.reference import load_jurisdiction
 from services.closer import sla
 from services.closer.api import admin, auth, cases, photos
 from services.closer.api import overview as overview_api
+from services.closer.cli import demo_accounts
 from services.closer.config import CloserConfig, get_config
 from services.closer.console import overview as overview_page
 from services.closer.console import routes as console
@@ -60,7 +61,8 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     runtime.background.append(scheduler.run)
 
     async def start() -> None:
-        await asyncio.to_thread(refuse_demo_passwords, runtime.db, settings)
+        demo_names = [account.username for account in demo_accounts(jurisdiction)]
+        await asyncio.to_thread(refuse_demo_passwords, runtime.db, settings, demo_names)
         feed.bind(asyncio.get_running_loop())
 
     app = create_app(

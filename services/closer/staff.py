@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from gridloop.clock import utcnow
 from gridloop.db import Database
@@ -84,12 +85,16 @@ def add_staff(
     return staff
 
 
-def demo_password_accounts(db: Database) -> list[str]:
-    """Active accounts whose password is still the demo one (`gridloop.demo.DEMO_PASSWORD`)."""
+def demo_password_accounts(db: Database, usernames: Collection[str]) -> list[str]:
+    """Those of `usernames` (the accounts demo loading creates) that are active and still have the
+    demo password (`gridloop.demo.DEMO_PASSWORD`). Only those: an argon2 check per account, so a
+    large deployment's start does not pay one for every account."""
     from gridloop.demo import DEMO_PASSWORD
 
     with db.session() as session:
-        accounts = list(session.exec(select(Staff).where(Staff.active == True)))  # noqa: E712
+        accounts = list(
+            session.exec(select(Staff).where(Staff.active == True, col(Staff.username).in_(list(usernames))))  # noqa: E712
+        )
     return [s.username for s in accounts if verify_password(s.password_hash, DEMO_PASSWORD)]
 
 
@@ -97,12 +102,12 @@ class UnsafeStart(RuntimeError):
     """The closer refuses to start: the message says why and what to do."""
 
 
-def refuse_demo_passwords(db: Database, settings: Any) -> None:
-    """Stop the start while an active account still has the demo password, unless the dev flag
-    (GRIDLOOP_DEV) is set."""
+def refuse_demo_passwords(db: Database, settings: Any, usernames: Collection[str]) -> None:
+    """Stop the start while a demo account (`usernames`) is active with the demo password, unless
+    the dev flag (GRIDLOOP_DEV) is set."""
     if settings.dev_mode:
         return
-    names = demo_password_accounts(db)
+    names = demo_password_accounts(db, usernames)
     if names:
         message = (
             f"closer: refusing to start: {len(names)} active staff account(s) still have the demo password "

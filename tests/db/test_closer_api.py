@@ -1102,6 +1102,9 @@ def test_after_photo_is_decoded_only_for_a_caller_who_may_act(
     assert len(decoded) == 1
 
 
+DEMO_NAMES = ["admin", "yh-s1", "yh-centre"]
+
+
 def test_closer_refuses_to_start_with_demo_passwords(
     db_url: str, tmp_path: Path, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1115,17 +1118,16 @@ def test_closer_refuses_to_start_with_demo_passwords(
             with TestClient(app):
                 pass
         assert "admin" in str(refused.value) and "GRIDLOOP_DEV=1" in str(refused.value)
-        monkeypatch.setenv("GRIDLOOP_DEV", "1")
-        if "dev_mode" in type(ctx.settings).model_fields:  # once gridloop.settings carries the flag
-            ctx.settings = ctx.settings.model_copy(update={"dev_mode": True})
-        staff_accounts.refuse_demo_passwords(ctx.runtime.db, ctx.settings)  # the dev flag lets them run
-        monkeypatch.delenv("GRIDLOOP_DEV")
-        if "dev_mode" in type(ctx.settings).model_fields:
-            ctx.settings = ctx.settings.model_copy(update={"dev_mode": False})
+        ctx.settings = ctx.settings.model_copy(update={"dev_mode": True})
+        staff_accounts.refuse_demo_passwords(
+            ctx.runtime.db, ctx.settings, DEMO_NAMES
+        )  # the dev flag lets them run
+        ctx.settings = ctx.settings.model_copy(update={"dev_mode": False})
+        changed = hash_password("not-the-demo-password")  # one argon2 hash for every account
         with ctx.runtime.db.session(write=True) as s:
             for row in s.execute(select(Staff)).scalars():
-                row.password_hash = hash_password("not-the-demo-" + row.username)
-        staff_accounts.refuse_demo_passwords(ctx.runtime.db, ctx.settings)  # nothing to refuse
+                row.password_hash = changed
+        staff_accounts.refuse_demo_passwords(ctx.runtime.db, ctx.settings, DEMO_NAMES)  # nothing to refuse
     finally:
         ctx.runtime.db.dispose()
 

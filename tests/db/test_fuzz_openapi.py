@@ -45,6 +45,8 @@ from services.closer.models import Staff
 from services.closer.staff import SignedIn
 from tests.support.fuzz import Apps, build_apps, envelope_problems, login, openapi_of, without_lifespan
 
+pytestmark = pytest.mark.fuzz
+
 # bounded for CI (about 1.5 min for all three services on 2 cores); a deeper run sets these
 MAX_EXAMPLES = int(os.environ.get("GRIDLOOP_FUZZ_EXAMPLES", "50"))
 SEED = int(os.environ.get("GRIDLOOP_FUZZ_SEED", "20261202"))

@@ -28,6 +28,8 @@ from schemas import codes
 from services.closer.auth import issue_token
 from tests.support.fuzz import SECRET, Apps, build_apps, envelope_problems, login
 
+pytestmark = pytest.mark.fuzz
+
 KIB = 1024
 MIB = 1024 * KIB
 
