@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
+from gridloop.service import page_security_headers
 from gridloop.tokens import Principal
 from services.closer import actions, queue
 from services.closer.api.auth import login, new_token
@@ -31,11 +32,6 @@ from services.closer.transitions import OPEN, REJECT_REASONS, RETURN_REASONS, ST
 HERE = Path(__file__).parent
 LANG_COOKIE = "gl_lang"
 LOGIN_CSRF_COOKIE = "gl_login_csrf"
-# no inline script, no external origin: what the console draws comes from this service only
-CSP = (
-    "default-src 'self'; img-src 'self' data: {reporter}; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-)
 
 router = APIRouter(include_in_schema=False)
 env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
@@ -82,10 +78,8 @@ def render(request: Request, name: str, status: int = 200, **values: Any) -> HTM
         **values,
     )
     response = HTMLResponse(html, status_code=status)
-    response.headers["Content-Security-Policy"] = CSP.format(reporter=ctx.settings.public_base_url)
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    response.headers["Cache-Control"] = "no-store"
+    # no inline script, no external origin; images also from the reporter (QR codes)
+    response.headers.update(page_security_headers(f"data: {ctx.settings.public_base_url}"))
     return response
 
 

@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlmodel import Session, col, select
 
 from gridloop.clock import as_utc
+from gridloop.service import page_security_headers
 from schemas import codes
 from schemas.cases import CaseStatus
 from services.reporter.api.reports import open_cases_json
@@ -61,16 +62,7 @@ def mount_static(app: FastAPI) -> None:
 
 def page_headers(ctx: Reporter) -> dict[str, str]:
     """Security headers of the rider pages: scripts and styles from here, after-photos from the closer."""
-    closer = ctx.settings.closer_public_url.rstrip("/")
-    return {
-        "Cache-Control": "no-store",
-        "Content-Security-Policy": (
-            f"default-src 'self'; img-src 'self' data: blob: {closer}; style-src 'self'; script-src 'self'; "
-            "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-        ),
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "same-origin",
-    }
+    return page_security_headers(f"data: blob: {ctx.settings.closer_public_url.rstrip('/')}")
 
 
 def page(
