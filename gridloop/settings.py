@@ -130,6 +130,9 @@ class Settings(BaseSettings):
         return derive_key(self.signing_key(), purpose)
 
 
+# every accepted report derives several keys (rider token, pseudonyms, tracking secret): the same
+# few (secret, purpose) pairs, so each is computed once per process
+@lru_cache(maxsize=64)
 def derive_key(secret: str, purpose: str) -> bytes:
     """A key of its own for one purpose: HMAC-SHA256(secret, "gridloop/v1/" + purpose).
 

@@ -71,7 +71,8 @@ def tracking_key_matches(key: str | None, stored: str | None, secret: str) -> bo
 
 
 def plain(value: str) -> str:
-    """Text as stored: control characters (but tab and newline) and bidi overrides removed."""
+    """Text as stored: control characters (but tab and newline) and bidi marks, embeddings,
+    overrides and isolates removed."""
     return _UNSAFE.sub("", value)
 
 
