@@ -312,15 +312,14 @@ class OutboxRelay:
             group_id=None,
             enable_auto_commit=False,
         )
+        producer = await self._ensure_producer()  # its metadata names each topic's partitions
+        tps = [
+            TopicPartition(self.topic_prefix + topic, partition)
+            for topic in sorted(topics)
+            for partition in sorted(await producer.partitions_for(self.topic_prefix + topic))
+        ]
         await consumer.start()
         try:
-            known = await consumer.topics()
-            tps = [
-                TopicPartition(self.topic_prefix + topic, partition)
-                for topic in sorted(topics)
-                if self.topic_prefix + topic in known
-                for partition in sorted(consumer.partitions_for_topic(self.topic_prefix + topic) or ())
-            ]
             if not tps:
                 return set()
             consumer.assign(tps)
