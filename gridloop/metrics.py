@@ -114,3 +114,15 @@ http_duration = Histogram(
     buckets=_FAST,
     registry=REGISTRY,
 )
+leader = Gauge(
+    "gridloop_leader",
+    "1 while this process leads the role (outbox, redrive, prune) for its service database, else 0.",
+    ["service", "role"],
+    registry=REGISTRY,
+)
+pruned_rows = Counter(
+    "gridloop_pruned_rows",
+    "Rows deleted by the pruner: sent outbox rows past their retention, ledger rows past the dedup window.",
+    ["service", "table"],
+    registry=REGISTRY,
+)

@@ -52,4 +52,6 @@ def define_plumbing(metadata: MetaData) -> PlumbingTables:
         Column("topic", String(100), nullable=False),
         Column("processed_at", DateTime(timezone=True), nullable=False),
     )
+    # the pruner's only query: ledger rows older than the dedup window (sent_at leads ix_outbox_unsent)
+    Index("ix_processed_events_processed_at", processed.c.processed_at)
     return PlumbingTables(outbox=outbox, processed=processed)

@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Response
@@ -26,16 +27,18 @@ from gridloop.consumer import Handler, IdempotentConsumer
 from gridloop.db import Database
 from gridloop.errors import error_body, install_error_handlers, too_large_message
 from gridloop.lag import GroupTopics, LagMonitor
+from gridloop.leader import Leadership
 from gridloop.outbox import OutboxRelay
 from gridloop.photos import photo_form_bytes
 from gridloop.plumbing import PlumbingTables
+from gridloop.pruning import Pruner
 from gridloop.settings import Settings, get_settings, refuse_unsafe
 
 log = logging.getLogger(__name__)
 
 
 class Runtime:
-    """One service process's plumbing: its database, outbox relay, broker and consumers."""
+    """One service process's plumbing: database, outbox relay, pruner, broker, consumers, leaderships."""
 
     def __init__(
         self, service: str, metadata: MetaData, tables: PlumbingTables, settings: Settings | None = None
@@ -44,6 +47,7 @@ class Runtime:
         self.settings = settings or get_settings()
         self.db = Database(self.settings.db_url(service), metadata)
         self.tables = tables
+        self.leaders: dict[str, Leadership] = {}
         self.relay = OutboxRelay(
             self.db,
             tables,
@@ -52,6 +56,17 @@ class Runtime:
             batch=self.settings.outbox_batch,
             poll_seconds=self.settings.outbox_poll_seconds,
             topic_prefix=self.settings.topic_prefix,
+            idempotence=self.settings.kafka_idempotence,
+            leadership=self.leadership("outbox"),
+        )
+        self.pruner = Pruner(
+            self.db,
+            service,
+            self.leadership("prune"),
+            outbox_retain=timedelta(seconds=self.settings.outbox_retain_seconds),
+            dedup_window=timedelta(seconds=self.settings.dedup_window_seconds),
+            batch=self.settings.prune_batch,
+            interval=self.settings.prune_interval_seconds,
         )
         self.broker = KafkaBroker(
             self.settings.kafka_bootstrap_servers.split(","),
@@ -66,6 +81,12 @@ class Runtime:
         self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self.broker_started = False
+
+    def leadership(self, role: str) -> Leadership:
+        """This process's leadership of `role` for the service database (one per role, released at stop)."""
+        if role not in self.leaders:
+            self.leaders[role] = Leadership(self.db, self.service, role)
+        return self.leaders[role]
 
     def consumer(
         self,
@@ -162,6 +183,7 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._start_broker(), name=f"{self.service}-broker"))
         if self.consumers:
             self._tasks.append(asyncio.create_task(self._measure_lag(), name=f"{self.service}-lag"))
+        self._tasks.append(asyncio.create_task(self.pruner.run(), name=f"{self.service}-prune"))
         for loop in self.background:
             self._tasks.append(asyncio.create_task(loop(), name=f"{self.service}-{loop.__name__}"))
 
@@ -180,6 +202,8 @@ class Runtime:
         except Exception:
             log.debug("broker stop", exc_info=True)
         await self.relay.stop()
+        for leadership in self.leaders.values():
+            await asyncio.to_thread(leadership.release)
         self.db.dispose()
 
     async def readiness(self) -> dict[str, bool]:

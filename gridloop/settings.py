@@ -80,6 +80,28 @@ class Settings(BaseSettings):
     deadletter_attempts: int = Field(3, description="Attempts before a message goes to `deadletter`.")
     outbox_batch: int = Field(500, description="Outbox rows relayed per broker round trip.")
     outbox_poll_seconds: float = Field(0.2, description="Outbox poll interval when nothing woke the relay.")
+    kafka_idempotence: bool = Field(
+        False,
+        description="Idempotent producer for the outbox relay (Apache Kafka supports it; Tansu refuses it).",
+    )
+    outbox_retain_seconds: float = Field(
+        86_400.0, description="Sent outbox rows are pruned this long after the broker acknowledged them."
+    )
+    dedup_window_seconds: float = Field(
+        14 * 86_400.0,
+        description=(
+            "Processed-event ledger rows are pruned after this long. It must exceed how long an event "
+            "id can come back: a consumer whose committed offsets expired re-reads a topic from its "
+            "start, so ids as old as the topic's retention (Kafka: 7 days unless set) return; the "
+            "re-drive republishes the same ids of reports without a case every redrive_after_seconds "
+            "until they get one (the router still answers those from route_decision, by report id). "
+            "Default 14 days: twice Kafka's retention (docs/architecture.md, Nothing is lost)."
+        ),
+    )
+    prune_batch: int = Field(5000, description="Most rows the pruner deletes per table in one transaction.")
+    prune_interval_seconds: float = Field(
+        60.0, description="Pause between pruning passes (a pass that deleted a full batch goes on at once)."
+    )
     redrive_after_seconds: float = Field(
         60.0, description="A report without a case after this long is published again."
     )

@@ -164,6 +164,10 @@ class Stack:
                 if self.broker_kind == "tansu"
                 else self.settings.lag_source,
                 "GRIDLOOP_LAG_INTERVAL_SECONDS": str(self.settings.lag_interval_seconds),
+                # Apache Kafka has the idempotent producer, Tansu refuses it; an external broker: as told
+                "GRIDLOOP_KAFKA_IDEMPOTENCE": {"kafka": "true", "tansu": "false"}.get(
+                    self.broker_kind, str(self.settings.kafka_idempotence).lower()
+                ),
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -1,4 +1,5 @@
-"""Publish again the reports that have no case yet: the broker may have lost them (same event ids)."""
+"""Publish again the reports that have no case yet: the broker may have lost them (same event ids);
+one replica per reporter database does it (`gridloop.leader`, role "redrive")."""
 
 from __future__ import annotations
 
@@ -44,22 +45,26 @@ def redrive_unfinished(session: Session, older_than: timedelta, limit: int = 500
     return len(rows)
 
 
+def redrive_tick(runtime: Runtime, after_seconds: float, batch: int) -> int | None:
+    """One re-drive pass (blocking) if this replica leads "redrive": reports published again, or None."""
+    if not runtime.leadership("redrive").check():
+        return None
+    with runtime.db.session(write=True) as session:
+        return redrive_unfinished(session, timedelta(seconds=after_seconds), batch)
+
+
 def redrive_loop(
     runtime: Runtime, after_seconds: float, batch: int
 ) -> Callable[[], Coroutine[Any, Any, None]]:
-    """The background task: every quarter of `after_seconds`, re-drive what waited longer than that."""
+    """The background task: every quarter of `after_seconds`, re-drive what waited longer than that,
+    on one replica per reporter database (the leader of "redrive"; the others only re-check)."""
 
     async def loop() -> None:
         every = max(after_seconds / 4, 1.0)
         while True:
             await asyncio.sleep(every)
             try:
-
-                def work() -> int:
-                    with runtime.db.session(write=True) as session:
-                        return redrive_unfinished(session, timedelta(seconds=after_seconds), batch)
-
-                count = await asyncio.to_thread(work)
+                count = await asyncio.to_thread(redrive_tick, runtime, after_seconds, batch)
                 if count:
                     log.info("re-driving %d reports without a case", count)
                     runtime.relay.wake()

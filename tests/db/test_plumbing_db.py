@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 
 from gridloop import migrate
 from gridloop.consumer import RetryBatch, _Raw
@@ -19,6 +22,7 @@ from gridloop.errors import ApiError
 from gridloop.groupcommit import GroupCommit
 from gridloop.outbox import add_event
 from gridloop.rawsql import Raw, Tx, after_commit, insert_row
+from gridloop.settings import REPO_ROOT
 from schemas.events import ReportFeedback, make_event
 from tests.support.plumbing import APPLIED, TABLES, Base, applied, feedback_raw, make_consumer
 
@@ -183,3 +187,129 @@ def test_migrations_match_the_models(db_url: str, service: str) -> None:
     finally:
         database.dispose()
     assert diff == []
+
+
+def test_lock_id_is_the_same_in_every_process() -> None:
+    """The advisory-lock id is stable: two processes with different hash seeds print the same id."""
+    from gridloop.leader import lock_id
+
+    code = "from gridloop.leader import lock_id; print(lock_id('reporter', 'outbox'))"
+    printed = set()
+    for seed in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO_ROOT)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        printed.add(int(out.stdout))
+    assert printed == {lock_id("reporter", "outbox")}
+    assert len({lock_id(s, r) for s in ("reporter", "router") for r in ("outbox", "redrive", "prune")}) == 6
+
+
+def _terminate(db: Database, pid: int) -> None:
+    """pg_terminate_backend, waiting until the backend is gone: the connection dies as if its host had."""
+    with db.engine.connect() as conn:
+        sql = text("SELECT pg_terminate_backend(:pid, 10000)")
+        assert conn.execute(sql, {"pid": pid}).scalar() is True
+        conn.commit()
+
+
+def test_one_leader_per_role_and_takeover(db: Database) -> None:
+    """Two processes' leaderships of one role: exactly one leads; when it goes (released, or its lock
+    connection killed on PostgreSQL) the other takes over, in a new term; another role is separate."""
+    from gridloop import metrics
+    from gridloop.leader import Leadership
+
+    a, b = Leadership(db, "test", "outbox"), Leadership(db, "test", "outbox")
+    gauge = {"service": "test", "role": "outbox"}  # one process holds both here: the last check shows
+    other = Leadership(db, "test", "redrive")
+    try:
+        assert [a.check(), b.check(), a.check(), b.check()] == [True, False, True, False]
+        assert other.check() is True  # another role, another lock
+        assert (a.term, b.term) == (1, 0)
+        assert metrics.REGISTRY.get_sample_value("gridloop_leader", gauge) == 0
+        if db.url.startswith("sqlite"):
+            a.release()
+        else:
+            _terminate(db, a.connection_pid())
+            assert a.check() is False  # the dead connection is the lost lock
+        assert b.check() is True and b.term == 1
+        assert a.check() is False and a.term == 1
+        assert metrics.REGISTRY.get_sample_value("gridloop_leader", gauge) == 0
+        b.release()
+        assert a.check() is True and a.term == 2
+    finally:
+        for leadership in (a, b, other):
+            leadership.release()
+
+
+def test_pruning_keeps_unsent_and_recent_rows(db: Database) -> None:
+    """Sent outbox rows past retention and ledger rows past the dedup window go, in bounded batches;
+    unsent rows (however old) and recent rows stay; a replica that does not lead prunes nothing."""
+    from gridloop import metrics
+    from gridloop.leader import Leadership
+    from gridloop.pruning import Pruner
+
+    now = datetime.now(UTC)
+    day = timedelta(days=1)
+    with db.transaction(write=True) as tx:
+        raw = Raw(tx)
+        for i in range(25):
+            old = i < 10  # 10 sent two days ago, 5 sent just now, 10 never sent (created long ago)
+            sent = now - 2 * day if old else (now if i < 15 else None)
+            insert_row(
+                raw,
+                TABLES.outbox,
+                {
+                    "event_id": f"e{i}",
+                    "topic": "t",
+                    "payload": "{}",
+                    "created_at": now - 30 * day,
+                    "sent_at": sent,
+                    "attempts": 0,
+                },
+            )
+        for i in range(12):
+            at = now - 20 * day if i < 7 else now - 13 * day
+            insert_row(
+                raw,
+                TABLES.processed,
+                {"event_id": f"p{i}", "consumer": "g", "topic": "t", "processed_at": at},
+            )
+    mine, theirs = Leadership(db, "prunetest", "prune"), Leadership(db, "prunetest", "prune")
+
+    def pruned(table: str) -> float:
+        labels = {"service": "prunetest", "table": table}
+        return metrics.REGISTRY.get_sample_value("gridloop_pruned_rows_total", labels) or 0.0
+
+    before = {table: pruned(table) for table in ("outbox", "processed_events")}
+
+    def pruner(leadership: Leadership) -> Pruner:
+        return Pruner(db, "prunetest", leadership, outbox_retain=day, dedup_window=14 * day, batch=4)
+
+    try:
+        assert pruner(mine).prune_once() == {"outbox": 4, "processed_events": 4}
+        assert pruner(theirs).prune_once() is None
+        assert pruner(mine).prune_once() == {"outbox": 4, "processed_events": 3}
+        assert pruner(mine).prune_once() == {"outbox": 2, "processed_events": 0}
+        assert pruner(mine).prune_once() == {"outbox": 0, "processed_events": 0}
+    finally:
+        mine.release()
+        theirs.release()
+    rows = outbox_rows(db)
+    assert sorted(int(str(r["event_id"])[1:]) for r in rows) == list(range(10, 25))
+    assert sum(r["sent_at"] is None for r in rows) == 10
+    with db.engine.connect() as conn:
+        left = sorted(r.event_id for r in conn.execute(select(TABLES.processed.c.event_id)))
+    assert left == ["p10", "p11", "p7", "p8", "p9"]
+    assert {table: pruned(table) - n for table, n in before.items()} == {"outbox": 10, "processed_events": 7}
+
+
+def test_pruning_pause() -> None:
+    """A pass that deleted a full batch of a table goes on at once; otherwise it waits the interval."""
+    from gridloop.pruning import pause_after
+
+    assert pause_after({"outbox": 4, "processed_events": 1}, 4, 60.0) == 0.0
+    assert pause_after({"outbox": 3, "processed_events": 0}, 4, 60.0) == 60.0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlmodel import col, select
@@ -210,3 +212,37 @@ def test_rate_limit_counts_recent_reports(db: Database) -> None:
     with pytest.raises(ApiError) as caught:
         one()
     assert caught.value.status == 429 and caught.value.headers == {"Retry-After": "600"}
+
+
+def test_redrive_runs_on_one_replica(db: Database, tmp_path: Path) -> None:
+    """Two reporter replicas on one database: exactly one re-drives (each unfinished report once);
+    when it stops, the other takes over."""
+    from gridloop.service import Runtime
+    from gridloop.settings import Settings
+    from services.reporter.models import PLUMBING
+    from services.reporter.redrive import redrive_tick
+
+    reports = {submit(db, f"rider-{i}") for i in range(3)}
+    clock = FrozenClock(T0 + timedelta(minutes=5))
+    set_clock(clock)  # the fixture puts the system clock back
+    settings = Settings(database_url=db.url, var_dir=tmp_path)
+    replicas = [Runtime("reporter", Base.metadata, PLUMBING, settings) for _ in range(2)]
+    try:
+        first = [redrive_tick(r, 60.0, 500) for r in replicas]
+        assert sorted(first, key=str) == [3, None]
+        leader, follower = replicas if first[0] == 3 else replicas[::-1]
+        assert redrive_tick(follower, 60.0, 500) is None
+        clock.advance(timedelta(minutes=5))
+        leader.leadership("redrive").release()  # the leader stops (or dies)
+        assert redrive_tick(follower, 60.0, 500) == 3
+        assert redrive_tick(leader, 60.0, 500) is None
+    finally:
+        for replica in replicas:
+            for leadership in replica.leaders.values():
+                leadership.release()
+            replica.db.dispose()
+    with db.engine.connect() as conn:
+        payloads = conn.execute(select(PLUMBING.outbox.c.payload)).scalars().all()
+    subjects = [json.loads(p)["subject"] for p in payloads]
+    # each report: its intake event, then one re-drive per pass (two passes, one replica each)
+    assert sorted(subjects) == sorted(list(reports) * 3)

@@ -22,7 +22,7 @@ def _import_everything() -> None:
     for info in pkgutil.walk_packages(services.__path__, "services."):
         if ".migrations" not in info.name:
             importlib.import_module(info.name)
-    for name in ("gridloop.outbox", "gridloop.consumer", "gridloop.groupcommit"):
+    for name in ("gridloop.outbox", "gridloop.consumer", "gridloop.groupcommit", "gridloop.pruning"):
         importlib.import_module(name)
 
 
