@@ -157,7 +157,7 @@ class Decisions:
                 common_issue=standing.common_issue,
                 distinct_riders=merged.distinct_riders + int(riders.new_rider),
             )
-            index.update_case(raw, case)
+            index.update_routed(raw, case)
         else:
             case = index.new_case_row(
                 case_id=new_case_id(),

@@ -65,21 +65,23 @@ def _where(where: str) -> str:
 
 
 _BY_ID = _where("WHERE case_id = :id")
-_CHANGING = (
-    "station_id",
-    "last_report_at",
-    "open",
-    "status",
-    "triage",
-    "common_issue",
-    "version",
-    "late_reports",
-    "distinct_riders",
-)
-"""What routing and `cases.events` change on a case; the rest is fixed when the router names it."""
-_CASE_UPDATE = statement(
-    f"UPDATE open_case SET {', '.join(f'{c} = :{c}' for c in _CHANGING)} WHERE case_id = :case_id"
-)
+_ROUTED = ("last_report_at", "common_issue", "distinct_riders")
+"""What a merge changes on a case (under the routing locks of the case's area)."""
+_FOLLOWED = ("station_id", "open", "status", "triage", "version", "late_reports")
+"""What `cases.events` change on a case (without the routing locks). Each writer writes only its own
+columns, so a merge never undoes a closure that committed after the merge read the case, nor the
+reverse; the rest of the row is fixed when the router names the case."""
+
+
+def _update(columns: tuple[str, ...]) -> str:
+    """An UPDATE of these columns of one case, registered for the check."""
+    return statement(
+        f"UPDATE open_case SET {', '.join(f'{c} = :{c}' for c in columns)} WHERE case_id = :case_id"
+    )
+
+
+_ROUTED_UPDATE = _update(_ROUTED)
+_FOLLOWED_UPDATE = _update(_FOLLOWED)
 # PostgreSQL only (not registered: SQLite has no such function); the casts pick the two-int form
 _LOCK = "SELECT pg_advisory_xact_lock(CAST(:cls AS integer), CAST(:key AS integer))"
 _RIDER_SEEN = statement("SELECT 1 FROM case_rider WHERE case_id = :case AND rider_ref = :rider LIMIT 1")
@@ -100,12 +102,19 @@ def insert_case(raw: Raw, case: CaseRow) -> None:
     insert_row(raw, OPEN_CASE, case._asdict())
 
 
-def update_case(raw: Raw, case: CaseRow) -> None:
-    """Write back what routing and `cases.events` change on a case."""
-    values = {c: getattr(case, c) for c in _CHANGING}
+def update_routed(raw: Raw, case: CaseRow) -> None:
+    """Write back what a merge changes on a case: its last report, riders and common-issue flag."""
+    values = {c: getattr(case, c) for c in _ROUTED}
     values["last_report_at"] = raw.ts(case.last_report_at)
     values["case_id"] = case.case_id
-    raw.run(_CASE_UPDATE, values)
+    raw.run(_ROUTED_UPDATE, values)
+
+
+def update_followed(raw: Raw, case: CaseRow) -> None:
+    """Write back what `cases.events` change on a case: its state, station, version, late reports."""
+    values = {c: getattr(case, c) for c in _FOLLOWED}
+    values["case_id"] = case.case_id
+    raw.run(_FOLLOWED_UPDATE, values)
 
 
 def lock_areas(session: Session | Tx, areas: Iterable[str]) -> None:
@@ -317,4 +326,4 @@ def follow_case(session: Tx, data: CaseTransitioned, event_type: str, centre_ids
                 data.status,
                 ", ".join(late),
             )
-    update_case(raw, case)
+    update_followed(raw, case)

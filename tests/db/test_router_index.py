@@ -24,13 +24,16 @@ from sqlmodel import select as orm_select
 
 from gridloop import metrics, migrate
 from gridloop.db import Database
+from gridloop.rawsql import Raw
 from schemas.envelope import CloudEvent
 from schemas.events import CaseTransitioned, make_event
 from schemas.reference import Place
 from services.router import index
 from services.router.areas import lock_key
+from services.router.decisions import Plan
+from services.router.index import CaseRow
 from services.router.models import PLUMBING, Base, CaseRider, OpenCase, RouteDecision
-from services.router.routing import distance_m
+from services.router.routing import Assessment, distance_m
 from tests.support.databases import new_pg_database
 from tests.support.router import MANHOLE, PLACES, T0, J, Router, submitted
 
@@ -490,6 +493,43 @@ def test_a_report_near_a_border_takes_the_lock_of_the_grid_across_it(pg_url: str
     finally:
         for r in (a, b, c):
             r.close()
+
+
+@pytest.mark.postgres
+def test_a_merge_never_reopens_a_case_closed_meanwhile(pg_url: str) -> None:
+    """Replica A has read an open case to merge a report into it when replica B applies the case's
+    `case.closed` (the `cases.events` consumer takes no routing lock): A's merge stands (the close/merge
+    race), and the index keeps the case closed, at the closer's version, with A's report counted."""
+    a, b = Router(pg_url), Router(pg_url)
+    a.feed([submitted("o1", "rider-a", place=MANHOLE)])
+    case = str(decisions(a.db)["o1"]["case_id"])
+    read, release = threading.Event(), threading.Event()
+    assessment = a.logic.decisions.assessment
+
+    def paused(raw: Raw, plan: Plan, row: CaseRow | None) -> tuple[Assessment, index.Standing]:
+        read.set()
+        release.wait(timeout=30)  # A has read the case open and not yet written it; B closes it now
+        return assessment(raw, plan, row)
+
+    a.logic.decisions.assessment = paused  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+    try:
+        merging = _feeding(a, submitted("o2", "rider-b", place=MANHOLE, at=T0 + timedelta(minutes=1)), errors)
+        assert read.wait(timeout=30)
+        b.feed([transition(case, "close", "closed", 1, "yh-s1", ["o1"])], topic="cases.events")
+        release.set()
+        merging.join(timeout=30)
+        assert not errors, errors
+        assert (decisions(a.db)["o2"]["decision"], decisions(a.db)["o2"]["case_id"]) == ("merge", case)
+        with a.db.session() as s:
+            row = s.get(OpenCase, case)
+            assert row is not None
+            assert (row.open, row.status, row.version) == (False, "closed", 1)
+            assert (row.distinct_riders, row.last_report_at) == (2, T0 + timedelta(minutes=1))
+    finally:
+        release.set()
+        a.close()
+        b.close()
 
 
 def _lock_wait() -> tuple[float, float]:
