@@ -496,7 +496,7 @@ def test_a_report_near_a_border_takes_the_lock_of_the_grid_across_it(pg_url: str
 
 
 @pytest.mark.postgres
-def test_a_merge_never_reopens_a_case_closed_meanwhile(pg_url: str) -> None:
+def test_a_merge_never_reopens_a_case_closed_meanwhile(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Replica A has read an open case to merge a report into it when replica B applies the case's
     `case.closed` (the `cases.events` consumer takes no routing lock): A's merge stands (the close/merge
     race), and the index keeps the case closed, at the closer's version, with A's report counted."""
@@ -511,7 +511,7 @@ def test_a_merge_never_reopens_a_case_closed_meanwhile(pg_url: str) -> None:
         release.wait(timeout=30)  # A has read the case open and not yet written it; B closes it now
         return assessment(raw, plan, row)
 
-    a.logic.decisions.assessment = paused  # type: ignore[method-assign]
+    monkeypatch.setattr(a.logic.decisions, "assessment", paused)
     errors: list[BaseException] = []
     try:
         merging = _feeding(a, submitted("o2", "rider-b", place=MANHOLE, at=T0 + timedelta(minutes=1)), errors)
