@@ -16,7 +16,7 @@ import json
 import logging
 import traceback
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +112,7 @@ class IdempotentConsumer:
         attempts: int = 3,
         after_commit: Callable[[], None] | None = None,
         plain_sql: bool = False,
-        on_begin: Callable[[Any], None] | None = None,
+        on_begin: Callable[[Any, Sequence[Incoming]], None] | None = None,
     ) -> None:
         self.group = group
         self.topics = topics
@@ -129,7 +129,8 @@ class IdempotentConsumer:
         # every handler uses plain SQL only: batches run in a Tx, not an ORM session (a tenth of the
         # cost of a transaction; gridloop.rawsql)
         self.plain_sql = plain_sql
-        # run first in every batch transaction, outside any savepoint (the router takes its lock)
+        # run first in every batch transaction, outside any savepoint, with the batch's parsed events
+        # (the router takes the routing locks of the areas they fall in)
         self.on_begin = on_begin
 
     def subscribe(
@@ -234,7 +235,7 @@ class IdempotentConsumer:
         with self.db.transaction(write=True) if self.plain_sql else self.db.session(write=True) as session:
             session.info["after_commit"] = callbacks
             if self.on_begin is not None:
-                self.on_begin(session)
+                self.on_begin(session, parsed)
             raw_sql = Raw(session)
             seen = self._seen(raw_sql, [p.event.id for p in parsed])
             now = raw_sql.ts(utcnow())

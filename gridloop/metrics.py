@@ -37,6 +37,14 @@ route_duration = Histogram(
     buckets=_FAST,
     registry=REGISTRY,
 )
+# lock waits: sub-millisecond when nobody holds the areas, up to a whole batch's commit when one does
+_LOCK_WAIT = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+route_lock_wait = Histogram(
+    "gridloop_route_lock_wait_seconds",
+    "Time a router batch waited for its areas' routing locks (PostgreSQL; not observed on SQLite).",
+    buckets=_LOCK_WAIT,
+    registry=REGISTRY,
+)
 route_late_merges = Counter(
     "gridloop_route_late_merges",
     "Reports the router merged into a case the closer had already closed or rejected (a race).",

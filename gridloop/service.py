@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -23,7 +23,7 @@ from sqlalchemy import MetaData
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gridloop import metrics
-from gridloop.consumer import Handler, IdempotentConsumer
+from gridloop.consumer import Handler, IdempotentConsumer, Incoming
 from gridloop.db import Database
 from gridloop.errors import error_body, install_error_handlers, too_large_message
 from gridloop.lag import GroupTopics, LagMonitor
@@ -95,10 +95,10 @@ class Runtime:
         handlers: Mapping[str, Handler],
         replays: Mapping[str, Handler] | None = None,
         plain_sql: bool = False,
-        on_begin: Callable[[Any], None] | None = None,
+        on_begin: Callable[[Any, Sequence[Incoming]], None] | None = None,
     ) -> IdempotentConsumer:
         """Declare an idempotent consumer group on the broker (`plain_sql`: its handlers take a Tx;
-        `on_begin`: run first in every batch transaction)."""
+        `on_begin`: run first in every batch transaction, with its parsed events)."""
         consumer = IdempotentConsumer(
             group=group,
             topics=topics,

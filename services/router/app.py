@@ -17,7 +17,7 @@ from gridloop.settings import Settings, get_settings
 from gridloop.topics import CASES_EVENTS, REPORTS_ROUTED, REPORTS_SUBMITTED
 from schemas.events import Decision, ReportRouted
 from schemas.reference import load_jurisdiction
-from services.router import api, index
+from services.router import api
 from services.router.config import RouterConfig, get_config
 from services.router.context import Router
 from services.router.decisions import SERVICE, Decisions
@@ -42,7 +42,7 @@ def build(settings: Settings | None = None, config: RouterConfig | None = None) 
         {"report.submitted": handlers.on_submitted},
         replays={"report.submitted": handlers.replay},
         plain_sql=True,
-        on_begin=index.lock_batch,  # one routing lock per batch, before any report in it reads
+        on_begin=decisions.lock_batch,  # the batch's routing locks, before any report in it reads
     )
     runtime.consumer(
         "router-cases",

@@ -1,21 +1,24 @@
 """A report's route decided from the case index and written: its case, its decision, `report.routed`.
 
-The pure rules are in ``services.router.routing``; the index lookups and the routing lock in
-``services.router.index``. Here they meet: `Decisions.route` plans a report from the index as it
-stands in the consumer's transaction, opens or updates its case, keeps the decision (so a
-redelivered report gets the same answer) and queues `report.routed` in the outbox. The explain
-endpoint asks the same questions without writing anything (`Decisions.what_if`).
+The pure rules are in ``services.router.routing`` (the areas a report's locks cover in
+``services.router.areas``); the index lookups and the routing locks in ``services.router.index``.
+Here they meet: `Decisions.lock_batch` takes a batch's locks as it begins; `Decisions.route` plans a
+report from the index as it stands in the consumer's transaction, opens or updates its case, keeps
+the decision (so a redelivered report gets the same answer) and queues `report.routed` in the outbox.
+The explain endpoint asks the same questions without writing anything (`Decisions.what_if`).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from gridloop import metrics
 from gridloop.clock import as_utc, utcnow
+from gridloop.consumer import Incoming
 from gridloop.outbox import add_raw
 from gridloop.rawsql import Raw, Tx, after_commit, insert_row, statement
 from gridloop.topics import REPORTS_ROUTED
@@ -23,6 +26,7 @@ from schemas.cases import CaseStatus
 from schemas.events import ReportRouted, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction
 from services.router import index
+from services.router.areas import MergeAreas
 from services.router.index import CaseRow
 from services.router.models import PLUMBING, ROUTE_DECISION
 from services.router.places import PlaceBook
@@ -91,6 +95,12 @@ class Decisions:
     def __init__(self, jurisdiction: Jurisdiction) -> None:
         self.j = jurisdiction
         self.centre_ids = tuple(s.id for s in jurisdiction.stations.values() if s.kind == "centre")
+        self.areas = MergeAreas(jurisdiction)
+
+    def lock_batch(self, session: Tx, items: Sequence[Incoming]) -> None:
+        """The routing locks of every area a batch's reports may read or change, as it begins."""
+        reports = [i.data for i in items if isinstance(i.data, ReportSubmitted)]
+        index.lock_batch(session, set().union(*(self.areas.of(facts_of(r)) for r in reports)))
 
     def plan(self, raw: Raw, facts: ReportFacts) -> Plan:
         """Decide a report from the index as it stands in this transaction (reads only)."""
@@ -127,8 +137,8 @@ class Decisions:
         """Decide one report's case and queue `report.routed` (a report decided before: the same answer)."""
         started = time.perf_counter()
         raw = Raw(session)
-        if not session.info.get(index.BATCH_LOCKED):
-            index.lock_for_routing(raw)
+        if not session.info.get(index.BATCH_LOCKED):  # a batch took its reports' locks as it began
+            index.lock_areas(session, self.areas.of(facts_of(data)))
         if raw.first(_DECIDED, {"id": data.report_id}):
             self.replay(session, data)  # the same report under another event id: same answer
             return
@@ -147,7 +157,7 @@ class Decisions:
                 common_issue=standing.common_issue,
                 distinct_riders=merged.distinct_riders + int(riders.new_rider),
             )
-            index.update_case(raw, case)
+            index.update_routed(raw, case)
         else:
             case = index.new_case_row(
                 case_id=new_case_id(),

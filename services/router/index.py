@@ -2,15 +2,21 @@
 
 There is no in-memory copy: every decision reads the index inside the consumer's transaction, so a
 second replica, a restarted one, or one that just took over another's partitions decides from the
-same rows. Two decisions must not interleave (both could see no case and both open one: a doubled
-case), so routing transactions are serialised:
+same rows. Two decisions that could meet (one could merge into the case the other opens or changes)
+must not interleave (both could see no case and both open one: a doubled case), so they are
+serialised; decisions in areas that cannot meet run side by side:
 
 - SQLite: the consumer's write transaction is ``BEGIN IMMEDIATE``, which already holds the
-  database's single write lock from its first statement.
-- PostgreSQL: ``pg_advisory_xact_lock`` on one key, taken before the first read and held to commit.
-  One key rather than one per category: a batch routes several categories, and locks taken in
-  report order could deadlock two replicas. Routing is a few index lookups per report, so one
-  lock costs little next to the batch's commit.
+  database's single write lock from its first statement (one decision at a time, as before).
+- PostgreSQL: one transaction advisory lock per area (a grid, or ``none`` outside every grid),
+  ``pg_advisory_xact_lock(ROUTING_LOCK_CLASS, areas.lock_key(area))``, taken before the first read and
+  held to commit. The areas of a report are every grid whose cases it could merge with or whose rows
+  it may change (``services.router.areas``: its code's grid, and every grid its duplicate radius
+  touches, across borders). A batch takes the union of its reports' areas as it begins, in ascending
+  key order: two replicas never wait on each other in a cycle, and nothing is locked later in the
+  transaction. The two-int form keeps these keys apart from every single-key advisory lock. The wait
+  is observed in ``gridloop_route_lock_wait_seconds`` (SQLite: nothing is observed; its wait is in
+  ``BEGIN IMMEDIATE``, outside the router).
 
 Every report is routed here, so the lookups are plain SQL on the driver (``gridloop.rawsql``), each
 answered from an index, and none grows with the size of a case: the distinct riders of a case are
@@ -20,7 +26,8 @@ kept on its row, and the common-issue test reads only the reports within 24 hour
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
@@ -31,6 +38,7 @@ from gridloop import metrics
 from gridloop.rawsql import Raw, Tx, after_commit, insert_row, read_ts, record_type, select_sql, statement
 from schemas.cases import FINAL_STATUSES, CaseStatus
 from schemas.events import CaseTransitioned
+from services.router.areas import lock_key
 from services.router.models import CASE_RIDER, OPEN_CASE
 from services.router.routing import (
     COMMON_ISSUE_WINDOW,
@@ -42,7 +50,7 @@ from services.router.routing import (
 )
 
 log = logging.getLogger(__name__)
-ROUTING_LOCK_KEY = 0x67_6C_72_74  # "glrt": the router's one advisory lock
+ROUTING_LOCK_CLASS = 0x67_6C_72_74  # "glrt": the first key of every routing lock; the second is the area's
 
 CaseRow: TypeAlias = Any
 """A row of `open_case` as ``record_type(OPEN_CASE)``: a named tuple of OpenCase's columns, built
@@ -57,22 +65,25 @@ def _where(where: str) -> str:
 
 
 _BY_ID = _where("WHERE case_id = :id")
-_CHANGING = (
-    "station_id",
-    "last_report_at",
-    "open",
-    "status",
-    "triage",
-    "common_issue",
-    "version",
-    "late_reports",
-    "distinct_riders",
-)
-"""What routing and `cases.events` change on a case; the rest is fixed when the router names it."""
-_CASE_UPDATE = statement(
-    f"UPDATE open_case SET {', '.join(f'{c} = :{c}' for c in _CHANGING)} WHERE case_id = :case_id"
-)
-_LOCK = "SELECT pg_advisory_xact_lock(:key)"  # PostgreSQL only (not registered: SQLite has no such function)
+_ROUTED = ("last_report_at", "common_issue", "distinct_riders")
+"""What a merge changes on a case (under the routing locks of the case's area)."""
+_FOLLOWED = ("station_id", "open", "status", "triage", "version", "late_reports")
+"""What `cases.events` change on a case (without the routing locks). Each writer writes only its own
+columns, so a merge never undoes a closure that committed after the merge read the case, nor the
+reverse; the rest of the row is fixed when the router names the case."""
+
+
+def _update(columns: tuple[str, ...]) -> str:
+    """An UPDATE of these columns of one case, registered for the check."""
+    return statement(
+        f"UPDATE open_case SET {', '.join(f'{c} = :{c}' for c in columns)} WHERE case_id = :case_id"
+    )
+
+
+_ROUTED_UPDATE = _update(_ROUTED)
+_FOLLOWED_UPDATE = _update(_FOLLOWED)
+# PostgreSQL only (not registered: SQLite has no such function); the casts pick the two-int form
+_LOCK = "SELECT pg_advisory_xact_lock(CAST(:cls AS integer), CAST(:key AS integer))"
 _RIDER_SEEN = statement("SELECT 1 FROM case_rider WHERE case_id = :case AND rider_ref = :rider LIMIT 1")
 _RIDERS_AROUND = statement(
     "SELECT rider_ref, at FROM case_rider WHERE case_id = :case AND at >= :lo AND at <= :hi "
@@ -91,27 +102,41 @@ def insert_case(raw: Raw, case: CaseRow) -> None:
     insert_row(raw, OPEN_CASE, case._asdict())
 
 
-def update_case(raw: Raw, case: CaseRow) -> None:
-    """Write back what routing and `cases.events` change on a case."""
-    values = {c: getattr(case, c) for c in _CHANGING}
+def update_routed(raw: Raw, case: CaseRow) -> None:
+    """Write back what a merge changes on a case: its last report, riders and common-issue flag."""
+    values = {c: getattr(case, c) for c in _ROUTED}
     values["last_report_at"] = raw.ts(case.last_report_at)
     values["case_id"] = case.case_id
-    raw.run(_CASE_UPDATE, values)
+    raw.run(_ROUTED_UPDATE, values)
 
 
-def lock_for_routing(raw: Raw) -> None:
-    """Serialise routing decisions across replicas (PostgreSQL; SQLite is already serialised).
-
-    Re-entrant within a transaction, and held to its commit. Taken inside a savepoint, it goes when
-    the savepoint is rolled back."""
-    if not raw.sqlite:
-        raw.run(_LOCK, {"key": ROUTING_LOCK_KEY})
+def update_followed(raw: Raw, case: CaseRow) -> None:
+    """Write back what `cases.events` change on a case: its state, station, version, late reports."""
+    values = {c: getattr(case, c) for c in _FOLLOWED}
+    values["case_id"] = case.case_id
+    raw.run(_FOLLOWED_UPDATE, values)
 
 
-def lock_batch(session: Session | Tx) -> None:
-    """The routing lock for a whole consumer batch, taken as its transaction begins (outside every
-    savepoint), so the reports in it need not take it one by one."""
-    lock_for_routing(Raw(session))
+def lock_areas(session: Session | Tx, areas: Iterable[str]) -> None:
+    """Hold the routing locks of these areas to the end of the transaction (PostgreSQL; SQLite is
+    already serialised), taken in ascending key order, and observe the wait once committed.
+
+    A batch takes all of its areas at once as it begins (`lock_batch`): locks taken one by one later
+    could deadlock two replicas. Re-entrant; taken inside a savepoint, they go when it is rolled back."""
+    raw = Raw(session)
+    if raw.sqlite:
+        return
+    started = time.perf_counter()
+    for key in sorted({lock_key(a) for a in areas}):
+        raw.run(_LOCK, {"cls": ROUTING_LOCK_CLASS, "key": key})
+    waited = time.perf_counter() - started
+    after_commit(session, lambda: metrics.route_lock_wait.observe(waited))
+
+
+def lock_batch(session: Session | Tx, areas: Iterable[str]) -> None:
+    """The routing locks of a whole consumer batch, taken as its transaction begins (outside every
+    savepoint), so the reports in it need not take them one by one."""
+    lock_areas(session, areas)
     session.info[BATCH_LOCKED] = True
 
 
@@ -301,4 +326,4 @@ def follow_case(session: Tx, data: CaseTransitioned, event_type: str, centre_ids
                 data.status,
                 ", ".join(late),
             )
-    update_case(raw, case)
+    update_followed(raw, case)

@@ -161,6 +161,7 @@ def test_metrics_show_every_decision_series(client: tuple[TestClient, Router]) -
     for decision in ("open", "merge", "triage"):
         assert f'gridloop_route_decisions_total{{decision="{decision}"}}' in text
     assert "gridloop_route_duration_seconds_bucket" in text
+    assert "gridloop_route_lock_wait_seconds_bucket" in text
     assert "gridloop_route_late_merges_total" in text
 
 

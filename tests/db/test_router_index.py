@@ -10,23 +10,31 @@ import json
 import random
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlmodel import select as orm_select
 
 from gridloop import metrics, migrate
 from gridloop.db import Database
+from gridloop.rawsql import Raw
 from schemas.envelope import CloudEvent
 from schemas.events import CaseTransitioned, make_event
 from schemas.reference import Place
+from services.router import index
+from services.router.areas import lock_key
+from services.router.decisions import Plan
+from services.router.index import CaseRow
 from services.router.models import PLUMBING, Base, CaseRider, OpenCase, RouteDecision
-from services.router.routing import distance_m
+from services.router.routing import Assessment, distance_m
+from tests.support.databases import new_pg_database
 from tests.support.router import MANHOLE, PLACES, T0, J, Router, submitted
 
 
@@ -347,6 +355,228 @@ def test_concurrent_replicas_never_double_a_case(db_url: str) -> None:
     finally:
         for r in replicas:
             r.close()
+
+
+# --- PostgreSQL: one lock per merge area, so replicas deciding apart run side by side ---------
+
+FAR = next(p for p in PLACES if p.grid_id == "yh-g3")
+# either side of the yh-g1 | yh-g2 border, 38 m apart: within safety_hazard's 50 m radius
+BORDER_G1 = (31.336, 121.5186)
+BORDER_G2 = (31.336, 121.5190)
+_WAITING = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+    "AND classid = :cls AND objid = :key AND objsubid = 2"
+)
+
+
+@pytest.fixture
+def pg_url(pg_server_url: str) -> str:
+    """A migrated router database on PostgreSQL."""
+    url = new_pg_database(pg_server_url)
+    migrate.upgrade("router", url)
+    return url
+
+
+def _waiting(db: Database, area: str) -> int:
+    """How many transactions wait for an area's routing lock (pg_locks shows the keys unsigned)."""
+    params = {"cls": index.ROUTING_LOCK_CLASS, "key": lock_key(area) & 0xFFFFFFFF}
+    with db.engine.connect() as conn:
+        return int(conn.execute(text(_WAITING), params).scalar_one())
+
+
+def _until_waiting(db: Database, area: str, count: int) -> None:
+    """Until exactly `count` transactions wait for the area's lock (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while _waiting(db, area) != count:
+        assert time.monotonic() < deadline, f"{_waiting(db, area)} waiting for {area}, not {count}"
+        time.sleep(0.02)
+
+
+def _feeding(replica: Router, event: CloudEvent, errors: list[BaseException]) -> threading.Thread:
+    """A started thread that feeds one event to a replica as its own batch."""
+
+    def feed() -> None:
+        try:
+            replica.feed([event])
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=feed)
+    thread.start()
+    return thread
+
+
+@contextmanager
+def _holding(db: Database, *areas: str) -> Iterator[None]:
+    """Hold the routing locks of these areas in a transaction of their own, as a replica would."""
+    with db.transaction(write=True) as tx:
+        tx.info["after_commit"] = []  # its own wait (none) is no replica's: never observed
+        index.lock_areas(tx, areas)
+        yield
+
+
+@pytest.mark.postgres
+def test_replicas_deciding_different_grids_run_side_by_side(pg_url: str) -> None:
+    """While replica A holds a decision in yh-g1 uncommitted, replica B decides a report in yh-g3 to the
+    end, and replica C's report next to A's waits for yh-g1 until A commits, then merges into A's case."""
+    a, b, c = Router(pg_url), Router(pg_url), Router(pg_url)
+    decided, release = threading.Event(), threading.Event()
+    route = a.logic.on_submitted
+
+    def slow(session: object, item: object) -> None:
+        route(session, item)  # type: ignore[arg-type]
+        decided.set()
+        release.wait(timeout=30)  # A's transaction stays open with yh-g1's lock
+
+    a.reports.handlers = {"report.submitted": slow}
+    errors: list[BaseException] = []
+    try:
+        first = _feeding(a, submitted("g1-a", "rider-a", place=MANHOLE), errors)
+        assert decided.wait(timeout=30)
+        elsewhere = _feeding(b, submitted("g3-b", "rider-b", place=FAR), errors)
+        elsewhere.join(timeout=30)
+        assert not elsewhere.is_alive(), "B waited for A although their grids cannot meet"
+        assert decisions(b.db)["g3-b"]["decision"] == "open"
+        assert set(decisions(b.db)) == {"g3-b"}  # A's decision is still uncommitted
+        near = submitted("g1-c", "rider-c", place=MANHOLE, at=T0 + timedelta(minutes=1))
+        same = _feeding(c, near, errors)
+        _until_waiting(a.db, "yh-g1", 1)
+        assert same.is_alive()
+        release.set()
+        first.join(timeout=30)
+        same.join(timeout=30)
+        assert not errors, errors
+        d = decisions(a.db)
+        assert {r: (x["decision"], x["grid_id"]) for r, x in d.items()} == {
+            "g1-a": ("open", "yh-g1"),
+            "g3-b": ("open", "yh-g3"),
+            "g1-c": ("merge", "yh-g1"),
+        }
+        assert d["g1-c"]["case_id"] == d["g1-a"]["case_id"]
+    finally:
+        release.set()
+        for r in (a, b, c):
+            r.close()
+
+
+@pytest.mark.postgres
+def test_a_report_near_a_border_takes_the_lock_of_the_grid_across_it(pg_url: str) -> None:
+    """A report in yh-g1 within its radius of a case anchored in yh-g2 waits for yh-g2's lock too (it
+    could merge there), then merges across the border; one deep inside yh-g1 does not wait for it."""
+    a, b, c = Router(pg_url), Router(pg_url), Router(pg_url)
+    errors: list[BaseException] = []
+    lat, lon = BORDER_G2
+    a.feed([submitted("b-g2", "rider-a", lat=lat, lon=lon, category="safety_hazard")])
+    lat, lon = BORDER_G1
+    across = submitted(
+        "b-g1", "rider-b", lat=lat, lon=lon, category="safety_hazard", at=T0 + timedelta(minutes=1)
+    )
+    inside = submitted("d-g1", "rider-c", lat=31.3395, lon=121.511, category="safety_hazard")
+    try:
+        with _holding(a.db, "yh-g2"):
+            waiting = _feeding(b, across, errors)
+            _until_waiting(a.db, "yh-g2", 1)
+            deep = _feeding(c, inside, errors)
+            deep.join(timeout=30)
+            assert not deep.is_alive(), "a report far from yh-g2 waited for its lock"
+            assert waiting.is_alive()
+            assert "b-g1" not in decisions(a.db)
+        waiting.join(timeout=30)
+        assert not errors, errors
+        d = decisions(a.db)
+        assert {r: (x["decision"], x["grid_id"]) for r, x in d.items()} == {
+            "b-g2": ("open", "yh-g2"),
+            "b-g1": ("merge", "yh-g1"),
+            "d-g1": ("open", "yh-g1"),
+        }
+        assert d["b-g1"]["case_id"] == d["b-g2"]["case_id"]
+    finally:
+        for r in (a, b, c):
+            r.close()
+
+
+@pytest.mark.postgres
+def test_a_merge_never_reopens_a_case_closed_meanwhile(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replica A has read an open case to merge a report into it when replica B applies the case's
+    `case.closed` (the `cases.events` consumer takes no routing lock): A's merge stands (the close/merge
+    race), and the index keeps the case closed, at the closer's version, with A's report counted."""
+    a, b = Router(pg_url), Router(pg_url)
+    a.feed([submitted("o1", "rider-a", place=MANHOLE)])
+    case = str(decisions(a.db)["o1"]["case_id"])
+    read, release = threading.Event(), threading.Event()
+    assessment = a.logic.decisions.assessment
+
+    def paused(raw: Raw, plan: Plan, row: CaseRow | None) -> tuple[Assessment, index.Standing]:
+        read.set()
+        release.wait(timeout=30)  # A has read the case open and not yet written it; B closes it now
+        return assessment(raw, plan, row)
+
+    monkeypatch.setattr(a.logic.decisions, "assessment", paused)
+    errors: list[BaseException] = []
+    try:
+        merging = _feeding(a, submitted("o2", "rider-b", place=MANHOLE, at=T0 + timedelta(minutes=1)), errors)
+        assert read.wait(timeout=30)
+        b.feed([transition(case, "close", "closed", 1, "yh-s1", ["o1"])], topic="cases.events")
+        release.set()
+        merging.join(timeout=30)
+        assert not errors, errors
+        assert (decisions(a.db)["o2"]["decision"], decisions(a.db)["o2"]["case_id"]) == ("merge", case)
+        with a.db.session() as s:
+            row = s.get(OpenCase, case)
+            assert row is not None
+            assert (row.open, row.status, row.version) == (False, "closed", 1)
+            assert (row.distinct_riders, row.last_report_at) == (2, T0 + timedelta(minutes=1))
+    finally:
+        release.set()
+        a.close()
+        b.close()
+
+
+def _lock_wait() -> tuple[float, float]:
+    """(count, sum) of gridloop_route_lock_wait_seconds in this process."""
+    name = "gridloop_route_lock_wait_seconds"
+    count = metrics.REGISTRY.get_sample_value(f"{name}_count")
+    total = metrics.REGISTRY.get_sample_value(f"{name}_sum")
+    assert count is not None and total is not None
+    return count, total
+
+
+@pytest.mark.postgres
+def test_the_lock_wait_is_observed_once_per_batch(pg_url: str) -> None:
+    """A batch that waited while another transaction held its grid observes at least the hold, once."""
+    hold = 0.5
+    router = Router(pg_url)
+    errors: list[BaseException] = []
+    try:
+        count, total = _lock_wait()
+        with _holding(router.db, "yh-g1"):
+            thread = _feeding(router, submitted("m1", "rider-a", place=MANHOLE), errors)
+            _until_waiting(router.db, "yh-g1", 1)
+            time.sleep(hold)
+        thread.join(timeout=30)
+        assert not errors, errors
+        after_count, after_total = _lock_wait()
+        assert after_count == count + 1
+        assert after_total - total >= hold
+        router.feed([submitted("m2", "rider-b", place=FAR)])  # nobody holds yh-g3
+        assert _lock_wait()[0] == count + 2
+        assert _lock_wait()[1] - after_total < hold
+    finally:
+        router.close()
+
+
+def test_sqlite_observes_no_lock_wait(tmp_path: Path) -> None:
+    """On SQLite the write transaction serialises routing; there are no routing locks to wait for."""
+    url = f"sqlite:///{tmp_path / 'router.db'}"
+    migrate.upgrade("router", url)
+    router = Router(url)
+    try:
+        before = _lock_wait()
+        router.feed([submitted("s1", "rider-a", place=MANHOLE), submitted("s2", "rider-b", place=FAR)])
+        assert len(decisions(router.db)) == 2
+        assert _lock_wait() == before
+    finally:
+        router.close()
 
 
 # --- merging is independent of arrival order (hypothesis) ------------------------------------

@@ -238,6 +238,7 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "gridloop_outbox_pending": ("reporter", {"service"}),
     "gridloop_route_decisions": ("router", {"decision"}),
     "gridloop_route_duration_seconds": ("router", set()),
+    "gridloop_route_lock_wait_seconds": ("router", set()),
     "gridloop_cases_open": ("closer", {"station", "status"}),
     "gridloop_case_transitions": ("closer", {"action"}),
     "gridloop_case_ack_seconds": ("closer", {"category"}),

@@ -12,7 +12,6 @@ from gridloop.settings import REPO_ROOT
 from schemas.envelope import CloudEvent
 from schemas.events import Location, ReportSubmitted, make_event
 from schemas.reference import Jurisdiction, Place, load_jurisdiction, load_places
-from services.router import index
 from services.router.decisions import Decisions
 from services.router.handlers import CASE_STATE_EVENTS, Handlers
 from services.router.models import PLUMBING, Base
@@ -46,7 +45,7 @@ class Router:
             replays={"report.submitted": self.logic.replay},
             service="router",
             plain_sql=True,  # as the router runs them
-            on_begin=index.lock_batch,
+            on_begin=self.logic.decisions.lock_batch,
         )
         self.cases = IdempotentConsumer(
             group="router-cases",
