@@ -221,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-demo", action="store_true", help="do not load demo places and accounts")
     up.set_defaults(func=cmd_up)
 
+    services: dict[str, argparse.ArgumentParser] = {}
     for name in SERVICES:
-        p = sub.add_parser(name, help=f"run the {name} service")
+        p = services[name] = sub.add_parser(name, help=f"run the {name} service")
         p.add_argument("--host")
         p.add_argument("--port", type=int)
         p.add_argument("--workers", type=int, default=1)
@@ -255,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from services.closer.cli import add_parser as add_closer_parser
 
-    add_closer_parser(sub)
+    add_closer_parser(sub, services["closer"])
 
     from services.reporter import cli as reporter_cli  # imports its dependencies lazily
 

@@ -668,14 +668,104 @@ def test_photo_checks(db_url: str, tmp_path: Path, clock: FrozenClock) -> None:
         assert resolve(big, "big.png").status_code == 413
         fake = resolve(b"<?php system($_GET[c]); ?>" + b"\xff" * 100, "evil.jpg")
         assert fake.status_code == 415 and fake.json()["error"]["code"] == "not_an_image"
-        assert (
-            not list((tmp_path / "closer-photos").glob("*"))
-            if (tmp_path / "closer-photos").exists()
-            else True
-        )
+        with app.state.closer.runtime.db.session() as s:
+            assert s.execute(text("SELECT count(*) FROM case_photo")).scalar() == 0
+            assert s.execute(text("SELECT count(*) FROM case_photo_data")).scalar() == 0
         assert client.get(f"/api/v1/cases/{cid}", headers=s1).json()["status"] == "dispatched"
+        assert not (tmp_path / "closer-photos").exists()  # no replica's disk holds photos any more
     finally:
         app.state.closer.runtime.db.dispose()
+
+
+def resolve_with_photo(client: TestClient, who: dict[str, str], case_id: str, photo: bytes) -> Any:
+    """Resolve a dispatched case with an after-photo (multipart, the case's current version)."""
+    version = client.get(f"/api/v1/cases/{case_id}", headers=who).json()["version"]
+    return client.post(
+        f"/api/v1/cases/{case_id}/transitions",
+        data={"action": "resolve", "version": str(version), "note": "已更换"},
+        files={"photo": ("after.jpg", photo, "image/jpeg")},
+        headers=who,
+    )
+
+
+def test_a_photo_uploaded_to_one_replica_is_served_by_another(
+    db_url: str, tmp_path: Path, clock: FrozenClock
+) -> None:
+    """Two closers (own state, own var dir) on one database: the photo one stored, the other serves,
+    byte for byte, with the same headers; a failed resolve stores nothing on either."""
+    one, two = make_app(db_url, tmp_path / "one"), make_app(db_url, tmp_path / "two")
+    try:
+        c1 = TestClient(one, base_url="https://testserver")
+        c2 = TestClient(two, base_url="https://testserver")
+        cid = open_case(one)
+        s1 = login(c1, "yh-s1")
+        act(c1, s1, cid, "acknowledge")
+        act(c1, s1, cid, "dispatch", assignee="王师傅")
+        stale = c1.post(
+            f"/api/v1/cases/{cid}/transitions",
+            data={"action": "resolve", "version": "2", "note": "x"},
+            files={"photo": ("after.jpg", jpeg_with_gps(), "image/jpeg")},
+            headers=s1,
+        )
+        assert stale.status_code == 409
+        r = resolve_with_photo(c1, s1, cid, jpeg_with_gps())
+        assert r.status_code == 200, r.text
+        photo_id = r.json()["after_photo_ids"][0]
+
+        mine, theirs = c1.get(f"/photos/{photo_id}.jpg"), c2.get(f"/photos/{photo_id}.jpg")
+        assert mine.status_code == theirs.status_code == 200
+        assert theirs.content == mine.content and theirs.content[:3] == b"\xff\xd8\xff"  # a JPEG
+        for served in (mine, theirs):
+            assert served.headers["content-type"] == "image/jpeg"
+            assert served.headers["cache-control"] == "public, max-age=31536000, immutable"
+            assert served.headers["x-content-type-options"] == "nosniff"
+            assert served.headers["etag"] == f'"{photo_id}"'
+        again = c2.get(f"/photos/{photo_id}.jpg", headers={"If-None-Match": f'"{photo_id}"'})
+        assert again.status_code == 304 and again.content == b""
+        assert c2.get("/photos/" + "A" * 22 + ".jpg").status_code == 404
+        assert c2.get("/photos/..%2F..%2Fetc.jpg").status_code == 404
+        with one.state.closer.runtime.db.session() as s:
+            assert s.execute(text("SELECT count(*) FROM case_photo")).scalar() == 1
+            assert s.execute(text("SELECT count(*) FROM case_photo_data")).scalar() == 1
+        assert not (tmp_path / "one" / "closer-photos").exists()
+    finally:
+        one.state.closer.runtime.db.dispose()
+        two.state.closer.runtime.db.dispose()
+
+
+def test_import_photos_copies_old_files_once(
+    app: FastAPI, client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`gridloop closer import-photos`: a file of a known photo goes in (once), others are skipped."""
+    cid = open_case(app)
+    s1 = login(client, "yh-s1")
+    act(client, s1, cid, "acknowledge")
+    act(client, s1, cid, "dispatch", assignee="a")
+    photo_id = resolve_with_photo(client, s1, cid, jpeg_with_gps()).json()["after_photo_ids"][0]
+    old_id = "B" * 22  # a photo stored on disk before the change: its row, no bytes
+    with app.state.closer.runtime.db.session(write=True) as s:
+        s.execute(
+            text(
+                "INSERT INTO case_photo (photo_id, case_id, kind, width, height, size, uploaded_by,"
+                " created_at) VALUES (:p, :c, 'after', 8, 6, 5, 'yh-s1', :t)"
+            ),
+            {"p": old_id, "c": cid, "t": MONDAY_9},
+        )
+    folder = tmp_path / "closer-photos"
+    folder.mkdir()
+    (folder / f"{old_id}.jpg").write_bytes(b"\xff\xd8old!")
+    (folder / f"{photo_id}.jpg").write_bytes(b"not this one")
+    (folder / f"{'C' * 22}.jpg").write_bytes(b"nobody's")
+    db = app.state.closer.runtime.db
+    monkeypatch.setattr(closer_cli, "_database", lambda: Database(db.url, Base.metadata))
+    assert client.get(f"/photos/{old_id}.jpg").status_code == 404
+    assert closer_cli.cmd_import_photos(argparse.Namespace(dir=str(folder))) == 0
+    assert client.get(f"/photos/{old_id}.jpg").content == b"\xff\xd8old!"
+    assert client.get(f"/photos/{photo_id}.jpg").content != b"not this one"
+    assert client.get(f"/photos/{'C' * 22}.jpg").status_code == 404
+    assert closer_cli.cmd_import_photos(argparse.Namespace(dir=str(folder))) == 0
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM case_photo_data")).scalar() == 2
 
 
 # ---- the queue ----------------------------------------------------------------------------------
