@@ -23,10 +23,22 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+ONE_WORKER = (
+    "--workers must be 1: a service process is one worker (one metrics registry, one outbox relay, "
+    "one set of consumers, one scheduler). For more throughput run replicas: more processes of the "
+    "service on their own ports, behind one entry (README, Running in production)."
+)
+
+
 def cmd_service(args: argparse.Namespace) -> int:
-    """Run one service in the foreground, as production runs it."""
+    """Run one service in the foreground, as production runs it: one worker per process."""
     import uvicorn
 
+    if args.workers != 1:
+        # each worker would keep its own registry (a scrape reads one at random) and run its own
+        # relay, consumers and scheduler: replicas are processes, each its own /metrics
+        print(f"error: {ONE_WORKER}", file=sys.stderr)
+        return 2
     settings = get_settings()
     if not _checked(settings, f"the {args.command}"):
         return 2
@@ -35,7 +47,6 @@ def cmd_service(args: argparse.Namespace) -> int:
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port(args.command),
-        workers=args.workers,
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level.lower(),
@@ -221,11 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-demo", action="store_true", help="do not load demo places and accounts")
     up.set_defaults(func=cmd_up)
 
+    services: dict[str, argparse.ArgumentParser] = {}
     for name in SERVICES:
-        p = sub.add_parser(name, help=f"run the {name} service")
+        p = services[name] = sub.add_parser(name, help=f"run the {name} service")
         p.add_argument("--host")
         p.add_argument("--port", type=int)
-        p.add_argument("--workers", type=int, default=1)
+        p.add_argument("--workers", type=int, default=1, help="must be 1: scale with replicas (processes)")
         p.set_defaults(func=cmd_service)
 
     sim = sub.add_parser("simulate", help="realistic rider traffic and staff work against a running stack")
@@ -255,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from services.closer.cli import add_parser as add_closer_parser
 
-    add_closer_parser(sub)
+    add_closer_parser(sub, services["closer"])
 
     from services.reporter import cli as reporter_cli  # imports its dependencies lazily
 

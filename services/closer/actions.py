@@ -14,7 +14,7 @@ from gridloop.tokens import Principal
 from services.closer import photostore, queue
 from services.closer.context import Closer
 from services.closer.lifecycle import facts
-from services.closer.models import Case, CasePhoto, CaseReport, TimelineEntry
+from services.closer.models import Case, CaseReport, TimelineEntry
 from services.closer.transitions import Actor, Refused, Request, allowed_actions, decide
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def take_action(
     ctx: Closer, who: Principal, case_id: str, body: TransitionBody, photo: bytes | None = None
 ) -> dict[str, Any]:
     """Check and apply one action in one transaction; a photo is decoded only once the caller may take
-    the action (a read-only check first), stored, and removed again on failure."""
+    the action (a read-only check first) and stored in the same transaction as the change."""
     if photo is not None and body.action != "resolve":
         raise ApiError(422, "invalid_input", "photo: only a resolve takes a photo.", {"field": "photo"})
     if photo:
@@ -96,41 +96,26 @@ def take_action(
         # in a state where this caller may resolve it (the transaction below checks again)
         with ctx.runtime.db.session() as session:
             _check_version(ctx, who, load_visible(session, who, case_id), body, require_allowed=True)
-    stored = photostore.store(ctx.settings.var_dir, photo) if photo else None
-    try:
-        with ctx.runtime.db.session(write=True) as session:
-            case = load_visible(session, who, case_id, lock=True)
-            _check_version(ctx, who, case, body)
-            now = utcnow()
-            try:
-                ctx.lifecycle.transition(
-                    session,
-                    case,
-                    actor(who),
-                    who.username,
-                    body.request(stored is not None),
-                    now,
-                    photo_ids=[stored.photo_id] if stored else None,
-                )
-            except Refused as exc:
-                raise refused(exc) from exc
-            if stored is not None:
-                session.add(
-                    CasePhoto(
-                        photo_id=stored.photo_id,
-                        case_id=case.case_id,
-                        width=stored.width,
-                        height=stored.height,
-                        size=stored.size,
-                        uploaded_by=who.username,
-                        created_at=now,
-                    )
-                )
-            view = detail_view(ctx, session, who, case, now, with_related=False)
-    except BaseException:
-        if stored is not None:
-            stored.path.unlink(missing_ok=True)  # nothing half-written
-        raise
+    new = photostore.prepare(photo) if photo else None
+    with ctx.runtime.db.session(write=True) as session:
+        case = load_visible(session, who, case_id, lock=True)
+        _check_version(ctx, who, case, body)
+        now = utcnow()
+        try:
+            ctx.lifecycle.transition(
+                session,
+                case,
+                actor(who),
+                who.username,
+                body.request(new is not None),
+                now,
+                photo_ids=[new.photo_id] if new else None,
+            )
+        except Refused as exc:
+            raise refused(exc) from exc
+        if new is not None:
+            photostore.add(session, new, case.case_id, who.username, now)
+        view = detail_view(ctx, session, who, case, now, with_related=False)
     # committed: the lifecycle's metrics have run (rawsql.after_commit); wake the streams and relay
     ctx.changed()
     return view

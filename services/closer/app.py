@@ -27,9 +27,9 @@ from services.closer.context import Closer
 from services.closer.handlers import Handlers
 from services.closer.lifecycle import Lifecycle
 from services.closer.models import PLUMBING, Base
+from services.closer.poller import TimelinePoller
 from services.closer.scheduler import Scheduler
 from services.closer.staff import refuse_demo_passwords
-from services.closer.stream import ChangeFeed
 
 SERVICE = "closer"
 
@@ -42,8 +42,8 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     jurisdiction = load_jurisdiction(settings.jurisdiction_dir)
     calendar = sla.WorkCalendar(config.work_hours, config.work_timezone)
     lifecycle = Lifecycle(jurisdiction, calendar, config.confirm_window_hours)
-    feed = ChangeFeed()
-    ctx = Closer(runtime, settings, config, jurisdiction, lifecycle, feed, settings.signing_key())
+    poller = TimelinePoller(runtime.db, config.stream_poll_seconds)
+    ctx = Closer(runtime, settings, config, jurisdiction, lifecycle, poller, settings.signing_key())
 
     handlers = Handlers(lifecycle)
     consumer = runtime.consumer(
@@ -56,14 +56,13 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     runtime.document_publication(CASES_EVENTS, CaseTransitioned, "Case lifecycle events, keyed by case id.")
 
     scheduler = Scheduler(
-        runtime.db, lifecycle, config.scheduler_interval_seconds, config.gauge_interval_seconds, feed.notify
+        runtime.db, lifecycle, config.scheduler_interval_seconds, config.gauge_interval_seconds, poller.notify
     )
     runtime.background.append(scheduler.run)
 
     async def start() -> None:
         demo_names = [account.username for account in demo_accounts(jurisdiction)]
         await asyncio.to_thread(refuse_demo_passwords, runtime.db, settings, demo_names)
-        feed.bind(asyncio.get_running_loop())
 
     app = create_app(
         runtime,

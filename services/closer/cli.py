@@ -1,4 +1,5 @@
-"""The closer's commands (`gridloop staff add|list|disable`) and its demo accounts.
+"""The closer's commands (`gridloop staff add|list|disable`, `gridloop closer import-photos`) and its
+demo accounts.
 
 `gridloop/cli.py` mounts `add_parser`; `gridloop demo load` and `gridloop up` call `load_demo`.
 """
@@ -132,8 +133,40 @@ def cmd_staff_disable(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`gridloop staff add|list|disable`."""
+def cmd_import_photos(args: argparse.Namespace) -> int:
+    """Copy after-photos kept as files before issue 13 into the database (safe to run again)."""
+    from pathlib import Path
+
+    from services.closer.photostore import import_files
+
+    folder = Path(args.dir) if args.dir else get_settings().var_dir / "closer-photos"
+    if not folder.is_dir():
+        print(f"error: no folder {folder}", file=sys.stderr)
+        return 2
+    db = _database()
+    try:
+        with db.session(write=True) as session:
+            result = import_files(session, folder)
+    finally:
+        db.dispose()
+    print(f"{folder}: {result.imported} imported, {result.present} already in the database")
+    for name in result.unknown:
+        print(f"skipped {name}: no after-photo of that id in the database", file=sys.stderr)
+    return 0
+
+
+def add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], service: argparse.ArgumentParser
+) -> None:
+    """`gridloop staff add|list|disable` and, under the service's own command, `gridloop closer
+    import-photos`."""
+    closer_sub = service.add_subparsers(dest="closer_command", metavar="import-photos")
+    photos = closer_sub.add_parser(
+        "import-photos", help="copy after-photos kept as files (before issue 13) into the database"
+    )
+    photos.add_argument("--dir", help="the folder of <id>.jpg files (default: the var dir's closer-photos)")
+    photos.set_defaults(func=cmd_import_photos)
+
     staff = sub.add_parser("staff", help="staff accounts")
     staff_sub = staff.add_subparsers(dest="staff_command", required=True)
     add = staff_sub.add_parser("add", help="create or update an account")

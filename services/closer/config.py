@@ -26,7 +26,12 @@ class CloserConfig(BaseSettings):
     )
     gauge_interval_seconds: float = Field(15.0, gt=0, description="How often gridloop_cases_open is counted.")
     stream_poll_seconds: float = Field(
-        1.0, gt=0, description="How often the live queue stream checks the database (other replicas)."
+        1.0,
+        gt=0,
+        description=(
+            "How often the live queue's poller (one per process) reads the timeline for other replicas'"
+            " changes; also how often an open stream re-checks its token."
+        ),
     )
 
 

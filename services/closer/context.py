@@ -21,26 +21,26 @@ from schemas.reference import Jurisdiction
 from services.closer.config import CloserConfig
 from services.closer.lifecycle import Lifecycle
 from services.closer.models import Staff
-from services.closer.stream import ChangeFeed
+from services.closer.poller import TimelinePoller
 
 SESSION_COOKIE = "gl_session"
 
 
 @dataclass
 class Closer:
-    """The closer's shared parts: plumbing, reference data, lifecycle, live feed, secrets."""
+    """The closer's shared parts: plumbing, reference data, lifecycle, the live queue's poller, secrets."""
 
     runtime: Runtime
     settings: Settings
     config: CloserConfig
     jurisdiction: Jurisdiction
     lifecycle: Lifecycle
-    feed: ChangeFeed
+    poller: TimelinePoller
     secret: str
 
     def changed(self) -> None:
-        """A change was committed: wake the live streams and the outbox relay."""
-        self.feed.notify()
+        """A change was committed: wake the live queue's poller and the outbox relay."""
+        self.poller.notify()
         self.runtime.relay.wake()
 
     def token_current(self, who: Principal) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -177,7 +177,7 @@ class Escalation(Base, table=True):
 
 
 class CasePhoto(Base, table=True):
-    """An after-photo (re-encoded JPEG without metadata) stored under var/ and served publicly."""
+    """An after-photo (re-encoded JPEG without metadata), served publicly; its bytes are `CasePhotoData`."""
 
     __tablename__ = "case_photo"
 
@@ -189,6 +189,15 @@ class CasePhoto(Base, table=True):
     size: int
     uploaded_by: str = Field(max_length=60)
     created_at: datetime = Field(sa_column=_ts())
+
+
+class CasePhotoData(Base, table=True):
+    """The bytes of an after-photo, in the database every replica reads (written with the case change)."""
+
+    __tablename__ = "case_photo_data"
+
+    photo_id: str = Field(primary_key=True, foreign_key="case_photo.photo_id", max_length=40)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class Staff(Base, table=True):

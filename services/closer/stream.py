@@ -1,77 +1,23 @@
 """The live queue: server-sent events from the timeline table (works across replicas).
 
-Each timeline row is a change to a case; its id orders the stream. A commit in this process wakes
-the streams at once; a poll of the database catches changes made by other replicas.
+Each timeline row is a change to a case; its id orders the stream. A stream reads the database only
+when it starts (the newest id, and what came after Last-Event-ID); from then on the process's one
+`TimelinePoller` hands it the rows of its station, woken by a commit in this process and polling
+for the changes of other replicas.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import func, or_
-from sqlmodel import Session, col, select
-
 from gridloop.db import Database
-from services.closer.models import TimelineEntry
+from services.closer.poller import LOOKBACK, Change, TimelinePoller, changes_since, is_full, last_id
 
-# ids can commit out of order on PostgreSQL; look back this many ids and skip the ones already sent
-LOOKBACK = 200
 HEARTBEAT_SECONDS = 15.0
-
-
-class ChangeFeed:
-    """Wakes every open stream of this process when a change was committed (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: set[asyncio.Event] = set()
-        self._lock = threading.Lock()
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Remember the event loop the streams run on."""
-        self._loop = loop
-
-    def notify(self) -> None:
-        """A change was committed: wake the streams (from any thread)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with self._lock:
-            waiters = list(self._waiters)
-        for ev in waiters:
-            loop.call_soon_threadsafe(ev.set)
-
-    def waiter(self) -> asyncio.Event:
-        """A new event that is set on every change."""
-        ev = asyncio.Event()
-        with self._lock:
-            self._waiters.add(ev)
-        return ev
-
-    def drop(self, ev: asyncio.Event) -> None:
-        """Forget a stream's event."""
-        with self._lock:
-            self._waiters.discard(ev)
-
-
-def last_id(session: Session) -> int:
-    """The newest timeline id."""
-    return int(session.exec(select(func.max(TimelineEntry.id))).one() or 0)
-
-
-def changes_since(session: Session, station: str | None, after: int, limit: int = 200) -> list[TimelineEntry]:
-    """Timeline rows after an id (minus the look-back), for one station or all."""
-    q = select(TimelineEntry).where(col(TimelineEntry.id) > max(after - LOOKBACK, 0))
-    if station is not None:
-        q = q.where(
-            or_(col(TimelineEntry.station_id) == station, col(TimelineEntry.prev_station_id) == station)
-        )
-    return list(session.exec(q.order_by(col(TimelineEntry.id)).limit(limit + LOOKBACK)))
 
 
 def sse(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
@@ -80,9 +26,16 @@ def sse(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def unsent(changes: list[Change], sent: set[int]) -> list[Change]:
+    """The changes a stream has not sent yet, marked as sent (the look-back repeats some)."""
+    out = [c for c in changes if c.id not in sent]
+    sent.update(c.id for c in out)
+    return out
+
+
 async def queue_events(
     db: Database,
-    feed: ChangeFeed,
+    poller: TimelinePoller,
     station: str | None,
     start_after: int | None,
     poll_seconds: float,
@@ -92,24 +45,37 @@ async def queue_events(
     """The stream: a hello, then one `change` event per timeline row, heartbeats in between.
 
     `still_valid` re-checks the caller's token (expiry, revocation) at most once a poll interval:
-    None while it holds, else the error code, sent as a last `end` event before the stream closes."""
+    None while it holds, else the error code, sent as a last `end` event before the stream closes.
+    A client that stops reading is cut off after `poller.MAX_BACKLOG` changes (no `end`: the browser
+    reconnects with Last-Event-ID and catches up from the database)."""
 
     def newest() -> int:
         with db.session() as s:
             return last_id(s)
 
-    def fetch(after: int) -> list[TimelineEntry]:
+    def fetch(after: int) -> list[Change]:
         with db.session() as s:
             return changes_since(s, station, after)
 
     cursor = start_after if start_after is not None else await asyncio.to_thread(newest)
+    rows = await asyncio.to_thread(fetch, cursor)
     # what existed when the stream began is history, not news
-    sent = {int(r.id or 0) for r in await asyncio.to_thread(fetch, cursor) if int(r.id or 0) <= cursor}
+    sent = {r.id for r in rows if r.id <= cursor}
     yield "retry: 2000\n\n" + sse("hello", {"station": station, "last_id": cursor}, cursor)
-    wake = feed.waiter()
-    idle = 0.0
-    checked = time.monotonic()
+    sub = None
     try:
+        # start-up: what came after Last-Event-ID, page by page; the poller takes over after the last
+        while True:
+            if not is_full(rows):
+                sub = poller.subscribe(station, max([cursor, *(r.id for r in rows)]))
+            for change in unsent(rows, sent):
+                cursor = max(cursor, change.id)
+                yield sse("change", change.data(), change.id)
+            if sub is not None:
+                break
+            rows = await asyncio.to_thread(fetch, cursor)
+        idle = 0.0
+        checked = time.monotonic()
         while True:
             if await disconnected():
                 return
@@ -120,35 +86,21 @@ async def queue_events(
                     # a disabled account, a logout or an expired token ends the stream, not only new ones
                     yield sse("end", {"reason": problem})
                     return
-            rows = await asyncio.to_thread(fetch, cursor)
-            for row in rows:
-                rid = int(row.id or 0)
-                if rid in sent:
-                    continue
-                sent.add(rid)
-                cursor = max(cursor, rid)
-                idle = 0.0
-                yield sse(
-                    "change",
-                    {
-                        "case_id": row.case_id,
-                        "action": row.action,
-                        "status": row.status,
-                        "station_id": row.station_id,
-                        "prev_station_id": row.prev_station_id,
-                        "version": row.version,
-                    },
-                    rid,
-                )
-            if len(sent) > 4 * LOOKBACK:
-                sent = {i for i in sent if i > cursor - LOOKBACK}
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=poll_seconds)
-            except TimeoutError:
+            poller.ensure_running()
+            changes = await sub.next(poll_seconds)
+            if sub.overflowed:
+                return
+            if not changes:
                 idle += poll_seconds
                 if idle >= HEARTBEAT_SECONDS:
                     idle = 0.0
                     yield ": keep-alive\n\n"
-            wake.clear()
+            for change in unsent(changes, sent):
+                cursor = max(cursor, change.id)
+                idle = 0.0
+                yield sse("change", change.data(), change.id)
+            if len(sent) > 4 * LOOKBACK:
+                sent = {i for i in sent if i > cursor - LOOKBACK}
     finally:
-        feed.drop(wake)
+        if sub is not None:
+            poller.unsubscribe(sub)

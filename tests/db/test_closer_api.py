@@ -8,6 +8,7 @@ same flows over a real broker and real processes.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import io
 import json
@@ -24,7 +25,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlmodel import col
 
 from gridloop import demo, metrics, migrate
@@ -36,7 +37,7 @@ from gridloop.photos import MAX_PHOTO_BYTES
 from gridloop.settings import Settings
 from schemas.envelope import CloudEvent
 from schemas.events import Decision, Location, ReportFeedback, ReportRouted, make_event
-from services.closer import actions, photostore, queue
+from services.closer import actions, photostore, queue, stream
 from services.closer import cli as closer_cli
 from services.closer import staff as staff_accounts
 from services.closer.app import build
@@ -668,14 +669,104 @@ def test_photo_checks(db_url: str, tmp_path: Path, clock: FrozenClock) -> None:
         assert resolve(big, "big.png").status_code == 413
         fake = resolve(b"<?php system($_GET[c]); ?>" + b"\xff" * 100, "evil.jpg")
         assert fake.status_code == 415 and fake.json()["error"]["code"] == "not_an_image"
-        assert (
-            not list((tmp_path / "closer-photos").glob("*"))
-            if (tmp_path / "closer-photos").exists()
-            else True
-        )
+        with app.state.closer.runtime.db.session() as s:
+            assert s.execute(text("SELECT count(*) FROM case_photo")).scalar() == 0
+            assert s.execute(text("SELECT count(*) FROM case_photo_data")).scalar() == 0
         assert client.get(f"/api/v1/cases/{cid}", headers=s1).json()["status"] == "dispatched"
+        assert not (tmp_path / "closer-photos").exists()  # no replica's disk holds photos any more
     finally:
         app.state.closer.runtime.db.dispose()
+
+
+def resolve_with_photo(client: TestClient, who: dict[str, str], case_id: str, photo: bytes) -> Any:
+    """Resolve a dispatched case with an after-photo (multipart, the case's current version)."""
+    version = client.get(f"/api/v1/cases/{case_id}", headers=who).json()["version"]
+    return client.post(
+        f"/api/v1/cases/{case_id}/transitions",
+        data={"action": "resolve", "version": str(version), "note": "已更换"},
+        files={"photo": ("after.jpg", photo, "image/jpeg")},
+        headers=who,
+    )
+
+
+def test_a_photo_uploaded_to_one_replica_is_served_by_another(
+    db_url: str, tmp_path: Path, clock: FrozenClock
+) -> None:
+    """Two closers (own state, own var dir) on one database: the photo one stored, the other serves,
+    byte for byte, with the same headers; a failed resolve stores nothing on either."""
+    one, two = make_app(db_url, tmp_path / "one"), make_app(db_url, tmp_path / "two")
+    try:
+        c1 = TestClient(one, base_url="https://testserver")
+        c2 = TestClient(two, base_url="https://testserver")
+        cid = open_case(one)
+        s1 = login(c1, "yh-s1")
+        act(c1, s1, cid, "acknowledge")
+        act(c1, s1, cid, "dispatch", assignee="王师傅")
+        stale = c1.post(
+            f"/api/v1/cases/{cid}/transitions",
+            data={"action": "resolve", "version": "2", "note": "x"},
+            files={"photo": ("after.jpg", jpeg_with_gps(), "image/jpeg")},
+            headers=s1,
+        )
+        assert stale.status_code == 409
+        r = resolve_with_photo(c1, s1, cid, jpeg_with_gps())
+        assert r.status_code == 200, r.text
+        photo_id = r.json()["after_photo_ids"][0]
+
+        mine, theirs = c1.get(f"/photos/{photo_id}.jpg"), c2.get(f"/photos/{photo_id}.jpg")
+        assert mine.status_code == theirs.status_code == 200
+        assert theirs.content == mine.content and theirs.content[:3] == b"\xff\xd8\xff"  # a JPEG
+        for served in (mine, theirs):
+            assert served.headers["content-type"] == "image/jpeg"
+            assert served.headers["cache-control"] == "public, max-age=31536000, immutable"
+            assert served.headers["x-content-type-options"] == "nosniff"
+            assert served.headers["etag"] == f'"{photo_id}"'
+        again = c2.get(f"/photos/{photo_id}.jpg", headers={"If-None-Match": f'"{photo_id}"'})
+        assert again.status_code == 304 and again.content == b""
+        assert c2.get("/photos/" + "A" * 22 + ".jpg").status_code == 404
+        assert c2.get("/photos/..%2F..%2Fetc.jpg").status_code == 404
+        with one.state.closer.runtime.db.session() as s:
+            assert s.execute(text("SELECT count(*) FROM case_photo")).scalar() == 1
+            assert s.execute(text("SELECT count(*) FROM case_photo_data")).scalar() == 1
+        assert not (tmp_path / "one" / "closer-photos").exists()
+    finally:
+        one.state.closer.runtime.db.dispose()
+        two.state.closer.runtime.db.dispose()
+
+
+def test_import_photos_copies_old_files_once(
+    app: FastAPI, client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`gridloop closer import-photos`: a file of a known photo goes in (once), others are skipped."""
+    cid = open_case(app)
+    s1 = login(client, "yh-s1")
+    act(client, s1, cid, "acknowledge")
+    act(client, s1, cid, "dispatch", assignee="a")
+    photo_id = resolve_with_photo(client, s1, cid, jpeg_with_gps()).json()["after_photo_ids"][0]
+    old_id = "B" * 22  # a photo stored on disk before the change: its row, no bytes
+    with app.state.closer.runtime.db.session(write=True) as s:
+        s.execute(
+            text(
+                "INSERT INTO case_photo (photo_id, case_id, kind, width, height, size, uploaded_by,"
+                " created_at) VALUES (:p, :c, 'after', 8, 6, 5, 'yh-s1', :t)"
+            ),
+            {"p": old_id, "c": cid, "t": MONDAY_9},
+        )
+    folder = tmp_path / "closer-photos"
+    folder.mkdir()
+    (folder / f"{old_id}.jpg").write_bytes(b"\xff\xd8old!")
+    (folder / f"{photo_id}.jpg").write_bytes(b"not this one")
+    (folder / f"{'C' * 22}.jpg").write_bytes(b"nobody's")
+    db = app.state.closer.runtime.db
+    monkeypatch.setattr(closer_cli, "_database", lambda: Database(db.url, Base.metadata))
+    assert client.get(f"/photos/{old_id}.jpg").status_code == 404
+    assert closer_cli.cmd_import_photos(argparse.Namespace(dir=str(folder))) == 0
+    assert client.get(f"/photos/{old_id}.jpg").content == b"\xff\xd8old!"
+    assert client.get(f"/photos/{photo_id}.jpg").content != b"not this one"
+    assert client.get(f"/photos/{'C' * 22}.jpg").status_code == 404
+    assert closer_cli.cmd_import_photos(argparse.Namespace(dir=str(folder))) == 0
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM case_photo_data")).scalar() == 2
 
 
 # ---- the queue ----------------------------------------------------------------------------------
@@ -1017,6 +1108,172 @@ def test_streams_end_when_the_token_is_revoked_or_expires(
         assert expired["body"].endswith('event: end\ndata: {"reason": "token_expired"}\n\n')
     finally:
         app.state.closer.runtime.db.dispose()
+
+
+class TimelineReads:
+    """Counts the SELECTs on the timeline table (a SQLAlchemy event listener on the engine)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.engine = app.state.closer.runtime.db.engine
+        self.count = 0
+        event.listen(self.engine, "before_cursor_execute", self.note)
+
+    def note(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        """One statement about to run."""
+        if statement.lstrip().upper().startswith("SELECT") and "FROM timeline" in statement:
+            self.count += 1
+
+    def close(self) -> None:
+        """Stop counting."""
+        event.remove(self.engine, "before_cursor_execute", self.note)
+
+
+async def until(check: Any, within: float = 10.0) -> None:
+    """Wait until check() holds (fails the test after `within` seconds)."""
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def never_disconnected() -> bool:
+    """A client that stays."""
+    return False
+
+
+def listen(app: FastAPI, station: str | None, into: list[str]) -> asyncio.Task[None]:
+    """Open one live queue stream of the app (as the route does) and collect its events."""
+    ctx: Closer = app.state.closer
+    poll = ctx.config.stream_poll_seconds
+
+    async def run() -> None:
+        async for chunk in stream.queue_events(
+            ctx.runtime.db, ctx.poller, station, None, poll, never_disconnected
+        ):
+            into.append(chunk)
+
+    return asyncio.create_task(run())
+
+
+def got(chunks: list[str], case_id: str, action: str) -> bool:
+    """Whether a stream sent the change `action` of a case."""
+    return any(f'"case_id": "{case_id}", "action": "{action}"' in c for c in chunks if c.startswith("id: "))
+
+
+def test_one_poller_reads_the_timeline_for_every_stream(
+    db_url: str, tmp_path: Path, clock: FrozenClock
+) -> None:
+    """Five open streams: each reads the timeline twice to start (newest id, history); then the
+    process's one poller reads it once per wake-up, not once per stream, hands each stream its
+    station's changes, and stops reading when the last stream closes."""
+    app = make_app(db_url, tmp_path, stream_poll_seconds=3600.0)  # no timed polls: only wake-ups
+    ctx: Closer = app.state.closer
+    reads = TimelineReads(app)
+    streams = 5
+
+    async def scenario() -> None:
+        chunks: list[list[str]] = [[] for _ in range(streams)]
+        stations = ["yh-s1"] * (streams - 1) + [None]  # four station streams, one supervisor's
+        tasks = [listen(app, station, chunks[i]) for i, station in enumerate(stations)]
+        await until(lambda: ctx.poller.streams == streams and reads.count == 2 * streams + 1)
+        await asyncio.sleep(0.2)
+        assert reads.count == 2 * streams + 1  # start-ups, and the poller's first read
+        for n, station in enumerate(["yh-s1", "yh-s2", "yh-s1"], start=1):
+            cid = await asyncio.to_thread(open_case, app, station)
+            ctx.changed()  # what the consumer does after its commit
+            shown = [i for i, s in enumerate(stations) if s in (None, station)]
+            await until(lambda cid=cid, shown=shown: all(got(chunks[i], cid, "opened") for i in shown))
+            await asyncio.sleep(0.2)
+            assert reads.count == 2 * streams + 1 + n  # one read per change, not one per stream
+            assert [got(c, cid, "opened") for c in chunks] == [i in shown for i in range(streams)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await until(lambda: not ctx.poller.running)
+        before = reads.count
+        ctx.changed()
+        await asyncio.sleep(0.3)
+        assert ctx.poller.streams == 0 and reads.count == before  # idle: nothing read
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        reads.close()
+        ctx.runtime.db.dispose()
+
+
+def test_a_change_on_another_replica_reaches_this_ones_streams(
+    db_url: str, tmp_path: Path, clock: FrozenClock
+) -> None:
+    """Two closers on one database: a sign-for taken through the second reaches the first's open
+    streams through its poll (nothing in the first process was told)."""
+    one = make_app(db_url, tmp_path / "one", stream_poll_seconds=0.05)
+    two = make_app(db_url, tmp_path / "two", stream_poll_seconds=0.05)
+    c2 = TestClient(two, base_url="https://testserver")
+    cid = open_case(two)
+    s1 = login(c2, "yh-s1")
+
+    async def scenario() -> None:
+        station: list[str] = []
+        everything: list[str] = []
+        tasks = [listen(one, "yh-s1", station), listen(one, None, everything)]
+        await until(lambda: one.state.closer.poller.streams == 2)
+        assert (await asyncio.to_thread(act, c2, s1, cid, "acknowledge")).status_code == 200
+        await until(lambda: got(station, cid, "acknowledge") and got(everything, cid, "acknowledge"))
+        assert not two.state.closer.poller.running  # the second closer has no stream open
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        one.state.closer.runtime.db.dispose()
+        two.state.closer.runtime.db.dispose()
+
+
+def test_the_poller_looks_back_for_rows_that_commit_out_of_order(
+    db_url: str, tmp_path: Path, clock: FrozenClock
+) -> None:
+    """On PostgreSQL a lower id can commit after a higher one: the poller reads back over its cursor
+    and hands the late row out once; rows it handed out are not sent again."""
+    app = make_app(db_url, tmp_path, stream_poll_seconds=3600.0)
+    ctx: Closer = app.state.closer
+    cid = open_case(app)
+
+    def commit_timeline_row(row_id: int, action: str) -> None:
+        with ctx.runtime.db.session(write=True) as s:
+            s.execute(
+                text(
+                    "INSERT INTO timeline (id, case_id, at, action, status, actor, station_id, version)"
+                    " VALUES (:i, :c, :t, :a, 'new', 'system', 'yh-s1', 1)"
+                ),
+                {"i": row_id, "c": cid, "t": MONDAY_9, "a": action},
+            )
+
+    async def scenario() -> None:
+        chunks: list[str] = []
+        task = listen(app, "yh-s1", chunks)
+        await until(lambda: ctx.poller.running and any("event: hello" in c for c in chunks))
+        with ctx.runtime.db.session() as s:
+            newest = int(s.execute(text("SELECT max(id) FROM timeline")).scalar_one())
+        await asyncio.to_thread(commit_timeline_row, newest + 2, "later")
+        ctx.changed()
+        await until(lambda: got(chunks, cid, "later"))
+        await asyncio.to_thread(commit_timeline_row, newest + 1, "earlier")  # committed late
+        ctx.changed()
+        await until(lambda: got(chunks, cid, "earlier"))
+        ctx.changed()
+        await asyncio.sleep(0.2)
+        changes = [c.split("\n")[0] for c in chunks if c.startswith("id: ")]
+        assert changes == [f"id: {newest + 2}", f"id: {newest + 1}"]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        ctx.runtime.db.dispose()
 
 
 def test_export_streams_in_batches_with_the_same_bytes(

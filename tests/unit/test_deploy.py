@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gridloop.cli import build_parser
+from gridloop.cli import ONE_WORKER, build_parser
 from gridloop.settings import KNOWN_SECRETS, Settings, UnsafeSettingsError, refuse_unsafe, unsafe_settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "compose" / "docker-compose.yml"
@@ -137,3 +137,13 @@ def test_starting_with_the_compose_defaults_is_refused(monkeypatch: pytest.Monke
         service_env({**good, "GRIDLOOP_PUBLIC_BASE_URL": "http://report.example.org"}), monkeypatch
     )
     assert [p.split(":")[0] for p in unsafe_settings(plain)] == ["GRIDLOOP_PUBLIC_BASE_URL is http"]
+
+
+def test_a_service_refuses_more_than_one_worker(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--workers 2` is refused before anything starts (each worker would have its own metrics registry,
+    relay, consumers and scheduler): replicas are processes."""
+    args = build_parser().parse_args(["closer", "--workers", "2"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {ONE_WORKER}\n"
+    assert "--workers must be 1" in err and "replicas" in err

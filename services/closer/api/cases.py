@@ -238,10 +238,9 @@ async def queue_stream(
             return exc.code
         return None
 
-    ctx.feed.bind(asyncio.get_running_loop())
     events = stream.queue_events(
         ctx.runtime.db,
-        ctx.feed,
+        ctx.poller,
         scope,
         start,
         ctx.config.stream_poll_seconds,
