@@ -5,9 +5,9 @@ every replica serves every photo and the database backup covers them. Files writ
 revision are copied in by `gridloop closer import-photos` (run where the files are: each replica
 may have kept some on its own disk, which a migration run on one host cannot see).
 
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-09 10:00:00
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-02 15:30:00
 """
 
 from collections.abc import Sequence
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | None = "0003"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
