@@ -40,6 +40,9 @@ def cmd_service(args: argparse.Namespace) -> int:
         http="httptools",
         log_level=settings.log_level.lower(),
         access_log=False,
+        # who the client is behind a proxy is decided once, by gridloop.net against
+        # GRIDLOOP_TRUSTED_PROXIES; uvicorn's own rewrite would believe any loopback peer's header
+        proxy_headers=False,
         # open live streams (the closer's server-sent events) never finish by themselves
         timeout_graceful_shutdown=5,
     )
@@ -252,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="demo data")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
     demo_sub.add_parser("load", help="load demo places, codes and staff").set_defaults(func=cmd_demo)
+
+    from gridloop.proxy import add_parser as add_proxy_parser
+
+    add_proxy_parser(sub)
 
     from services.closer.cli import add_parser as add_closer_parser
 
