@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from gridloop.forwarding import (
     MAX_HEAD_BYTES,
@@ -87,14 +89,16 @@ class Entry:
         if self._server is not None:
             await self._server.wait_closed()
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _mark(self, backend: Backend, healthy: bool, why: str) -> None:
         if backend.healthy != healthy:
-            log.warning("entry :%d: backend %s is %s (%s)", self.port, backend, "up" if healthy else "down", why)
+            log.warning(
+                "entry :%d: backend %s is %s (%s)", self.port, backend, "up" if healthy else "down", why
+            )
         backend.healthy = healthy
 
     async def _check_health(self) -> None:
@@ -187,7 +191,8 @@ async def _pipe_answer(
     answered = False
     while True:
         read = asyncio.ensure_future(backend.read(CHUNK))
-        await asyncio.wait({read, body}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: list[asyncio.Future[Any]] = [read, body]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not read.done():  # the client closed (or its body pipe failed) before the answer ended
             read.cancel()
             return True
@@ -259,4 +264,3 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     """Run the entry proxy in the foreground."""
     asyncio.run(serve(args.entry, args.health_interval))
     return 0
-

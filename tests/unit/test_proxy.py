@@ -132,7 +132,7 @@ async def test_a_request_body_passes_intact() -> None:
 
 
 async def test_a_stream_arrives_in_pieces_before_the_backend_finishes() -> None:
-    """Server-sent events pass unbuffered: the first event is read while the backend still holds the second."""
+    """Server-sent events pass unbuffered: the first is read while the backend still holds the second."""
     backend = TinyBackend("a")
     async with entry_over(backend) as url, httpx.AsyncClient() as client:
         async with client.stream("GET", url + "/stream") as response:
