@@ -5,6 +5,7 @@ also with one reporter replica killed, and stop() leaves nothing running."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,19 @@ def test_three_brokers_postgres_and_two_replicas_behind_entries(tmp_path: Path) 
             lambda: queued("栏杆倒了 · cluster"), timeout=60, what="the case at the closer entry"
         )
         assert case["status"] == "new"
+        # the live queue through the entry: server-sent events from the start of the timeline
+        with httpx.stream(
+            "GET",
+            f"{stack.url('closer')}/api/v1/queue/stream",
+            headers={**auth, "Last-Event-ID": "0"},
+            timeout=30,
+        ) as live:
+            assert live.headers["content-type"].startswith("text/event-stream")
+            deadline = time.monotonic() + 30
+            seen = next(
+                line for line in live.iter_lines() if case["case_id"] in line or time.monotonic() > deadline
+            )
+            assert case["case_id"] in seen and seen.startswith("data:")
 
         stack.kill("reporter", 0)  # the entry skips the dead replica: the rider never sees it
         # another category, so the router opens a case of its own instead of merging into the first
