@@ -276,8 +276,9 @@ class Stack:
         return env
 
     def proc_name(self, service: str, index: int = 0) -> str:
-        """The key of one replica in `procs`: the service's name, or `<service>-<i>` with replicas."""
-        return f"{service}-{index}" if self.proxied else service
+        """The key of one process in `procs`: the service's name, or `<service>-<i>` with replicas
+        ("proxy" for the entry proxy)."""
+        return f"{service}-{index}" if self.proxied and service != PROXY else service
 
     def service_command(self, service: str, index: int = 0) -> list[str]:
         """The command line of one replica (on its own loopback port when there are several)."""
@@ -363,7 +364,8 @@ class Stack:
         self.wait_ready()
 
     def kill(self, service: str, index: int = 0) -> None:
-        """kill -9 one replica of a service (fault tests); its entry goes on with the others."""
+        """kill -9 one replica of a service, or the entry proxy (fault tests); an entry goes on with
+        the other replicas."""
         proc = self.procs.pop(self.proc_name(service, index))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
