@@ -2,8 +2,11 @@
 
 Guarantees (docs/architecture.md, "Nothing is lost"):
 - the Kafka offset is committed only after the database transaction that applied the batch;
-- an event id this consumer already applied is skipped (its optional `replay` hook may re-emit the
-  stored result, which is how unfinished work is driven again after a broker lost its messages);
+- an event id this consumer already applied is skipped. A redelivered record (the same partition, at
+  or before the offset the id was last handled from: `gridloop.redelivery`) is only counted as a
+  duplicate; a new record with that id (a re-drive, the same event published again) also calls the
+  optional `replay` hook, which may re-emit the stored result: that is how unfinished work is driven
+  again after a broker lost its messages, without a duplicate on every redelivery;
 - a message that cannot be parsed goes to `deadletter` at once; one whose handler keeps failing goes
   there after `attempts` tries; either way the partition moves on. Dead letters leave through the
   outbox, in the same transaction, so they cannot be lost either.
@@ -31,14 +34,30 @@ from gridloop.clock import utcnow
 from gridloop.db import Database
 from gridloop.outbox import add_raw
 from gridloop.plumbing import PlumbingTables
-from gridloop.rawsql import Raw, Tx, after_commit, in_list, insert_sql, savepoint
+from gridloop.rawsql import Raw, Tx, after_commit, in_list, insert_sql, savepoint, statement
+from gridloop.redelivery import Place, is_redelivery
 from schemas.envelope import CloudEvent, new_event_id
 from schemas.events import DeadLetter, EventData, parse_data
 
 log = logging.getLogger(__name__)
 
 DEADLETTER_TOPIC = "deadletter"
-_LEDGER_INSERT = insert_sql("processed_events", ("event_id", "consumer", "topic", "processed_at"))
+_LEDGER_INSERT = statement(
+    insert_sql(
+        "processed_events",
+        ("event_id", "consumer", "topic", "source_partition", "source_offset", "processed_at"),
+    )
+)
+# a new record of an id already applied (replayed): the next redelivery of it is then recognised
+_LEDGER_MOVE = statement(
+    "UPDATE processed_events SET topic = :topic, source_partition = :source_partition, "
+    "source_offset = :source_offset WHERE event_id = :event_id AND consumer = :consumer"
+)
+# `(:ids)` becomes the batch's IN list (registered whole, so the statement test checks the columns)
+_LEDGER_SEEN = statement(
+    "SELECT event_id, topic, source_partition, source_offset FROM processed_events "
+    "WHERE consumer = :consumer AND event_id IN (:ids)"
+)
 
 
 @dataclass
@@ -69,6 +88,11 @@ def _settle(session: Session | Tx) -> None:
     if isinstance(session, Session) and (session.new or session.deleted or len(session.identity_map)):
         session.flush()
         session.expunge_all()
+
+
+def _source(place: Place) -> dict[str, Any]:
+    """A ledger row's source columns: where its event id was last handled from."""
+    return {"topic": place.topic, "source_partition": place.partition, "source_offset": place.offset}
 
 
 class RetryBatch(Exception):
@@ -239,15 +263,29 @@ class IdempotentConsumer:
             raw_sql = Raw(session)
             seen = self._seen(raw_sql, [p.event.id for p in parsed])
             now = raw_sql.ts(utcnow())
-            applied: list[dict[str, Any]] = []
+            applied: dict[str, dict[str, Any]] = {}  # this batch's new ledger rows, by event id
+            moved: dict[str, dict[str, Any]] = {}  # older ledger rows whose id came in a new record
             for item in parsed:
+                place = Place(item.topic, item.partition, item.offset)
                 if item.event.id in seen:
                     duplicates[item.topic] += 1
+                    if is_redelivery(seen[item.event.id], place):
+                        continue  # its result is on the topic already: replaying would double it
                     replay = self.replays.get(item.event.name)
                     if replay:
                         self._call(session, replay, item, careful)
+                    seen[item.event.id] = place
+                    row = applied.get(item.event.id)
+                    if row is not None:
+                        row.update(_source(place))
+                    else:
+                        moved[item.event.id] = {
+                            "event_id": item.event.id,
+                            "consumer": self.group,
+                            **_source(place),
+                        }
                     continue
-                seen.add(item.event.id)
+                seen[item.event.id] = place
                 handler = self.handlers.get(item.event.name)
                 if handler is not None:
                     if careful:
@@ -268,16 +306,15 @@ class IdempotentConsumer:
                         handler(session, item)
                         _settle(session)
                     consumed[item.topic] += 1
-                applied.append(
-                    {
-                        "event_id": item.event.id,
-                        "consumer": self.group,
-                        "topic": item.topic,
-                        "processed_at": now,
-                    }
-                )
-            # one executemany for the whole batch's ledger rows
-            raw_sql.many(_LEDGER_INSERT, applied)
+                applied[item.event.id] = {
+                    "event_id": item.event.id,
+                    "consumer": self.group,
+                    **_source(place),
+                    "processed_at": now,
+                }
+            # one executemany for the whole batch's ledger rows (and one for the rare moved ones)
+            raw_sql.many(_LEDGER_INSERT, applied.values())
+            raw_sql.many(_LEDGER_MOVE, moved.values())
             for raw, error, tries in dead:
                 self._dead_letter(session, raw, error, tries)
         for event_id in {p.event.id for p in parsed}:
@@ -304,17 +341,17 @@ class IdempotentConsumer:
             handler(session, item)
         _settle(session)
 
-    def _seen(self, raw_sql: Raw, ids: list[str]) -> set[str]:
-        """The ids among these this consumer has applied before."""
+    def _seen(self, raw_sql: Raw, ids: list[str]) -> dict[str, Place | None]:
+        """The ids among these this consumer has applied before, with the record each was last handled
+        from (None in rows recorded before the ledger kept it)."""
         if not ids:
-            return set()
+            return {}
         params: dict[str, Any] = {"consumer": self.group}
-        rows = raw_sql.all(
-            "SELECT event_id FROM processed_events WHERE consumer = :consumer AND event_id IN "
-            + in_list("id", sorted(set(ids)), params),
-            params,
-        )
-        return {r[0] for r in rows}
+        sql = _LEDGER_SEEN.replace("(:ids)", in_list("id", sorted(set(ids)), params))
+        return {
+            event_id: None if partition is None or offset is None else Place(topic, partition, offset)
+            for event_id, topic, partition, offset in raw_sql.all(sql, params)
+        }
 
     def _dead_letter(self, session: Session | Tx, raw: _Raw, error: str, attempts: int) -> None:
         data = DeadLetter(

@@ -50,6 +50,10 @@ def define_plumbing(metadata: MetaData) -> PlumbingTables:
         Column("event_id", String(64), primary_key=True),
         Column("consumer", String(100), primary_key=True),
         Column("topic", String(100), nullable=False),
+        # the record the id was last handled from (with topic): a record at or before it in the same
+        # partition is a redelivery, not a re-drive (gridloop/redelivery.py); NULL in rows older than that
+        Column("source_partition", Integer, nullable=True),
+        Column("source_offset", BigInteger, nullable=True),
         Column("processed_at", DateTime(timezone=True), nullable=False),
     )
     # the pruner's only query: ledger rows older than the dedup window (sent_at leads ix_outbox_unsent)

@@ -27,7 +27,7 @@ class Handlers:
         self.lifecycle.take_report(session, d, utcnow())
 
     def replay_routed(self, session: Session, item: Incoming) -> None:
-        """A decision seen before: the reporter gets the same answer again."""
+        """A decision seen before, in a new record (the router replayed it): the reporter gets it again."""
         d = item.data
         assert isinstance(d, ReportRouted)
         self.lifecycle.replay_report(session, d.report_id)

@@ -108,7 +108,7 @@ class Case(Base, table=True):
 
 
 class CaseReport(Base, table=True):
-    """A report in a case, and the event that told the reporter so (re-sent on redelivery)."""
+    """A report in a case, and the event that told the reporter so (re-sent on a re-drive)."""
 
     __tablename__ = "case_report"
 

@@ -1,5 +1,8 @@
 """Publish again the reports that have no case yet: the broker may have lost them (same event ids);
-one replica per reporter database does it (`gridloop.leader`, role "redrive")."""
+one replica per reporter database does it (`gridloop.leader`, role "redrive").
+
+Each re-drive is a new record, so the router replays its stored decision for it (a mere redelivery
+of a record replays nothing: `gridloop.redelivery`)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ The pure rules are in ``services.router.routing`` (the areas a report's locks co
 ``services.router.areas``); the index lookups and the routing locks in ``services.router.index``.
 Here they meet: `Decisions.lock_batch` takes a batch's locks as it begins; `Decisions.route` plans a
 report from the index as it stands in the consumer's transaction, opens or updates its case, keeps
-the decision (so a redelivered report gets the same answer) and queues `report.routed` in the outbox.
+the decision (so a re-driven report gets the same answer) and queues `report.routed` in the outbox.
 The explain endpoint asks the same questions without writing anything (`Decisions.what_if`).
 """
 

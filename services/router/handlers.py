@@ -30,7 +30,7 @@ class Handlers:
         self.decisions.route(session, data)
 
     def replay(self, session: Tx, item: Incoming) -> None:
-        """`report.submitted` seen before (same event id): publish the stored decision again."""
+        """`report.submitted` seen before, in a new record (a re-drive): publish the stored decision again."""
         data = item.data
         assert isinstance(data, ReportSubmitted)
         self.decisions.replay(session, data)

@@ -70,7 +70,7 @@ class CaseRider(Base, table=True):
 
 
 class RouteDecision(Base, table=True):
-    """The decision taken for a report, kept so a redelivered report re-emits the same answer."""
+    """The decision taken for a report, kept so a re-driven report re-emits the same answer."""
 
     __tablename__ = "route_decision"
 
