@@ -59,6 +59,8 @@ class ShapeRun:
     load_average_at_start: tuple[float, float, float]
     startup_seconds: float
     steps: list[ScaleStep] = field(default_factory=list)
+    load_average_at_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """1, 5 and 15 minute load averages: other work on the machine shows here."""
 
 
 def process_pids(stack: Stack) -> dict[str, list[int]]:
@@ -129,6 +131,7 @@ async def run_shape(var_dir: Path, replicas: int, args: argparse.Namespace) -> S
             after = scrape_replicas(stack)
             work = {name: step_work(before[name], after[name]) for name in after}
             run.steps.append(ScaleStep(step, work))
+            run.load_average_at_end = os.getloadavg()
     finally:
         stack.stop()
     return run
@@ -188,7 +191,15 @@ def print_tables(meta: dict[str, Any], runs: list[ShapeRun]) -> None:
         f"3 KRaft brokers (RF 3, min ISR 2), embedded PostgreSQL, entry proxy, {meta['partitions']} "
         f"partitions, {meta['step_seconds']:.0f} s a step; load average at start {meta['load_average']}\n"
     )
-    print(" replicas  offered  accepted/s  e2e/s  drain s  errors  POST p99 ms  queue p50/p95/p99 ms")
+    for run in runs:
+        start, end = (
+            " ".join(f"{x:.2f}" for x in v) for v in (run.load_average_at_start, run.load_average_at_end)
+        )
+        print(
+            f" {run.replicas} replica(s): started in {run.startup_seconds:.0f} s,"
+            f" load average {start} → {end}"
+        )
+    print("\n replicas  offered  accepted/s  e2e/s  drain s  errors  POST p99 ms  queue p50/p95/p99 ms")
     for run in runs:
         for s in (x.step for x in run.steps):
             print(
