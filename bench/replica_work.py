@@ -24,6 +24,9 @@ class Work:
     """Batches that took their routing locks (one observation each)."""
     lock_wait_buckets: list[tuple[float, float]] = field(default_factory=list)
     decisions: float = 0.0
+    decide_seconds: float = 0.0
+    """Time spent deciding reports, inside the batches' transactions and so under their locks: a
+    lower bound of how long this replica held routing locks."""
     consumed: dict[str, float] = field(default_factory=dict)
     """Events applied, by topic (duplicates excluded)."""
     duplicates: dict[str, float] = field(default_factory=dict)
@@ -35,8 +38,9 @@ def _by_topic(samples: dict[str, float], key: str, value: float) -> None:
 
 
 def work_of(text: str) -> Work:
-    """The routing lock's wait (sum, count, buckets), route decisions and consumed events in one scrape."""
-    wait_sum = wait_count = decisions = 0.0
+    """The routing lock's wait (sum, count, buckets), route decisions and the time spent on them, and
+    the events applied and skipped, by topic, in one scrape."""
+    wait_sum = wait_count = decisions = decide = 0.0
     consumed: dict[str, float] = {}
     duplicates: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
@@ -47,12 +51,14 @@ def work_of(text: str) -> Work:
                 wait_count += sample.value
             elif sample.name == "gridloop_route_decisions_total":
                 decisions += sample.value
+            elif sample.name == "gridloop_route_duration_seconds_sum":
+                decide += sample.value
             elif sample.name == "gridloop_events_consumed_total":
                 _by_topic(consumed, sample.labels["topic"], sample.value)
             elif sample.name == "gridloop_events_duplicate_total":
                 _by_topic(duplicates, sample.labels["topic"], sample.value)
     buckets, _ = histogram(text, LOCK_WAIT)
-    return Work(wait_sum, wait_count, buckets, decisions, consumed, duplicates)
+    return Work(wait_sum, wait_count, buckets, decisions, decide, consumed, duplicates)
 
 
 def step_work(before: Work, after: Work) -> Work:
@@ -63,6 +69,7 @@ def step_work(before: Work, after: Work) -> Work:
         lock_waits=after.lock_waits - before.lock_waits,
         lock_wait_buckets=[(le, count - prev.get(le, 0.0)) for le, count in after.lock_wait_buckets],
         decisions=after.decisions - before.decisions,
+        decide_seconds=after.decide_seconds - before.decide_seconds,
         consumed={t: n - before.consumed.get(t, 0.0) for t, n in after.consumed.items()},
         duplicates={t: n - before.duplicates.get(t, 0.0) for t, n in after.duplicates.items()},
     )

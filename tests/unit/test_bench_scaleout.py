@@ -47,7 +47,12 @@ gridloop_events_duplicate_total{group="router",topic="reports.submitted"} 1.0
 def test_work_of_reads_one_replicas_lock_wait_decisions_and_events() -> None:
     """Sum, count and buckets of the lock wait, decisions over every kind, events by topic."""
     work = work_of(ROUTER_SCRAPE)
-    assert (work.lock_wait_seconds, work.lock_waits, work.decisions) == (0.0125, 3.0, 8.0)
+    assert (work.lock_wait_seconds, work.lock_waits, work.decisions, work.decide_seconds) == (
+        0.0125,
+        3.0,
+        8.0,
+        0.02,
+    )
     assert work.lock_wait_buckets == [
         (0.0005, 1.0),
         (0.001, 2.0),
@@ -72,9 +77,11 @@ def test_step_work_is_the_difference_of_two_scrapes() -> None:
         .replace("lock_wait_seconds_sum 0.0125", "lock_wait_seconds_sum 0.0525")
         .replace('decision="open"} 5.0', 'decision="open"} 9.0')
         .replace('topic="reports.submitted"} 8.0', 'topic="reports.submitted"} 12.0')
+        .replace("route_duration_seconds_sum 0.02", "route_duration_seconds_sum 0.05")
     )
     step = step_work(before, after)
     assert (step.lock_wait_seconds, step.lock_waits, step.decisions) == (pytest.approx(0.04), 2.0, 4.0)
+    assert step.decide_seconds == pytest.approx(0.03)
     assert step.lock_wait_buckets == [
         (0.0005, 0.0),
         (0.001, 0.0),
