@@ -1,6 +1,6 @@
 """Scale-out benchmark: the production shape on one machine with 1 and with 2 routers and closers.
 
-    python -m bench.scaleout                              # 1 then 2 replicas, rates 100,200,300, 20 s
+    python -m bench.scaleout                              # 1 then 2 replicas, rates 50,100,150, 20 s
     python -m bench.scaleout --routers 2 --rates 100 --step-seconds 10
 
 Each shape is started fresh by `gridloop.stack.Stack`, as `gridloop up --brokers 3 --database postgres
@@ -247,11 +247,11 @@ def print_tables(meta: dict[str, Any], runs: list[ShapeRun]) -> None:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     """Run each shape in turn; return everything measured."""
     work = Path(tempfile.mkdtemp(prefix="gridloop-scaleout-"))
-    load = os.getloadavg()
+    load, measured = os.getloadavg(), commit()
     runs = [await run_shape(work / f"replicas-{n}", n, args) for n in args.routers]
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": commit(),
+        "commit": measured,
         "machine": machine(),
         "load_average": " ".join(f"{x:.2f}" for x in load),
         "brokers": 3,
@@ -283,7 +283,7 @@ def main() -> None:
     )
     parser.add_argument("--reporters", type=int, default=2, help="reporter replicas in every shape")
     parser.add_argument(
-        "--rates", type=lambda s: [float(x) for x in s.split(",")], default=[100.0, 200.0, 300.0]
+        "--rates", type=lambda s: [float(x) for x in s.split(",")], default=[50.0, 100.0, 150.0]
     )
     parser.add_argument("--step-seconds", type=float, default=20.0)
     parser.add_argument("--partitions", type=int, default=6)
