@@ -25,8 +25,7 @@ class Work:
     lock_wait_buckets: list[tuple[float, float]] = field(default_factory=list)
     decisions: float = 0.0
     decide_seconds: float = 0.0
-    """Time spent deciding reports, inside the batches' transactions and so under their locks: a
-    lower bound of how long this replica held routing locks."""
+    """The sum of the per-report decision times (`gridloop_route_duration_seconds_sum`, wall clock)."""
     consumed: dict[str, float] = field(default_factory=dict)
     """Events applied, by topic (duplicates excluded)."""
     duplicates: dict[str, float] = field(default_factory=dict)

@@ -216,7 +216,7 @@ def print_tables(meta: dict[str, Any], runs: list[ShapeRun]) -> None:
             cells = " ".join(f"{s.cpu_ms_per_report.get(n, 0.0):10.2f}" for n in names)
             print(f" {s.offered_per_s:7.0f} {cells} {cpu_ms_per_report(s):10.2f}")
     print(
-        "\n replicas  offered  replica    batches  lock wait s  per batch ms  p99 ms  decisions  deciding s"
+        "\n replicas  offered  replica    batches  lock wait s  per batch ms  p99 ms  decisions"
         "  events applied (duplicates)"
     )
     for run in runs:
@@ -228,9 +228,9 @@ def print_tables(meta: dict[str, Any], runs: list[ShapeRun]) -> None:
                 )
                 lock = (
                     f"{w.lock_waits:8.0f} {w.lock_wait_seconds:12.3f} {wait_per_batch_ms(w):13.3f}"
-                    f" {wait_p99_ms(w):7.1f} {w.decisions:10.0f} {w.decide_seconds:11.3f}"
+                    f" {wait_p99_ms(w):7.1f} {w.decisions:10.0f}"
                     if name.startswith("router-")
-                    else " " * 65
+                    else " " * 53
                 )
                 print(f" {run.replicas:8d} {scale.step.offered_per_s:8.0f}  {name:9} {lock}  {applied}")
     if len(runs) == 2:
