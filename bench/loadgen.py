@@ -1,7 +1,9 @@
 """A lean open-loop HTTP/1.1 load generator (asyncio streams, keep-alive), cheap enough to share 2 cores.
 
 Requests are scheduled at a fixed rate; latency counts from the scheduled time, so a slow server
-cannot hide its queueing (no coordinated omission).
+cannot hide its queueing (no coordinated omission). Connections are kept alive unless the server
+answers `Connection: close` (the entry proxy does, `gridloop/proxy.py`): then the next request opens
+a new one, as a browser would.
 """
 
 from __future__ import annotations
@@ -50,13 +52,15 @@ def _request(host: str, path: str, body: bytes, headers: dict[str, str]) -> byte
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """The status of one answer, read to its end, and whether the server closes the connection."""
     status_line = await reader.readline()
     if not status_line:
         raise ConnectionError("closed")
     status = int(status_line.split(b" ", 2)[1])
     length = 0
     chunked = False
+    closes = False
     while True:
         line = await reader.readline()
         if line in (b"\r\n", b""):
@@ -67,6 +71,8 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
             length = int(value.strip())
         elif lname == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
+        elif lname == b"connection" and b"close" in value.lower():
+            closes = True
     if chunked:
         while True:
             size = int((await reader.readline()).strip(), 16)
@@ -75,7 +81,7 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
                 break
     elif length:
         await reader.readexactly(length)
-    return status
+    return status, closes
 
 
 async def run_load(
@@ -104,12 +110,15 @@ async def run_load(
                 payload = _request(f"{host}:{port}", parts.path, json.dumps(make_body(i)).encode(), headers)
                 try:
                     writer.write(payload)
-                    status = await _read_response(reader)
+                    status, closes = await _read_response(reader)
                 except (ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
                     result.errors[type(exc).__name__] += 1
                     writer.close()
                     reader, writer = await asyncio.open_connection(host, port)
                     continue
+                if closes:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
                 result.statuses[status] += 1
                 if 200 <= status < 300:
                     result.latencies.append(time.perf_counter() - scheduled)

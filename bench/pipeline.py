@@ -45,7 +45,18 @@ from gridloop.topics import ensure_topics
 from schemas.reference import load_places
 
 RESULTS = Path(__file__).parent / "results"
+Buckets = list[tuple[float, float]]
+"""A histogram's cumulative buckets: [(le, count)], sorted by le."""
 PAYLOAD = b"x" * 700  # about the size of a report.submitted envelope
+BENCH_ENV = {
+    "GRIDLOOP_LOG_LEVEL": "WARNING",
+    # the benchmark is one address sending hundreds of reports a second over 28 codes
+    "GRIDLOOP_RATE_PER_CODE": "0",
+    "GRIDLOOP_RATE_PER_RIDER": "0",
+    "GRIDLOOP_RATE_PER_ADDRESS": "0",
+    "GRIDLOOP_RATE_NEW_RIDERS_PER_ADDRESS": "0",
+}
+"""The services' environment in a benchmark: quiet logs, no rate limits."""
 
 
 @dataclass
@@ -286,9 +297,24 @@ def postgres_pids() -> list[int]:
     ]
 
 
-def closer_scrape(stack: Stack) -> str:
-    """The closer's metrics text."""
-    return httpx.get(stack.url("closer") + "/metrics", timeout=10).text
+def sum_histograms(parts: list[tuple[Buckets, float]]) -> tuple[Buckets, float]:
+    """One histogram from several processes' (buckets, count): each bucket and the count summed, as
+    Prometheus' sum() over replicas does."""
+    totals: dict[float, float] = {}
+    for buckets, _ in parts:
+        for le, count in buckets:
+            totals[le] = totals.get(le, 0.0) + count
+    return sorted(totals.items()), sum(count for _, count in parts)
+
+
+def queue_histogram(stack: Stack) -> tuple[Buckets, float]:
+    """Report→queue over every closer replica, each scraped directly (the entry would answer for one
+    replica at random)."""
+    texts = [
+        httpx.get(stack.replica_url("closer", i) + "/metrics", timeout=10).text
+        for i in range(stack.replica_count("closer"))
+    ]
+    return sum_histograms([histogram(text, "gridloop_report_to_queue_seconds") for text in texts])
 
 
 _ROOT_FRAMES = {
@@ -363,7 +389,7 @@ async def pipeline_step(
             "description": f"bench {i}",
         }
 
-    before_buckets, before_count = histogram(closer_scrape(stack), "gridloop_report_to_queue_seconds")
+    before_buckets, before_count = queue_histogram(stack)
     cpu_before = cpu_of(pids)
     spies = start_profiles(pids, seconds - 1, profile_dir) if profile_dir else {}
     start = time.perf_counter()
@@ -372,12 +398,11 @@ async def pipeline_step(
     accepted = result.ok()
     target = before_count + accepted
     deadline = time.perf_counter() + 120
-    text = closer_scrape(stack)
-    while histogram(text, "gridloop_report_to_queue_seconds")[1] < target and time.perf_counter() < deadline:
+    after_buckets, after_count = queue_histogram(stack)
+    while after_count < target and time.perf_counter() < deadline:
         await asyncio.sleep(0.2)
-        text = closer_scrape(stack)
+        after_buckets, after_count = queue_histogram(stack)
     end = time.perf_counter()
-    after_buckets, _ = histogram(text, "gridloop_report_to_queue_seconds")
     cpu_after = cpu_of(pids)
     profiles = {}
     for name, spy in spies.items():
@@ -403,6 +428,21 @@ async def pipeline_step(
             k: round((cpu_after[k] - cpu_before.get(k, 0.0)) / max(accepted, 1) * 1000, 3) for k in cpu_after
         },
         profile=profiles,
+    )
+
+
+def commit() -> str:
+    """The short commit of the benchmark's checkout."""
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
+
+
+def machine() -> str:
+    """Architecture, cores, memory and Python of this machine."""
+    return (
+        f"{platform.machine()} {psutil.cpu_count()} cores "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
     )
 
 
@@ -532,14 +572,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             settings=settings,
             broker="external",
             demo=load_demo,
-            extra_env={
-                "GRIDLOOP_LOG_LEVEL": "WARNING",
-                # the benchmark is one address sending hundreds of reports a second over 28 codes
-                "GRIDLOOP_RATE_PER_CODE": "0",
-                "GRIDLOOP_RATE_PER_RIDER": "0",
-                "GRIDLOOP_RATE_PER_ADDRESS": "0",
-                "GRIDLOOP_RATE_NEW_RIDERS_PER_ADDRESS": "0",
-            },
+            extra_env=BENCH_ENV,
         )
         stack.start()
         try:
@@ -558,16 +591,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             stack.stop()
     finally:
         broker.stop()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
-    ).stdout.strip()
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": commit,
+        "commit": commit(),
         "broker": args.broker,
         "database": args.database,
-        "machine": f"{platform.machine()} {psutil.cpu_count()} cores "
-        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",
+        "machine": machine(),
         "step_seconds": args.step_seconds,
         "partitions": args.partitions,
     }

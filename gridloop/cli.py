@@ -154,7 +154,7 @@ def print_banner(stack: Any) -> None:
         "",
     ]
     print("\n".join(lines))
-    if stack.brokers > 1 or stack.replicas > 1 or stack.postgres_url:
+    if stack.brokers > 1 or stack.proxied or stack.postgres_url:
         print_shape(stack)
         print()
     segno.make(rider_url, error="m").terminal(compact=True)
@@ -184,7 +184,7 @@ def print_shape(stack: Any) -> None:
         entry = f"  {service:9} {stack.url(service)}"
         lines.append(entry + (f"  (entry proxy, pid {proxy.pid})" if proxy is not None else ""))
         if proxy is not None:
-            for index in range(stack.replicas):
+            for index in range(stack.replica_count(service)):
                 url, pid = stack.replica_url(service, index), stack.replica_pid(service, index)
                 lines.append(f"      replica {index}  {url}  pid {pid}")
     print("\n".join(lines))

@@ -5,8 +5,9 @@ its usual port. The production shape on one machine (`gridloop up --brokers 3 --
 --replicas 2`): a KRaft cluster of N brokers (topics with RF min(N, 3), `min.insync.replicas` 2 from
 3 brokers on), PostgreSQL with a database per service (given, or embedded under var/), and R
 replicas of each service on ports of their own behind one entry per service on the service's usual
-port (`gridloop/proxy.py`, one process for the three entries). Links between services and the
-public URLs point at the entries."""
+port (`gridloop/proxy.py`, one process for the three entries). `replicas_of` overrides the count
+for some services (the scale-out benchmark runs 1 or 2 routers and closers behind the same entries).
+Links between services and the public URLs point at the entries."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -53,21 +54,31 @@ def shape_problems(
     replicas: int,
     broker: BrokerChoice,
     urls: list[str],
+    replicas_of: Mapping[str, int] | None = None,
 ) -> list[str]:
     """Why a requested shape cannot run, one sentence each (empty: it can). `urls`: the services'
-    database URLs as the settings give them (what "sqlite" keeps)."""
+    database URLs as the settings give them (what "sqlite" keeps); `replicas_of`: per-service
+    overrides of `replicas`."""
     problems: list[str] = []
-    if brokers < 1 or replicas < 1:
+    overrides = dict(replicas_of or {})
+    unknown = sorted(set(overrides) - set(SERVICES))
+    if unknown:
+        problems.append(
+            f"replicas_of names no service: {', '.join(unknown)} (services: {', '.join(SERVICES)})"
+        )
+    counts = [replicas, *overrides.values()]
+    if brokers < 1 or min(counts) < 1:
         problems.append("--brokers and --replicas must be at least 1")
+    most = max(counts)
     if brokers > 1 and broker in ("tansu", "external"):
         problems.append(
             f"--brokers {brokers} starts an Apache Kafka cluster; it cannot be the {broker} broker"
         )
     if database_url and database != "postgres":
         problems.append("--database-url is a PostgreSQL server: use it with --database postgres")
-    if database == "sqlite" and replicas > 1 and any(u.startswith("sqlite") for u in urls):
+    if database == "sqlite" and most > 1 and any(u.startswith("sqlite") for u in urls):
         problems.append(
-            f"--replicas {replicas} needs --database postgres: SQLite is one writer in one process, "
+            f"--replicas {most} needs --database postgres: SQLite is one writer in one process, "
             "so replicas of a service cannot share its file"
         )
     return problems
@@ -120,6 +131,8 @@ class Stack:
     database: DatabaseChoice = "sqlite"
     database_url: str | None = None
     replicas: int = 1
+    replicas_of: dict[str, int] = field(default_factory=dict)
+    """Replicas of some services other than `replicas` (e.g. {"router": 1, "closer": 1})."""
     database_prefix: str = "gridloop_"
     kafka: KafkaCluster | None = None
     tansu: TansuBroker | None = None
@@ -138,15 +151,15 @@ class Stack:
             self.settings = self.settings.model_copy(update={"dev_mode": True})
         urls = [self.settings.db_url(s) for s in SERVICES]
         problems = shape_problems(
-            self.database, self.database_url, self.brokers, self.replicas, self.broker, urls
+            self.database, self.database_url, self.brokers, self.replicas, self.broker, urls, self.replicas_of
         )
         if self.database == "postgres" and not self.database_url and not embedded_pg.embedded_available():
             problems.append(embedded_pg.MISSING)
         if problems:
             raise StackConfigError("; ".join(problems))
-        if self.replicas > 1:
+        if self.proxied:
             # each replica on a loopback port of its own; the entries keep the services' usual ports
-            self.replica_ports = {s: free_ports(self.replicas) for s in SERVICES}
+            self.replica_ports = {s: free_ports(self.replica_count(s)) for s in SERVICES}
 
     @property
     def var_dir(self) -> Path:
@@ -158,10 +171,15 @@ class Stack:
         """Service and broker logs."""
         return self.var_dir / "logs"
 
+    def replica_count(self, service: str) -> int:
+        """How many processes run the service: its `replicas_of` entry, else `replicas`."""
+        return self.replicas_of.get(service, self.replicas)
+
     @property
     def proxied(self) -> bool:
-        """Whether the services have replicas behind entries (else each is its one process)."""
-        return self.replicas > 1
+        """Whether the services run behind entries (some service has replicas; then every service
+        does, one replica or more), else each is its one process on its usual port."""
+        return any(self.replica_count(s) > 1 for s in SERVICES)
 
     def choose_broker(self) -> str:
         """external when KAFKA_BOOTSTRAP_SERVERS is set, else Apache Kafka with Java, else Tansu;
@@ -297,14 +315,18 @@ class Stack:
         cmd = self.service_command(service, index)
         self.procs[name] = spawn(cmd, self.log_dir / f"{name}.log", env=self.service_env(service))
 
-    def start_proxy(self) -> None:
-        """Start the entry proxy: the services' usual ports in front of their replicas."""
+    def proxy_command(self) -> list[str]:
+        """The entry proxy's command line: each service's usual port in front of its replicas."""
         cmd = [sys.executable, "-m", "gridloop.cli", "proxy"]
         for service in SERVICES:
             backends = ",".join(f"{LOOPBACK}:{port}" for port in self.replica_ports[service])
             cmd += ["--entry", f"{self.settings.host}:{self.settings.port(service)}={backends}"]
+        return cmd
+
+    def start_proxy(self) -> None:
+        """Start the entry proxy: the services' usual ports in front of their replicas."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
-        self.procs[PROXY] = spawn(cmd, self.log_dir / "proxy.log", env=env)
+        self.procs[PROXY] = spawn(self.proxy_command(), self.log_dir / "proxy.log", env=env)
 
     def url(self, service: str) -> str:
         """Base URL of a service: its entry (the proxy with replicas, else the one process)."""
@@ -323,8 +345,11 @@ class Stack:
 
     def _targets(self, services: tuple[str, ...], indices: tuple[int, ...] | None) -> list[tuple[str, str]]:
         """(process name, base URL) to wait for: the replicas, then the entries in front of them."""
-        chosen = indices if indices is not None else tuple(range(self.replicas))
-        targets = [(self.proc_name(s, i), self.replica_url(s, i)) for s in services for i in chosen]
+        targets = [
+            (self.proc_name(s, i), self.replica_url(s, i))
+            for s in services
+            for i in (indices if indices is not None else range(self.replica_count(s)))
+        ]
         if self.proxied:
             targets += [(PROXY, self.url(s)) for s in services]
         return targets
@@ -361,7 +386,7 @@ class Stack:
         self.start_database()
         self.prepare()
         for service in SERVICES:
-            for index in range(self.replicas):
+            for index in range(self.replica_count(service)):
                 self.start_service(service, index)
         if self.proxied:
             self.start_proxy()
@@ -387,7 +412,7 @@ class Stack:
         """(service or "proxy", replica index) of every process of the stack that has exited."""
         found: list[tuple[str, int]] = []
         for service in SERVICES:
-            for index in range(self.replicas):
+            for index in range(self.replica_count(service)):
                 proc = self.procs.get(self.proc_name(service, index))
                 if proc is not None and proc.poll() is not None:
                     found.append((service, index))

@@ -75,3 +75,60 @@ def test_three_copies_need_two_in_sync() -> None:
     """Topics with 3+ replicas take min.insync.replicas 2; fewer copies keep the broker's default."""
     assert topic_configs(3) == {"min.insync.replicas": "2"}
     assert topic_configs(2) == {} and topic_configs(1) == {}
+
+
+def test_replicas_of_overrides_the_count_of_some_services_behind_the_same_entries(tmp_path: Path) -> None:
+    """One router and one closer, two reporters: every service still behind the entry proxy, each
+    entry naming exactly its replicas; the processes waited for are those replicas and the entries."""
+    settings = isolated_settings(tmp_path, "127.0.0.1:1")
+    stack = Stack(
+        settings=settings, database="postgres", replicas=2, brokers=3, replicas_of={"router": 1, "closer": 1}
+    )
+    assert stack.proxied
+    assert [stack.replica_count(s) for s in ("reporter", "router", "closer")] == [2, 1, 1]
+    assert {s: len(ports) for s, ports in stack.replica_ports.items()} == {
+        "reporter": 2,
+        "router": 1,
+        "closer": 1,
+    }
+    entries = [arg for arg in stack.proxy_command() if "=" in arg]
+    assert entries == [
+        f"127.0.0.1:{settings.port(s)}=" + ",".join(f"127.0.0.1:{p}" for p in stack.replica_ports[s])
+        for s in ("reporter", "router", "closer")
+    ]
+    assert [name for name, _ in stack._targets(("reporter", "router", "closer"), None)] == [
+        "reporter-0",
+        "reporter-1",
+        "router-0",
+        "closer-0",
+        PROXY,
+        PROXY,
+        PROXY,
+    ]
+    assert stack.replica_url("router") != stack.url("router")
+    # replicas=1 with one service doubled: the entries stand in front of all three
+    one = Stack(settings=settings, database="postgres", replicas=1, replicas_of={"router": 2})
+    assert one.proxied and one.proc_name("closer") == "closer-0"
+    assert {s: len(ports) for s, ports in one.replica_ports.items()} == {
+        "reporter": 1,
+        "router": 2,
+        "closer": 1,
+    }
+    # every override 1: one process per service on its usual port, no entry
+    plain = Stack(settings=settings, database="postgres", replicas=1, replicas_of={"router": 1})
+    assert not plain.proxied and plain.replica_ports == {}
+
+
+def test_replicas_of_is_checked_like_replicas() -> None:
+    """An override naming no service, or below 1, is refused; one above 1 on SQLite files is too."""
+    assert shape_problems(
+        "postgres", None, 3, 2, "auto", ["postgresql://h/db"] * 3, {"routr": 1, "closer": 0}
+    ) == [
+        "replicas_of names no service: routr (services: reporter, router, closer)",
+        "--brokers and --replicas must be at least 1",
+    ]
+    assert shape_problems("sqlite", None, 1, 1, "auto", ["sqlite:///x.db"], {"router": 2}) == [
+        "--replicas 2 needs --database postgres: SQLite is one writer in one process, "
+        "so replicas of a service cannot share its file"
+    ]
+    assert shape_problems("postgres", None, 3, 2, "auto", ["postgresql://h/db"] * 3, {"router": 1}) == []
