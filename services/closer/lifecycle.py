@@ -358,6 +358,7 @@ class Lifecycle:
         case.report_count += 1
         case.distinct_riders = max(case.distinct_riders, d.distinct_riders)
         case.common_issue = case.common_issue or d.common_issue
+        case.danger_now = case.danger_now or d.danger_now  # it may choose calendar time (sla.clock_for)
         case.priority = d.priority
         self.set_budget(case)
         self.refresh_sla(session, case)

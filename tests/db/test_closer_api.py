@@ -313,10 +313,11 @@ def test_a_merge_that_makes_a_hazard_urgent_moves_it_to_calendar_time(
     )
     open_case(app, category="manhole_cover", decision="merge", case_id=cid, priority="urgent")
     after = client.get(f"/api/v1/cases/{cid}", headers=s1).json()
-    assert (after["clock"], after["ack_due"], after["report_count"]) == (
+    assert (after["clock"], after["ack_due"], after["report_count"], after["danger_now"]) == (
         "calendar",
         "2026-11-28T02:30:00+00:00",
         3,
+        True,
     )
     assert [(e.type, e.data["clock"]) for e in outbox(app, cid)] == [
         ("gridloop.case.opened.v1", "working"),
