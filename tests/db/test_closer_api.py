@@ -285,6 +285,7 @@ def test_urgent_hazards_run_on_calendar_time(app: FastAPI, client: TestClient, c
     gas_page, litter_page = (client.get(f"/console/cases/{c}").text for c in (gas, litter))
     assert 'data-clock="calendar"' in gas_page and gas_page.count("24 小时处置") == 1
     assert 'data-clock="working"' in litter_page and "24 小时处置" not in litter_page
+    assert client.get("/console/queue").text.count("24 小时处置") == 1  # the gas row's tag
 
     clock.set(FRIDAY_22 + timedelta(minutes=15, seconds=1))
     assert app.state.scheduler.tick().escalated == 1
