@@ -26,6 +26,8 @@ OPEN_STATUSES: frozenset[CaseStatus] = frozenset(CaseStatus) - FINAL_STATUSES
 
 Priority = Literal["normal", "high", "urgent"]
 PRIORITIES: tuple[Priority, ...] = ("normal", "high", "urgent")
+ClockMode = Literal["working", "calendar"]
+"""How a case's SLA clock runs: working hours on working days, or around the clock (24 小时处置)."""
 """Priorities from lowest to highest: the one order every service ranks by."""
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.cases import CaseStatus, Priority
+from schemas.cases import CaseStatus, ClockMode, Priority
 from schemas.envelope import CloudEvent, new_event_id
 
 Channel = Literal["scan", "manual", "open311"]
@@ -95,6 +95,10 @@ class CaseOpened(EventData):
     opened_at: datetime
     ack_due: datetime | None = None
     resolve_due: datetime | None = None
+    clock: ClockMode = Field(
+        "working",
+        description="The SLA clock: working hours, or calendar time (around the clock, 24 小时处置).",
+    )
 
 
 class CaseReportMerged(EventData):
@@ -107,6 +111,10 @@ class CaseReportMerged(EventData):
     distinct_riders: int = 1
     common_issue: bool = False
     version: int = 1
+    clock: ClockMode = Field(
+        "working",
+        description="The SLA clock: working hours, or calendar time (around the clock, 24 小时处置).",
+    )
 
 
 class CaseTransitioned(EventData):
@@ -133,6 +141,10 @@ class CaseTransitioned(EventData):
     ack_due: datetime | None = Field(None, description="Sign-for deadline after the event.")
     resolve_due: datetime | None = Field(None, description="Resolve deadline after the event.")
     extension_hours: float | None = Field(None, description="Working hours asked for or granted.")
+    clock: ClockMode = Field(
+        "working",
+        description="The SLA clock: working hours, or calendar time (around the clock, 24 小时处置).",
+    )
 
 
 class ReportFeedback(EventData):

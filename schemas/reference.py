@@ -3,7 +3,8 @@
 Layout under the jurisdiction root (``data/jurisdictions`` by default)::
 
     categories.json            shared by every street: a JSON list of categories
-    <street>/street.json       {id, name_zh, name_en, centre_station_id, order?, district_*?}
+    <street>/street.json       {id, name_zh, name_en, centre_station_id, order?, district_*?,
+                               working_hours?}
     <street>/grids.geojson     a FeatureCollection of Polygons; properties grid_id, name_zh,
                                name_en, station_id
     <street>/stations.json     a JSON list of stations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
+from datetime import time
 from functools import cached_property
 from itertools import combinations
 from pathlib import Path
@@ -43,7 +45,7 @@ from shapely.geometry import Point, Polygon
 from shapely.validation import explain_validity
 
 from schemas import codes
-from schemas.cases import PRIORITIES, Priority
+from schemas.cases import PRIORITIES, ClockMode, Priority
 
 StationKind = Literal["grid_station", "centre", "specialised"]
 
@@ -59,6 +61,7 @@ STREET_FILE = "street.json"
 GRIDS_FILE = "grids.geojson"
 STATIONS_FILE = "stations.json"
 RULES_FILE = "rules.json"
+DEFAULT_WORKING_HOURS = "09:00-12:00,13:00-18:00"
 
 
 class ReferenceError(ValueError):  # the contract name; it shadows the weakref builtin
@@ -81,11 +84,41 @@ class _Ref(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def parse_hours(spec: str) -> tuple[tuple[time, time], ...]:
+    """Parse working hours like "09:00-12:00,13:00-18:00" into ordered, non-overlapping windows."""
+    windows: list[tuple[time, time]] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            a, b = (time.fromisoformat(x.strip()) for x in part.split("-"))
+        except ValueError as exc:
+            raise ValueError(f"working hours {part!r} are not HH:MM-HH:MM") from exc
+        if a >= b:
+            raise ValueError(f"working hours {part!r} end before they start")
+        if windows and a < windows[-1][1]:
+            raise ValueError(f"working hours {part!r} overlap or are out of order")
+        windows.append((a, b))
+    if not windows:
+        raise ValueError("working hours are empty")
+    return tuple(windows)
+
+
+def _all_working() -> dict[Priority, ClockMode]:
+    return dict.fromkeys(PRIORITIES, "working")
+
+
 class SlaPolicy(_Ref):
-    """Deadlines in working hours per priority: to sign for (ack) and to resolve."""
+    """Deadlines in hours per priority (to sign for and to resolve), and the clock each one counts on.
+
+    `clock` per priority: `working` (working hours on working days) or `calendar` (around the clock);
+    `danger_now_clock` is the clock of a report the rider flagged "danger now", whatever its priority."""
 
     ack_hours: dict[Priority, Annotated[float, Field(gt=0)]]
     resolve_hours: dict[Priority, Annotated[float, Field(gt=0)]]
+    clock: dict[Priority, ClockMode] = Field(default_factory=_all_working)
+    danger_now_clock: ClockMode = "working"
 
     @model_validator(mode="after")
     def _complete_and_consistent(self) -> SlaPolicy:
@@ -96,6 +129,9 @@ class SlaPolicy(_Ref):
                 raise ValueError(f"{name} lacks priorities {missing}")
             if not table["urgent"] <= table["high"] <= table["normal"]:
                 raise ValueError(f"{name} must not grow with priority (urgent <= high <= normal)")
+        missing_clock = [p for p in PRIORITIES if p not in self.clock]
+        if missing_clock:
+            raise ValueError(f"clock lacks priorities {missing_clock}")
         for p in PRIORITIES:
             if self.ack_hours[p] > self.resolve_hours[p]:
                 raise ValueError(f"ack_hours[{p}] is longer than resolve_hours[{p}]")
@@ -108,6 +144,12 @@ class SlaPolicy(_Ref):
     def resolve(self, priority: Priority) -> float:
         """Working hours allowed to resolve a case of this priority."""
         return self.resolve_hours[priority]
+
+    def clock_for(self, priority: Priority, danger_now: bool) -> ClockMode:
+        """The clock a case of this priority counts on; "danger now" may put it on calendar time."""
+        if danger_now and self.danger_now_clock == "calendar":
+            return "calendar"
+        return self.clock[priority]
 
 
 class Category(_Ref):
@@ -248,6 +290,16 @@ class Street(_Ref):
     district_zh: Text | None = None
     district_en: Text | None = None
     order: int = 100
+    working_hours: str = Field(
+        DEFAULT_WORKING_HOURS, description="Daily working hours on working days, local time (the SLA clock)."
+    )
+
+    @field_validator("working_hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        """Working hours that can be meant: HH:MM-HH:MM windows, in order, not overlapping."""
+        parse_hours(value)
+        return value
 
     def name(self, lang: str = "zh") -> str:
         """The display name in ``zh`` (default) or ``en``."""

@@ -1,5 +1,5 @@
-"""The closer's commands (`gridloop staff add|list|disable`, `gridloop closer import-photos`) and its
-demo accounts.
+"""The closer's commands (`gridloop staff add|list|disable`, `gridloop closer import-photos`,
+`gridloop sla due`) and its demo accounts.
 
 `gridloop/cli.py` mounts `add_parser`; `gridloop demo load` and `gridloop up` call `load_demo`.
 """
@@ -11,15 +11,20 @@ import getpass
 import os
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from gridloop.demo import DEMO_PASSWORD
 from gridloop.settings import Settings, get_settings
-from schemas.cases import ROLES
+from schemas.cases import PRIORITIES, ROLES
 
 if TYPE_CHECKING:  # the database side is imported when a command runs: `gridloop --help` stays quick
     from gridloop.db import Database
     from schemas.reference import Jurisdiction
+    from services.closer.sla import WhatIf
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 @dataclass(frozen=True)
@@ -155,11 +160,65 @@ def cmd_import_photos(args: argparse.Namespace) -> int:
     return 0
 
 
+def render_what_if(
+    w: WhatIf, category: str, priority: str, street: str, hours: str, tz: ZoneInfo
+) -> list[str]:
+    """The lines `gridloop sla due` prints: budget, clock, both deadlines and each day they cross."""
+
+    def local(at: datetime) -> str:
+        t = at.astimezone(tz)
+        return f"{t:%Y-%m-%d %H:%M} ({_WEEKDAYS[t.weekday()]})"
+
+    clock = "calendar (24 小时处置: around the clock)" if w.budget.clock == "calendar" else "working"
+    lines = [
+        f"category   {category} · priority {priority} · street {street} ({hours}, {tz.key})",
+        f"clock      {clock}",
+        f"sign-for   {w.budget.ack_hours:g} h → {local(w.plan.ack_due)}",
+        f"resolve    {w.budget.resolve_hours:g} h → {local(w.plan.resolve_due)}",
+        "days" + (" (calendar time: every hour of every day counts)" if w.budget.clock == "calendar" else ""),
+    ]
+    for d in w.days:
+        kind = "working day" if d.workday else "day off"
+        lines.append(f"  {d.day.isoformat()} {_WEEKDAYS[d.day.weekday()]}  {kind:11}  {d.source}")
+    return lines
+
+
+def cmd_sla_due(args: argparse.Namespace) -> int:
+    """What-if: the deadlines a report would get, its clock, and which calendar source decided each day."""
+    from schemas.reference import load_jurisdiction
+    from services.closer import sla
+    from services.closer.config import get_config
+
+    j = load_jurisdiction(get_settings().jurisdiction_dir)
+    category = j.categories.get(args.category)
+    if category is None:
+        print(f"error: no category {args.category!r} (one of {', '.join(j.categories)})", file=sys.stderr)
+        return 2
+    street = args.street or j.default_street_id
+    if street not in j.streets:
+        print(f"error: no street {street!r} (one of {', '.join(j.streets)})", file=sys.stderr)
+        return 2
+    tz = ZoneInfo(get_config().work_timezone)
+    try:
+        at = datetime.fromisoformat(args.at) if args.at else datetime.now(tz)
+    except ValueError:
+        print(f"error: --at {args.at!r} is not an ISO 8601 time (2027-02-05T22:00+08:00)", file=sys.stderr)
+        return 2
+    at = at if at.tzinfo else at.replace(tzinfo=tz)
+    # as the router decides: the category's default priority, and "danger now" makes it urgent
+    priority = args.priority or ("urgent" if args.danger_now else category.default_priority)
+    cal = sla.StreetCalendars(j, tz.key).of(street)
+    w = sla.what_if(cal, category, priority, args.danger_now, at)
+    for line in render_what_if(w, category.id, priority, street, j.streets[street].working_hours, tz):
+        print(line)
+    return 0
+
+
 def add_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], service: argparse.ArgumentParser
 ) -> None:
-    """`gridloop staff add|list|disable` and, under the service's own command, `gridloop closer
-    import-photos`."""
+    """`gridloop staff add|list|disable`, `gridloop sla due` and, under the service's own command,
+    `gridloop closer import-photos`."""
     closer_sub = service.add_subparsers(dest="closer_command", metavar="import-photos")
     photos = closer_sub.add_parser(
         "import-photos", help="copy after-photos kept as files (before issue 13) into the database"
@@ -180,3 +239,13 @@ def add_parser(
     disable = staff_sub.add_parser("disable", help="disable an account")
     disable.add_argument("username")
     disable.set_defaults(func=cmd_staff_disable)
+
+    sla_parser = sub.add_parser("sla", help="SLA what-if for operators")
+    sla_sub = sla_parser.add_subparsers(dest="sla_command", required=True)
+    due = sla_sub.add_parser("due", help="the deadlines a report would get, its clock and each day's source")
+    due.add_argument("--category", required=True, help="a category id, e.g. gas_hazard")
+    due.add_argument("--priority", choices=list(PRIORITIES), help="default: as the router decides")
+    due.add_argument("--at", help="submission time, ISO 8601 (default: now; no offset: the work time zone)")
+    due.add_argument("--street", help="a street id (default: the first street)")
+    due.add_argument("--danger-now", action="store_true", help="the rider flagged danger now")
+    due.set_defaults(func=cmd_sla_due)

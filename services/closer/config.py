@@ -7,16 +7,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class CloserConfig(BaseSettings):
-    """Working calendar, rider confirm window, scheduler cadence and the console cookie.
+    """Time zone of the working calendar, rider confirm window, scheduler cadence and the console cookie.
 
     Photo limits are gridloop.photos' (one set for every service); the old GRIDLOOP_PHOTO_MAX_BYTES
-    and GRIDLOOP_PHOTO_MAX_SIDE are ignored (extra="ignore")."""
+    and GRIDLOOP_PHOTO_MAX_SIDE are ignored (extra="ignore"), and so is the old GRIDLOOP_WORK_HOURS:
+    working hours are each street's, in its street.json (`working_hours`)."""
 
     model_config = SettingsConfigDict(env_prefix="GRIDLOOP_", extra="ignore")
 
-    work_hours: str = Field(
-        "09:00-12:00,13:00-18:00", description="Daily working hours on working days, local time."
-    )
     work_timezone: str = Field("Asia/Shanghai", description="Time zone of the working hours.")
     confirm_window_hours: float = Field(
         72.0, gt=0, description="A resolved case the rider has not answered closes after this long."

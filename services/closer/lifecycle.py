@@ -27,7 +27,7 @@ from gridloop.clock import as_utc, utcnow
 from gridloop.outbox import add_raw
 from gridloop.rawsql import Raw, after_commit, insert_model, insert_row, statement, table_of
 from gridloop.topics import CASES_EVENTS
-from schemas.cases import CaseStatus, priority_rank
+from schemas.cases import CaseStatus, ClockMode, priority_rank
 from schemas.envelope import CloudEvent
 from schemas.events import (
     CaseOpened,
@@ -121,9 +121,11 @@ def due_deadlines(case: Case, now: datetime) -> list[tuple[sla.Deadline, datetim
 class Lifecycle:
     """The closer's case lifecycle over its database: one place that changes a case's state."""
 
-    def __init__(self, jurisdiction: Jurisdiction, calendar: sla.WorkCalendar, confirm_window_hours: float):
+    def __init__(
+        self, jurisdiction: Jurisdiction, calendars: sla.StreetCalendars, confirm_window_hours: float
+    ) -> None:
         self.j = jurisdiction
-        self.calendar = calendar
+        self.calendars = calendars
         self.confirm_window = timedelta(hours=confirm_window_hours)
         # cases may move to grid stations and specialised units, never to the centre itself
         self.stations: Collection[str] = frozenset(
@@ -133,9 +135,9 @@ class Lifecycle:
     # ---- SLA ------------------------------------------------------------------------------------
 
     def set_budget(self, case: Case) -> None:
-        """Fix the case's working-hour budgets from its category and priority."""
-        b = sla.budget(self.j.categories.get(case.category), case.priority)
-        case.ack_hours, case.resolve_hours = b.ack_hours, b.resolve_hours
+        """Fix the case's budgets and their clock from its category, priority and "danger now" flag."""
+        b = sla.budget(self.j.categories.get(case.category), case.priority, case.danger_now)
+        case.ack_hours, case.resolve_hours, case.clock = b.ack_hours, b.resolve_hours, b.clock
 
     def refresh_sla(self, session: Session | None, case: Case) -> None:
         """Recompute deadlines, the active due time, the warning point and the next escalation.
@@ -149,12 +151,13 @@ class Lifecycle:
                 else []
             )
             plan = sla.plan(
-                self.calendar,
+                self.calendars.of(case.street_id),
                 as_utc(case.submitted_at),
                 case.ack_hours,
                 case.resolve_hours,
                 case.extension_hours,
                 [(h.start, h.end) for h in holds],
+                clock_of(case),
             )
             case.ack_due, case.ack_warn = plan.ack_due, plan.ack_warn
             case.resolve_due, case.resolve_warn = plan.resolve_due, plan.resolve_warn
@@ -327,6 +330,7 @@ class Lifecycle:
             opened_at=now,
             ack_due=case.ack_due,
             resolve_due=case.resolve_due,
+            clock=clock_of(case),
         )
         event = make_event("case.opened", opened, source=SERVICE, subject=case.case_id, time=now)
         action = "triage" if case.triage else "opened"
@@ -342,8 +346,10 @@ class Lifecycle:
             {"id": d.case_id, "riders": d.distinct_riders, "common": d.common_issue, "now": raw.ts(now)},
         )
         assert row is not None
-        station_id, status, version, riders, common = row
-        return self._merged(session, raw, d, now, station_id, status, version, riders, bool(common))
+        station_id, status, version, riders, common, clock = row
+        return self._merged(
+            session, raw, d, now, station_id, status, version, riders, bool(common), _clock(clock)
+        )
 
     def _merge_raising_priority(self, session: Session, d: ReportRouted, now: datetime) -> tuple[str, str]:
         """One more report that raises the case's priority (a common issue, a danger): the deadlines
@@ -352,6 +358,7 @@ class Lifecycle:
         case.report_count += 1
         case.distinct_riders = max(case.distinct_riders, d.distinct_riders)
         case.common_issue = case.common_issue or d.common_issue
+        case.danger_now = case.danger_now or d.danger_now  # it may choose calendar time (sla.clock_for)
         case.priority = d.priority
         self.set_budget(case)
         self.refresh_sla(session, case)
@@ -369,6 +376,7 @@ class Lifecycle:
             case.version,
             case.distinct_riders,
             case.common_issue,
+            clock_of(case),
         )
 
     def _merged(
@@ -382,6 +390,7 @@ class Lifecycle:
         version: int,
         riders: int,
         common: bool,
+        clock: ClockMode,
     ) -> tuple[str, str]:
         merged = CaseReportMerged(
             case_id=d.case_id,
@@ -391,6 +400,7 @@ class Lifecycle:
             distinct_riders=riders,
             common_issue=common,
             version=version,
+            clock=clock,
         )
         event = make_event("case.report_merged", merged, source=SERVICE, subject=d.case_id, time=now)
         note = "共性问题" if d.common_issue else None
@@ -569,6 +579,7 @@ class Lifecycle:
             after_photo_ids=[p for p in case.after_photo_ids.split(",") if p],
             ack_due=case.ack_due,
             resolve_due=case.resolve_due,
+            clock=clock_of(case),
             **extra,
         )
         return make_event(event_name, data, source=SERVICE, subject=case.case_id, time=now)
@@ -646,6 +657,15 @@ class Lifecycle:
         return self.transition(session, case, "system", "scheduler", req, now)
 
 
+def clock_of(case: Case) -> ClockMode:
+    """The case's stored clock as the contract's type."""
+    return _clock(case.clock)
+
+
+def _clock(stored: str) -> ClockMode:
+    return "calendar" if stored == "calendar" else "working"
+
+
 def _count_breach(session: Session, station: str, deadline: str) -> None:
     """Count one missed deadline once the transaction committed."""
     after_commit(session, lambda: metrics.sla_breaches.labels(station, deadline).inc())
@@ -663,5 +683,5 @@ _MERGE = statement(
     'UPDATE "case" SET report_count = report_count + 1, '
     "distinct_riders = CASE WHEN distinct_riders < :riders THEN :riders ELSE distinct_riders END, "
     "common_issue = (common_issue OR :common), version = version + 1, updated_at = :now "
-    "WHERE case_id = :id RETURNING station_id, status, version, distinct_riders, common_issue"
+    "WHERE case_id = :id RETURNING station_id, status, version, distinct_riders, common_issue, clock"
 )

@@ -65,7 +65,12 @@ class Case(Base, table=True):
     submitted_at: datetime = Field(sa_column=_ts())
     opened_at: datetime = Field(sa_column=_ts())
     updated_at: datetime = Field(sa_column=_ts())
-    # SLA: budgets in working hours (fixed when opened or when the priority changes), deadlines
+    # SLA: budgets in hours on the case's clock (fixed when opened or when the priority changes), deadlines
+    clock: str = Field(
+        default="working",
+        max_length=10,
+        description="The SLA clock: working (working hours on working days) or calendar (around the clock).",
+    )
     ack_hours: float = 0.0
     resolve_hours: float = 0.0
     extension_hours: float = 0.0

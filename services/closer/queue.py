@@ -170,6 +170,7 @@ def case_view(c: Case, now: datetime) -> dict[str, Any]:
         "category": c.category,
         "status": c.status,
         "priority": c.priority,
+        "clock": c.clock,
         "triage": c.triage,
         "version": c.version,
         "place_name": c.place_name,

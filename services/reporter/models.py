@@ -140,6 +140,8 @@ class CaseView(Base, table=True):
     opened_at: datetime = Field(sa_column=_ts())
     updated_at: datetime = Field(sa_column=_ts())
     resolve_due: datetime | None = Field(default=None, sa_column=_ts(True))
+    clock: str = Field(default="working", max_length=10)
+    """The case's SLA clock: working, or calendar (24 小时处置)."""
     after_photo_ids: str = Field(default="", max_length=500)
     """Comma-separated after-photo ids (served by the closer)."""
     status_note: str | None = Field(default=None, max_length=500)

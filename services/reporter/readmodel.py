@@ -48,7 +48,7 @@ _REPORT_MOVE = statement(
 )
 _REPORT_CASE = statement("UPDATE report SET case_id = :case WHERE report_id = :id")
 _VIEW_MOVE = statement(
-    "UPDATE case_view SET status = :status, updated_at = :at, "
+    "UPDATE case_view SET status = :status, updated_at = :at, clock = :clock, "
     "version = CASE WHEN :version > version THEN :version ELSE version END "
     "WHERE case_id = :case AND (:version = 0 OR version <= :version)"
 )
@@ -109,6 +109,7 @@ def case_opened(raw: Raw, data: CaseOpened) -> None:
             opened_at=data.opened_at,
             updated_at=data.opened_at,
             resolve_due=data.resolve_due,
+            clock=data.clock,
             after_photo_ids="",
         )
     else:
@@ -118,7 +119,8 @@ def case_opened(raw: Raw, data: CaseOpened) -> None:
             resolve_due=data.resolve_due or view.resolve_due,
             opened_at=data.opened_at,
         )
-        view = _newer(view, data.status, data.version, data.opened_at) or view
+        newer = _newer(view, data.status, data.version, data.opened_at)
+        view = newer._replace(clock=data.clock) if newer is not None else view
     _save_view(raw, view, stored)
     if report is not None:
         set_status(raw, report.report_id, data.case_id, data.status, "opened", data.opened_at, data.version)
@@ -128,7 +130,14 @@ def report_merged(raw: Raw, data: CaseReportMerged, at: datetime) -> None:
     """Our report joined an existing case (`at`: the event's time)."""
     # usually the case's view is there and this is newer: one update (a storm is mostly merges)
     moved = raw.run(
-        _VIEW_MOVE, {"case": data.case_id, "status": data.status, "version": data.version, "at": raw.ts(at)}
+        _VIEW_MOVE,
+        {
+            "case": data.case_id,
+            "status": data.status,
+            "version": data.version,
+            "at": raw.ts(at),
+            "clock": data.clock,
+        },
     )
     if not moved and raw.record(VIEW, _ONE_VIEW, {"id": data.case_id}) is None:
         report = raw.record(REPORT, _ONE_REPORT, {"id": data.report_id})
@@ -142,6 +151,7 @@ def report_merged(raw: Raw, data: CaseReportMerged, at: datetime) -> None:
             opened_at=at,
             updated_at=at,
             resolve_due=None,
+            clock=data.clock,
             after_photo_ids="",
         )
         _save_view(raw, view, stored=False)
@@ -183,12 +193,13 @@ def case_moved(raw: Raw, data: CaseTransitioned) -> None:
             opened_at=first.submitted_at,
             updated_at=data.at,
             resolve_due=None,
+            clock=data.clock,
             after_photo_ids="",
         )
     if view is not None:
         newer = _newer(view, data.status, data.version, data.at)
         if newer is not None:
-            changes: dict[str, Any] = {"station_id": data.station_id}
+            changes: dict[str, Any] = {"station_id": data.station_id, "clock": data.clock}
             if data.after_photo_ids:
                 changes["after_photo_ids"] = ",".join(data.after_photo_ids)[:500]
             if note is not None:

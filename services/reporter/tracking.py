@@ -32,6 +32,7 @@ def public_report(
         "tracking_url": f"{base_url.rstrip('/')}/t/{report.report_id}",
         "station_id": view.station_id if view else None,
         "resolve_due": as_utc(view.resolve_due).isoformat() if view and view.resolve_due else None,
+        "clock": view.clock if view else None,
         "after_photo_urls": [f"{closer_url.rstrip('/')}/photos/{p}.jpg" for p in after],
         "timeline": [
             {

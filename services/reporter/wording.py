@@ -114,6 +114,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "thanks_feedback": ("谢谢您的反馈！", "Thank you for your feedback!"),
     "feedback_given": ("您已反馈", "You answered"),
     "expected": ("预计办结", "Expected by"),
+    "round_the_clock": ("24 小时处置", "Handled around the clock"),
     "agency": ("负责单位", "Handled by"),
     "no_reports": ("这台手机还没有报告。", "No reports from this phone yet."),
     "manual_title": ("输入报告码", "Enter the report code"),

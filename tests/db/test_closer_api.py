@@ -112,8 +112,10 @@ def open_case(
     submitted_at: datetime = MONDAY_9,
     decision: Decision = "open",
     case_id: str | None = None,
+    **routed: Any,
 ) -> str:
-    """Feed the intake a router decision, as the consumer would; returns the case id."""
+    """Feed the intake a router decision, as the consumer would; returns the case id (`routed`: more
+    fields of the decision, e.g. priority)."""
     case_id = case_id or "C" + uuid.uuid4().hex[:10].upper()
     data = ReportRouted(
         report_id="R" + uuid.uuid4().hex[:10],
@@ -128,6 +130,7 @@ def open_case(
         rider_ref="rider-" + uuid.uuid4().hex[:6],
         submitted_at=submitted_at,
         photo_ids=["p1"],
+        **routed,
     )
     event = make_event("report.routed", data, source="router", subject=case_id, time=submitted_at)
     db = app.state.closer.runtime.db
@@ -250,6 +253,78 @@ def test_a_case_from_new_to_closed(app: FastAPI, client: TestClient, clock: Froz
     resolved_event = events[3].data
     assert resolved_event["after_photo_ids"] == [photo_id] and resolved_event["report_ids"]
     assert [e.data.get("version") for e in events[1:]] == [2, 3, 4, 5]
+
+
+FRIDAY_22 = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)  # 22:00 in Shanghai
+
+
+def test_urgent_hazards_run_on_calendar_time(app: FastAPI, client: TestClient, clock: FrozenClock) -> None:
+    """A gas leak on Friday at 22:00 is due at 22:15 and escalated that night; a sanitation report of the
+    same moment waits for Monday. The clock shows in the API, the console and every case event."""
+    clock.set(FRIDAY_22)
+    gas = open_case(
+        app, category="gas_hazard", submitted_at=FRIDAY_22, priority="urgent", street_id="yinhang"
+    )
+    litter = open_case(app, category="sanitation", submitted_at=FRIDAY_22, street_id="yinhang")
+    s1 = login(client, "yh-s1")
+    g, n = (client.get(f"/api/v1/cases/{c}", headers=s1).json() for c in (gas, litter))
+    assert (g["clock"], g["ack_due"], g["resolve_due"]) == (
+        "calendar",
+        "2026-11-27T14:15:00+00:00",
+        "2026-11-27T16:00:00+00:00",
+    )
+    assert (n["clock"], n["ack_due"], n["resolve_due"]) == (
+        "working",
+        "2026-11-30T10:00:00+00:00",
+        "2026-12-02T10:00:00+00:00",
+    )
+    items = client.get("/api/v1/queue", headers=s1).json()["items"]
+    assert {c["case_id"]: c["clock"] for c in items} == {gas: "calendar", litter: "working"}
+
+    assert console_sign_in(client, "yh-s1", demo.DEMO_PASSWORD).status_code == 303
+    gas_page, litter_page = (client.get(f"/console/cases/{c}").text for c in (gas, litter))
+    assert 'data-clock="calendar"' in gas_page and gas_page.count("24 小时处置") == 1
+    assert 'data-clock="working"' in litter_page and "24 小时处置" not in litter_page
+    assert client.get("/console/queue").text.count("24 小时处置") == 1  # the gas row's tag
+
+    clock.set(FRIDAY_22 + timedelta(minutes=15, seconds=1))
+    assert app.state.scheduler.tick().escalated == 1
+    events = outbox(app, gas)
+    assert [(e.type, e.data["clock"]) for e in events] == [
+        ("gridloop.case.opened.v1", "calendar"),
+        ("gridloop.case.escalated.v1", "calendar"),
+    ]
+    assert [(e.type, e.data["clock"]) for e in outbox(app, litter)] == [
+        ("gridloop.case.opened.v1", "working")
+    ]
+
+
+def test_a_merge_that_makes_a_hazard_urgent_moves_it_to_calendar_time(
+    app: FastAPI, client: TestClient
+) -> None:
+    """A manhole case on working time; a further report flagged danger now (urgent) recomputes it on
+    calendar time, and a later plain merge says so too."""
+    saturday = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)  # 10:00 on a Saturday in Shanghai
+    cid = open_case(app, category="manhole_cover", submitted_at=saturday)
+    s1 = login(client, "yh-s1")
+    before = client.get(f"/api/v1/cases/{cid}", headers=s1).json()
+    assert (before["clock"], before["ack_due"]) == ("working", "2026-11-30T03:00:00+00:00")
+    open_case(
+        app, category="manhole_cover", decision="merge", case_id=cid, priority="urgent", danger_now=True
+    )
+    open_case(app, category="manhole_cover", decision="merge", case_id=cid, priority="urgent")
+    after = client.get(f"/api/v1/cases/{cid}", headers=s1).json()
+    assert (after["clock"], after["ack_due"], after["report_count"], after["danger_now"]) == (
+        "calendar",
+        "2026-11-28T02:30:00+00:00",
+        3,
+        True,
+    )
+    assert [(e.type, e.data["clock"]) for e in outbox(app, cid)] == [
+        ("gridloop.case.opened.v1", "working"),
+        ("gridloop.case.report_merged.v1", "calendar"),
+        ("gridloop.case.report_merged.v1", "calendar"),
+    ]
 
 
 def test_illegal_and_stale_transitions_are_409(app: FastAPI, client: TestClient) -> None:

@@ -257,6 +257,37 @@ def test_sla_ack_longer_than_resolve(root: Path) -> None:
     refused(root, "categories.json", "'other'", "ack_hours[normal]")
 
 
+def test_sla_clock_is_working_or_calendar_for_every_priority(root: Path) -> None:
+    """A clock mode must be one of the two, and named for every priority."""
+    edit(root / "categories.json", lambda c: by_id(c, "gas_hazard")["sla"]["clock"].update(urgent="fast"))
+    refused(root, "categories.json", "'gas_hazard'", "clock")
+    shutil.copy(JURISDICTIONS / "categories.json", root / "categories.json")
+    edit(root / "categories.json", lambda c: by_id(c, "gas_hazard")["sla"]["clock"].pop("normal"))
+    refused(root, "categories.json", "'gas_hazard'", "clock lacks priorities ['normal']")
+
+
+def test_a_category_without_clocks_counts_working_time(root: Path) -> None:
+    """`clock` and `danger_now_clock` are optional: working time throughout."""
+
+    def strip(c: list[dict[str, Any]]) -> None:
+        sla = by_id(c, "gas_hazard")["sla"]
+        sla.pop("clock"), sla.pop("danger_now_clock")
+
+    edit(root / "categories.json", strip)
+    gas = load_jurisdiction(root).categories["gas_hazard"].sla
+    assert [gas.clock_for(p, d) for p in ("normal", "high", "urgent") for d in (False, True)] == [
+        "working"
+    ] * 6
+
+
+def test_street_working_hours_default_and_validation(root: Path) -> None:
+    """A street without working hours keeps 09:00-12:00,13:00-18:00; impossible hours are refused."""
+    edit(root / "pengpu" / "street.json", lambda s: s.pop("working_hours"))
+    assert load_jurisdiction(root).streets["pengpu"].working_hours == "09:00-12:00,13:00-18:00"
+    edit(root / "pengpu" / "street.json", lambda s: s.update(working_hours="18:00-09:00"))
+    refused(root, "street.json", "working_hours", "end before they start")
+
+
 def test_unknown_key_is_a_typo(root: Path) -> None:
     """Unknown keys are refused rather than ignored."""
     edit(root / "categories.json", lambda c: by_id(c, "other").update(dup_radius=10))

@@ -33,6 +33,25 @@ def test_golden_samples_parse_and_round_trip(filename: str, model: type) -> None
     assert data.model_dump(mode="json") == raw["data"]
 
 
+@pytest.mark.parametrize("event_type", ["case.opened", "case.report_merged", "case.acknowledged"])
+def test_case_events_without_a_clock_parse_as_working_time(event_type: str) -> None:
+    """Events written before clock modes (issue 15) have no `clock`: they counted working time."""
+    raw = json.loads((SAMPLES / "case.opened.v1.json").read_text())
+    del raw["data"]["clock"]
+    raw["type"] = f"gridloop.{event_type}.v1"
+    raw["data"] |= {"action": "acknowledge", "at": "2026-11-24T01:40:00Z", "status": "acknowledged"}
+    if event_type != "case.acknowledged":
+        raw["data"] = {k: v for k, v in raw["data"].items() if k not in ("action", "at")}
+        raw["data"]["status"] = "new"
+    data = parse_data(CloudEvent.model_validate(raw))
+    assert data.clock == "working"  # type: ignore[attr-defined]
+    raw["data"]["clock"] = "calendar"
+    assert parse_data(CloudEvent.model_validate(raw)).clock == "calendar"  # type: ignore[attr-defined]
+    raw["data"]["clock"] = "sometimes"
+    with pytest.raises(ValidationError):
+        parse_data(CloudEvent.model_validate(raw))
+
+
 def test_committed_json_schemas_match_the_models() -> None:
     """schemas/jsonschema is regenerated from the models (python -m schemas.export)."""
     for filename, schema in all_schemas().items():

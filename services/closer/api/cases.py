@@ -16,6 +16,7 @@ from gridloop.clock import utcnow
 from gridloop.errors import ApiError
 from gridloop.photos import MAX_PHOTO_BYTES
 from gridloop.tokens import Principal, read_token
+from schemas.cases import ClockMode
 from services.closer import actions, queue, stream
 from services.closer.context import Ctx, Reader, Who, session_token
 
@@ -49,6 +50,9 @@ class CaseView(BaseModel):
     category: str
     status: str
     priority: str
+    clock: ClockMode = Field(
+        description="The SLA clock: working (working hours on working days) or calendar (around the clock)."
+    )
     triage: bool
     version: int
     place_name: str | None

@@ -228,6 +228,7 @@ async def track(
         submitted=local_time(as_utc(report.submitted_at), lang),
         agency=station.name(lang) if station else None,
         expected=local_time(as_utc(view.resolve_due), lang) if view and view.resolve_due else None,
+        round_the_clock=bool(view and view.clock == "calendar"),
         after_photos=after if report.status in (CaseStatus.RESOLVED, CaseStatus.CLOSED) else [],
         ask_feedback=owner and report.status == CaseStatus.RESOLVED and data["feedback"] is None,
         feedback=data["feedback"] if owner else None,

@@ -12,7 +12,7 @@ import json
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from sqlmodel import Session
 from starlette.datastructures import UploadFile
 
@@ -26,6 +26,7 @@ from gridloop.photos import (
     PhotoError,
     clean_photo,
 )
+from schemas.cases import ClockMode
 from services.reporter.context import RIDER_COOKIE, Ctx, Lang, Reporter, RiderRef
 from services.reporter.models import CaseView, Photo, Place, Report
 from services.reporter.readmodel import open_cases
@@ -76,6 +77,9 @@ class PublicReport(BaseModel):
     tracking_url: str
     station_id: str | None
     resolve_due: str | None
+    clock: ClockMode | None = Field(
+        None, description="The SLA clock: calendar is around the clock (24 小时处置); None before a case."
+    )
     after_photo_urls: list[str]
     timeline: list[TimelineStep]
     feedback: FeedbackOut | None
