@@ -1,5 +1,5 @@
-"""The closer's commands (`gridloop staff add|list|disable`, `gridloop closer import-photos`) and its
-demo accounts.
+"""The closer's commands (`gridloop staff add|list|disable`, `gridloop closer import-photos`, and
+`gridloop calendar` from calendarcli.py) and its demo accounts.
 
 `gridloop/cli.py` mounts `add_parser`; `gridloop demo load` and `gridloop up` call `load_demo`.
 """
@@ -180,3 +180,7 @@ def add_parser(
     disable = staff_sub.add_parser("disable", help="disable an account")
     disable.add_argument("username")
     disable.set_defaults(func=cmd_staff_disable)
+
+    from services.closer import calendarcli
+
+    calendarcli.add_parser(sub)

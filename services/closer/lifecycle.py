@@ -137,10 +137,13 @@ class Lifecycle:
         b = sla.budget(self.j.categories.get(case.category), case.priority)
         case.ack_hours, case.resolve_hours = b.ack_hours, b.resolve_hours
 
-    def refresh_sla(self, session: Session | None, case: Case) -> None:
+    def refresh_sla(
+        self, session: Session | None, case: Case, calendar: sla.WorkCalendar | None = None
+    ) -> None:
         """Recompute deadlines, the active due time, the warning point and the next escalation.
 
-        Without a session the case is new: it has no holds to read."""
+        Without a session the case is new: it has no holds to read. `calendar` is a changed one
+        being installed (`replan`); by default the lifecycle's own."""
         case.is_active = case.status in ACTIVE
         if case.status != CaseStatus.ON_HOLD:
             holds = (
@@ -149,7 +152,7 @@ class Lifecycle:
                 else []
             )
             plan = sla.plan(
-                self.calendar,
+                calendar or self.calendar,
                 as_utc(case.submitted_at),
                 case.ack_hours,
                 case.resolve_hours,
@@ -615,6 +618,40 @@ class Lifecycle:
         log.info("feedback on %s in state %s: kept, no transition", case.case_id, case.status)
         return None
 
+    # ---- a changed calendar ---------------------------------------------------------------------
+
+    def replan(
+        self, session: Session, case: Case, calendar: sla.WorkCalendar, now: datetime, note: str
+    ) -> bool:
+        """Re-plan an open case's deadlines on a changed calendar; a timeline note and `case.replanned`
+        when they moved (False, and nothing written, when they did not)."""
+        before = (case.ack_due, case.resolve_due)
+        self.refresh_sla(session, case, calendar)
+        if _same(before[0], case.ack_due) and _same(before[1], case.resolve_due):
+            return False
+        self._bump(case, now)
+        session.add(case)
+        moved = ", ".join(
+            f"{name} {_iso(old)} → {_iso(new)}"
+            for name, old, new in (("ack", before[0], case.ack_due), ("resolve", before[1], case.resolve_due))
+            if not _same(old, new)
+        )
+        text = f"{note}: {moved}"
+        event = self._transitioned(session, case, "case.replanned", "replan", now, note=text)
+        self._record(
+            session,
+            None,
+            case.case_id,
+            case.version,
+            now,
+            "replan",
+            case.status,
+            case.station_id,
+            event,
+            note=text,
+        )
+        return True
+
     # ---- escalation -----------------------------------------------------------------------------
 
     def escalate_due(self, session: Session, case: Case, now: datetime) -> list[Applied]:
@@ -644,6 +681,10 @@ class Lifecycle:
         """Close a resolved case the rider did not answer within the confirm window."""
         req = Request("auto_close", note="骑手未在确认期内答复,自动结案 (no answer: closed)")
         return self.transition(session, case, "system", "scheduler", req, now)
+
+
+def _iso(at: datetime | None) -> str:
+    return as_utc(at).isoformat() if at is not None else "none"
 
 
 def _count_breach(session: Session, station: str, deadline: str) -> None:

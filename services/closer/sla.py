@@ -1,27 +1,22 @@
 """SLA arithmetic on the working-day calendar (pure): deadlines, the 80 % warning point, colours.
 
-Working time is counted on the Chinese statutory calendar (public holidays and make-up working
-days from the `chinese_calendar` package) inside configurable daily working hours, in the local
-time zone. A hold (挂账) stops the clock: its intervals are excluded. Deadlines count from the
+Working time is counted on the working-day calendar (`services/closer/calendar.py`: official
+entries, then `chinese_calendar`, then an estimate) inside configurable daily working hours, in the
+local time zone. A hold (挂账) stops the clock: its intervals are excluded. Deadlines count from the
 report's submission, not from sign-for.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-import chinese_calendar
-
 from gridloop.clock import as_utc
 from schemas.reference import Category
-
-log = logging.getLogger(__name__)
+from services.closer.calendar import Calendar
 
 Colour = Literal["green", "yellow", "red"]
 Deadline = Literal["ack", "resolve"]
@@ -56,24 +51,6 @@ def parse_hours(spec: str) -> tuple[tuple[time, time], ...]:
     return tuple(windows)
 
 
-@lru_cache(maxsize=4096)
-def statutory_workday(day: date) -> bool:
-    """Is this a working day on the Chinese statutory calendar (holidays, make-up days)?
-
-    Outside the years the library knows, Monday to Friday (and a warning once per year).
-    """
-    try:
-        return bool(chinese_calendar.is_workday(day))
-    except NotImplementedError:
-        _warn_unknown_year(day.year)
-        return day.weekday() < 5
-
-
-@lru_cache(maxsize=64)
-def _warn_unknown_year(year: int) -> None:
-    log.warning("chinese_calendar has no data for %d: counting Monday-Friday as working days", year)
-
-
 class WorkCalendar:
     """Working time: which days are working days and which hours of them count."""
 
@@ -81,11 +58,12 @@ class WorkCalendar:
         self,
         hours: str | Sequence[tuple[time, time]] = "09:00-12:00,13:00-18:00",
         tz: str = "Asia/Shanghai",
-        is_workday: Callable[[date], bool] = statutory_workday,
+        is_workday: Callable[[date], bool] | None = None,
     ) -> None:
         self.windows = parse_hours(hours) if isinstance(hours, str) else tuple(hours)
         self.tz = ZoneInfo(tz)
-        self.is_workday = is_workday
+        # the closer passes its start-up calendar's lookup; without one, the layers below the official data
+        self.is_workday = is_workday or Calendar().is_workday
 
     def periods(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
         """Working periods (UTC) that end after `start`, in order, clipped to begin no earlier."""

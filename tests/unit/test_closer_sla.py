@@ -105,11 +105,13 @@ def test_budgets_come_from_the_category_and_priority() -> None:
     assert sla.budget(None, "normal") == sla.Budget(sla.FALLBACK_ACK_HOURS, sla.FALLBACK_RESOLVE_HOURS)
 
 
-def test_years_the_library_does_not_know_fall_back_to_weekdays() -> None:
-    """2027 is past chinese_calendar 1.11's data: Monday to Friday count, with a warning."""
-    assert sla.statutory_workday(date(2027, 1, 4))
-    assert not sla.statutory_workday(date(2027, 1, 2))
-    assert CAL.add(at(2026, 12, 31, 17), 2) == at(2027, 1, 1, 10)
+def test_the_year_boundary_2026_2027_skips_new_year_estimated_off() -> None:
+    """Past chinese_calendar 1.11's data the estimate still knows 1 January 2027 (a Friday) is off:
+    1 h on 31 December, then Monday 4 January (it used to count the 1st as a working day)."""
+    assert CAL.add(at(2026, 12, 31, 17), 2) == at(2027, 1, 4, 10)
+    assert not CAL.is_workday(date(2027, 1, 1))
+    assert CAL.is_workday(date(2027, 1, 4))
+    assert CAL.between(at(2026, 12, 31, 17), at(2027, 1, 4, 10)) == pytest.approx(2)
 
 
 @pytest.mark.parametrize("bad", ["", "18:00-09:00", "09:00-12:00,11:00-13:00", "nine-five"])
