@@ -153,8 +153,7 @@ def test_show_prints_every_named_day_with_its_source() -> None:
     assert lines[0] == "2026: confirmed."
     assert (
         "2026-02-14  Sat  make-up working day   official:2026.json        "
-        "春节调休上班 Spring Festival make-up working day"
-        in lines
+        "春节调休上班 Spring Festival make-up working day" in lines
     )
     assert len(lines) == 2 + 39
 
