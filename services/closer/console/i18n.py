@@ -131,6 +131,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "send_back": ("退回原站", "Send back"),
     "hold": ("挂账", "Put on hold"),
     "release": ("解除挂账", "Release hold"),
+    "replan": ("工作日历更新，期限重算", "Calendar changed: deadlines re-planned"),
     "reject": ("驳回案件", "Reject"),
     "escalate": ("超期督办", "Escalated"),
     "confirm": ("骑手确认解决", "Rider confirmed"),
