@@ -53,7 +53,7 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     )
 
     def refresh_calendar() -> None:
-        calendarstore.refresh(calendar, folder, runtime.db, config.work_timezone)
+        calendarstore.refresh(calendar, folder, runtime.db, config.work_timezone, lifecycle)
 
     handlers = Handlers(lifecycle)
     consumer = runtime.consumer(
@@ -78,8 +78,9 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     async def start() -> None:
         demo_names = [account.username for account in demo_accounts(jurisdiction)]
         await asyncio.to_thread(refuse_demo_passwords, runtime.db, settings, demo_names)
-        # the imported years (a malformed row stops the start, named); later imports: the scheduler
-        await asyncio.to_thread(refresh_calendar)
+        # the imported years (a malformed row stops the start, named); later imports: the scheduler's
+        # refresh, which also re-plans (not here: a start-up need not scan every open case)
+        await asyncio.to_thread(calendarstore.refresh, calendar, folder, runtime.db, config.work_timezone)
 
     app = create_app(
         runtime,

@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlmodel import Session, col, select
 
 from gridloop import metrics
+from gridloop.clock import utcnow
 from gridloop.db import Database
 from schemas.calendar import CalendarError, CalendarYear, load_calendar_dir, parse_year
 from services.closer import sla
@@ -47,13 +48,39 @@ def official(folder: Path, db: Database) -> dict[int, Official]:
         return {**shipped(folder), **imported(session)}
 
 
-def refresh(calendar: Calendar, folder: Path, db: Database, tz: str) -> None:
-    """Reload the official years (an import on another replica) and set the confirmed-until gauge."""
+def refresh(
+    calendar: Calendar, folder: Path, db: Database, tz: str, lifecycle: Lifecycle | None = None
+) -> None:
+    """Reload the official years (an import on another replica) and set the confirmed-until gauge.
+
+    With `lifecycle` (the scheduler's refresh), a changed year also re-plans the open cases it moves:
+    a case this replica opened with the old year while another one imported the new one."""
     years = official(folder, db)
-    if years != dict(calendar.official):
+    changed = sorted(y for y in {*years, *calendar.official} if years.get(y) != calendar.official.get(y))
+    if changed:
         calendar.set_official(years)
         log.info("calendar: official years now %s", ", ".join(str(y) for y in sorted(years)))
+        if lifecycle is not None:
+            with db.session(write=True) as session:
+                n = replan_open(session, lifecycle, lifecycle.calendar, changed[0], utcnow())
+            log.info("calendar: %d open cases re-planned after the change of %s", n, changed)
     metrics.calendar_confirmed_until.set(calendar.confirmed_until_timestamp(tz))
+
+
+def replan_open(
+    session: Session, lifecycle: Lifecycle, work: sla.WorkCalendar, year: int, now: datetime
+) -> int:
+    """Re-plan the active cases whose deadlines a change of `year` (and later) can move; how many moved."""
+    # only a deadline after the year began can count one of its days
+    since = datetime.combine(date(year, 1, 1), datetime.min.time(), UTC) - timedelta(days=1)
+    cases = session.exec(
+        select(Case)
+        .where(col(Case.is_active).is_(True), col(Case.resolve_due) >= since)
+        .order_by(col(Case.case_id))
+        .with_for_update()
+    ).all()
+    note = f"工作日历 {year} 年更新,期限重算 (official calendar {year} installed: deadlines re-planned)"
+    return sum(lifecycle.replan(session, case, work, now, note) for case in cases)
 
 
 @dataclass(frozen=True)
@@ -84,24 +111,23 @@ def install(
     row.document = doc.model_dump_json()
     row.origin, row.imported_by, row.imported_at = origin[:200], who[:60], now
     session.add(row)
+    session.flush()
     # from the stored years, not this process's copy: another replica may have imported one meanwhile
     changed = Calendar({**shipped(folder), **imported(session), doc.year: Official(origin[:200], doc)})
     current = lifecycle.calendar
     work = sla.WorkCalendar(current.windows, str(current.tz), changed.is_workday)
-    # only a deadline after the year began can count one of its days
-    since = datetime.combine(date(doc.year, 1, 1), datetime.min.time(), UTC) - timedelta(days=1)
-    cases = session.exec(
-        select(Case)
-        .where(col(Case.is_active).is_(True), col(Case.resolve_due) >= since)
-        .order_by(col(Case.case_id))
-        .with_for_update()
-    ).all()
-    note = (
-        f"工作日历 {doc.year} 年更新,期限重算 (official calendar {doc.year} installed: deadlines re-planned)"
-    )
-    replanned = sum(lifecycle.replan(session, case, work, now, note) for case in cases)
+    replanned = replan_open(session, lifecycle, work, doc.year, now)
     session.flush()
     return Installed(doc.year, len(doc.days), replanned, changed)
 
 
-__all__ = ["CalendarError", "Installed", "imported", "install", "official", "refresh", "shipped"]
+__all__ = [
+    "CalendarError",
+    "Installed",
+    "imported",
+    "install",
+    "official",
+    "refresh",
+    "replan_open",
+    "shipped",
+]

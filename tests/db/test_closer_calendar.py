@@ -155,7 +155,7 @@ def test_another_replica_uses_the_year_after_its_refresh(
     app: FastAPI, client: TestClient, db_url: str, tmp_path: Path
 ) -> None:
     """Replicas share the table: the second one answers with the imported year from its next refresh
-    (and from its start-up), without a release."""
+    (and from its start-up), without a release; that refresh re-plans a case it opened meanwhile."""
     other = make_app(db_url, tmp_path / "other")
     try:
         day = datetime(2027, 2, 11).date()
@@ -164,8 +164,18 @@ def test_another_replica_uses_the_year_after_its_refresh(
         good = json.loads(official_2027().model_dump_json())
         assert client.put("/api/v1/admin/calendar/2027", headers=admin, json=good).status_code == 200
         assert other.state.closer.calendar.is_workday(day)  # not refreshed yet
+        late = open_case(other, submitted_at=EVE_EVE)  # opened there on the old calendar meanwhile
+        assert deadlines(app, late) == ESTIMATED
         other.state.scheduler.refresh()
         assert not other.state.closer.calendar.is_workday(day)
+        # its refresh re-planned the case it had opened with the old year (once)
+        assert deadlines(app, late) == OFFICIAL
+        assert [e.type for e in outbox(app, late)] == [
+            "gridloop.case.opened.v1",
+            "gridloop.case.replanned.v1",
+        ]
+        other.state.scheduler.refresh()
+        assert len(outbox(app, late)) == 2
         third = make_app(db_url, tmp_path / "third")
         with TestClient(third, base_url="https://testserver"):
             assert not third.state.closer.calendar.is_workday(day)
