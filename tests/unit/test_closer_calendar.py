@@ -90,6 +90,14 @@ def test_spring_festival_2027_is_estimated_off() -> None:
     assert work.add(at(2027, 2, 4, 17), 2) == at(2027, 2, 11, 10)
 
 
+def test_a_report_at_23_59_59_before_the_holiday_waits_for_it_to_end() -> None:
+    """The last second of Thursday 4 February 2027 is after hours: the clock starts on 11 February."""
+    work = sla.WorkCalendar(is_workday=CAL.is_workday)
+    start = datetime(2027, 2, 4, 23, 59, 59, tzinfo=SH)
+    assert work.add(start, 2) == at(2027, 2, 11, 11)
+    assert work.add(start, 0.25) == at(2027, 2, 11, 9, 15)
+
+
 def test_an_official_year_overrides_the_estimate() -> None:
     """Importing 2027 changes the answers: 2–3 Jan and 11–12 Feb off, the make-up Saturday worked."""
     cal = CAL.with_year(Official("2027.json", official_2027()))
