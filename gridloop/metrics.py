@@ -134,3 +134,9 @@ pruned_rows = Counter(
     ["service", "table"],
     registry=REGISTRY,
 )
+calendar_confirmed_until = Gauge(
+    "gridloop_calendar_confirmed_until_timestamp_seconds",
+    "End of the last year the closer's working calendar has official or chinese_calendar data for"
+    " (later years are estimated); alert before it comes.",
+    registry=REGISTRY,
+)

@@ -196,6 +196,7 @@ _TRANSITIONS = (
     "closed",
     "rejected",
     "released",
+    "replanned",  # the working calendar changed (an official year imported): new deadlines, same state
 )
 REGISTRY: dict[str, tuple[int, type[EventData]]] = {
     "report.submitted": (1, ReportSubmitted),

@@ -16,11 +16,13 @@ from gridloop.settings import Settings, get_settings
 from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK, REPORTS_ROUTED
 from schemas.events import CaseTransitioned
 from schemas.reference import load_jurisdiction
-from services.closer import sla
+from services.closer import calendarstore, sla
 from services.closer.api import admin, auth, cases, photos
+from services.closer.api import calendar as calendar_api
 from services.closer.api import overview as overview_api
+from services.closer.calendar import Calendar
 from services.closer.cli import demo_accounts
-from services.closer.config import CloserConfig, get_config
+from services.closer.config import CloserConfig, calendar_dir, get_config
 from services.closer.console import overview as overview_page
 from services.closer.console import routes as console
 from services.closer.context import Closer
@@ -40,10 +42,18 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     config = config or get_config()
     runtime = Runtime(SERVICE, Base.metadata, PLUMBING, settings)
     jurisdiction = load_jurisdiction(settings.jurisdiction_dir)
-    calendars = sla.StreetCalendars(jurisdiction, config.work_timezone)
+    folder = calendar_dir(config, settings.jurisdiction_dir)
+    # a malformed shipped year stops the closer here (CalendarError names the file)
+    calendar = Calendar(calendarstore.shipped(folder))
+    calendars = sla.StreetCalendars(jurisdiction, config.work_timezone).on(calendar)
     lifecycle = Lifecycle(jurisdiction, calendars, config.confirm_window_hours)
     poller = TimelinePoller(runtime.db, config.stream_poll_seconds)
-    ctx = Closer(runtime, settings, config, jurisdiction, lifecycle, poller, settings.signing_key())
+    ctx = Closer(
+        runtime, settings, config, jurisdiction, lifecycle, poller, settings.signing_key(), calendar, folder
+    )
+
+    def refresh_calendar() -> None:
+        calendarstore.refresh(calendar, folder, runtime.db, config.work_timezone, lifecycle)
 
     handlers = Handlers(lifecycle)
     consumer = runtime.consumer(
@@ -56,13 +66,21 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     runtime.document_publication(CASES_EVENTS, CaseTransitioned, "Case lifecycle events, keyed by case id.")
 
     scheduler = Scheduler(
-        runtime.db, lifecycle, config.scheduler_interval_seconds, config.gauge_interval_seconds, poller.notify
+        runtime.db,
+        lifecycle,
+        config.scheduler_interval_seconds,
+        config.gauge_interval_seconds,
+        poller.notify,
+        refresh_calendar,
     )
     runtime.background.append(scheduler.run)
 
     async def start() -> None:
         demo_names = [account.username for account in demo_accounts(jurisdiction)]
         await asyncio.to_thread(refuse_demo_passwords, runtime.db, settings, demo_names)
+        # the imported years (a malformed row stops the start, named); later imports: the scheduler's
+        # refresh, which also re-plans (not here: a start-up need not scan every open case)
+        await asyncio.to_thread(calendarstore.refresh, calendar, folder, runtime.db, config.work_timezone)
 
     app = create_app(
         runtime,
@@ -80,6 +98,7 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     app.include_router(cases.router)
     app.include_router(photos.router)
     app.include_router(admin.router)
+    app.include_router(calendar_api.router)
     app.include_router(console.router)
     app.include_router(overview_api.router)
     app.include_router(overview_page.router)

@@ -1,5 +1,5 @@
 """The closer's commands (`gridloop staff add|list|disable`, `gridloop closer import-photos`,
-`gridloop sla due`) and its demo accounts.
+`gridloop sla due`, and `gridloop calendar` from calendarcli.py) and its demo accounts.
 
 `gridloop/cli.py` mounts `add_parser`; `gridloop demo load` and `gridloop up` call `load_demo`.
 """
@@ -185,8 +185,9 @@ def render_what_if(
 
 def cmd_sla_due(args: argparse.Namespace) -> int:
     """What-if: the deadlines a report would get, its clock, and which calendar source decided each day."""
+    from schemas.calendar import CalendarError
     from schemas.reference import load_jurisdiction
-    from services.closer import sla
+    from services.closer import calendarcli, sla
     from services.closer.config import get_config
 
     j = load_jurisdiction(get_settings().jurisdiction_dir)
@@ -207,7 +208,12 @@ def cmd_sla_due(args: argparse.Namespace) -> int:
     at = at if at.tzinfo else at.replace(tzinfo=tz)
     # as the router decides: the category's default priority, and "danger now" makes it urgent
     priority = args.priority or ("urgent" if args.danger_now else category.default_priority)
-    cal = sla.StreetCalendars(j, tz.key).of(street)
+    try:
+        days = calendarcli.operator_calendar()
+    except CalendarError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cal = sla.StreetCalendars(j, tz.key).on(days).of(street)
     w = sla.what_if(cal, category, priority, args.danger_now, at)
     for line in render_what_if(w, category.id, priority, street, j.streets[street].working_hours, tz):
         print(line)
@@ -249,3 +255,7 @@ def add_parser(
     due.add_argument("--street", help="a street id (default: the first street)")
     due.add_argument("--danger-now", action="store_true", help="the rider flagged danger now")
     due.set_defaults(func=cmd_sla_due)
+
+    from services.closer import calendarcli
+
+    calendarcli.add_parser(sub)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -16,6 +18,13 @@ class CloserConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRIDLOOP_", extra="ignore")
 
     work_timezone: str = Field("Asia/Shanghai", description="Time zone of the working hours.")
+    calendar_dir: Path | None = Field(
+        None,
+        description=(
+            "The shipped official calendar years (<year>.json); default: the calendar folder next to"
+            " the jurisdiction dir (data/calendar). Imported years live in the closer's database."
+        ),
+    )
     confirm_window_hours: float = Field(
         72.0, gt=0, description="A resolved case the rider has not answered closes after this long."
     )
@@ -31,6 +40,11 @@ class CloserConfig(BaseSettings):
             " changes; also how often an open stream re-checks its token."
         ),
     )
+
+
+def calendar_dir(config: CloserConfig, jurisdiction_dir: Path) -> Path:
+    """Where the shipped calendar years are: the setting, else ``<jurisdiction dir>/../calendar``."""
+    return config.calendar_dir or jurisdiction_dir.parent / "calendar"
 
 
 def get_config() -> CloserConfig:

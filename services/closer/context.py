@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,6 +19,7 @@ from gridloop.service import Runtime
 from gridloop.settings import Settings, derive_key
 from gridloop.tokens import Principal, read_token
 from schemas.reference import Jurisdiction
+from services.closer.calendar import Calendar
 from services.closer.config import CloserConfig
 from services.closer.lifecycle import Lifecycle
 from services.closer.models import Staff
@@ -28,7 +30,8 @@ SESSION_COOKIE = "gl_session"
 
 @dataclass
 class Closer:
-    """The closer's shared parts: plumbing, reference data, lifecycle, the live queue's poller, secrets."""
+    """The closer's shared parts: plumbing, reference data, lifecycle, the live queue's poller, secrets,
+    and the working calendar in use (its shipped years' folder)."""
 
     runtime: Runtime
     settings: Settings
@@ -37,6 +40,8 @@ class Closer:
     lifecycle: Lifecycle
     poller: TimelinePoller
     secret: str
+    calendar: Calendar
+    calendar_dir: Path
 
     def changed(self) -> None:
         """A change was committed: wake the live queue's poller and the outbox relay."""

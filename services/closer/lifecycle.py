@@ -139,10 +139,13 @@ class Lifecycle:
         b = sla.budget(self.j.categories.get(case.category), case.priority, case.danger_now)
         case.ack_hours, case.resolve_hours, case.clock = b.ack_hours, b.resolve_hours, b.clock
 
-    def refresh_sla(self, session: Session | None, case: Case) -> None:
+    def refresh_sla(
+        self, session: Session | None, case: Case, calendars: sla.StreetCalendars | None = None
+    ) -> None:
         """Recompute deadlines, the active due time, the warning point and the next escalation.
 
-        Without a session the case is new: it has no holds to read."""
+        Without a session the case is new: it has no holds to read. `calendars` are the streets'
+        on a changed day calendar being installed (`replan`); by default the lifecycle's own."""
         case.is_active = case.status in ACTIVE
         if case.status != CaseStatus.ON_HOLD:
             holds = (
@@ -151,7 +154,7 @@ class Lifecycle:
                 else []
             )
             plan = sla.plan(
-                self.calendars.of(case.street_id),
+                (calendars or self.calendars).of(case.street_id),
                 as_utc(case.submitted_at),
                 case.ack_hours,
                 case.resolve_hours,
@@ -626,6 +629,40 @@ class Lifecycle:
         log.info("feedback on %s in state %s: kept, no transition", case.case_id, case.status)
         return None
 
+    # ---- a changed calendar ---------------------------------------------------------------------
+
+    def replan(
+        self, session: Session, case: Case, calendars: sla.StreetCalendars, now: datetime, note: str
+    ) -> bool:
+        """Re-plan an open case's deadlines on a changed calendar; a timeline note and `case.replanned`
+        when they moved (False, and nothing written, when they did not)."""
+        before = (case.ack_due, case.resolve_due)
+        self.refresh_sla(session, case, calendars)
+        if _same(before[0], case.ack_due) and _same(before[1], case.resolve_due):
+            return False
+        self._bump(case, now)
+        session.add(case)
+        moved = ", ".join(
+            f"{name} {_iso(old)} → {_iso(new)}"
+            for name, old, new in (("ack", before[0], case.ack_due), ("resolve", before[1], case.resolve_due))
+            if not _same(old, new)
+        )
+        text = f"{note}: {moved}"
+        event = self._transitioned(session, case, "case.replanned", "replan", now, note=text)
+        self._record(
+            session,
+            None,
+            case.case_id,
+            case.version,
+            now,
+            "replan",
+            case.status,
+            case.station_id,
+            event,
+            note=text,
+        )
+        return True
+
     # ---- escalation -----------------------------------------------------------------------------
 
     def escalate_due(self, session: Session, case: Case, now: datetime) -> list[Applied]:
@@ -664,6 +701,10 @@ def clock_of(case: Case) -> ClockMode:
 
 def _clock(stored: str) -> ClockMode:
     return "calendar" if stored == "calendar" else "working"
+
+
+def _iso(at: datetime | None) -> str:
+    return as_utc(at).isoformat() if at is not None else "none"
 
 
 def _count_breach(session: Session, station: str, deadline: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, Integer, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -240,3 +240,20 @@ class LoginThrottle(Base, table=True):
     pending: int = Field(default=0, description="Sign-ins under way (their passwords being checked).")
     last_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
     next_at: datetime = Field(sa_column=_ts())
+
+
+class CalendarYearRow(Base, table=True):
+    """An official year imported without a release (`gridloop calendar import`, the admin API).
+
+    It wins over the shipped ``data/calendar/<year>.json``; every replica reads this table, so an
+    import reaches them all (services/closer/calendarstore.py)."""
+
+    __tablename__ = "calendar_year"
+
+    year: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    document: str = Field(
+        sa_column=Column(Text, nullable=False), description="The year's JSON (schemas/calendar.py)."
+    )
+    origin: str = Field(max_length=200, description="The file it came from, or the admin API.")
+    imported_by: str = Field(max_length=60)
+    imported_at: datetime = Field(sa_column=_ts())

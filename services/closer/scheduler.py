@@ -2,7 +2,8 @@
 
 Each tick (1) escalates cases whose `escalate_at` has passed: once per deadline and due time, which
 a unique row in `escalation` guarantees even with several replicas; (2) closes resolved cases the
-rider did not answer within the confirm window; (3) now and then counts open cases for the gauge.
+rider did not answer within the confirm window; (3) now and then counts open cases for the gauge
+and re-reads the imported calendar years (an import on another replica).
 """
 
 from __future__ import annotations
@@ -46,12 +47,15 @@ class Scheduler:
         interval_seconds: float = 5.0,
         gauge_interval_seconds: float = 15.0,
         on_change: Callable[[], None] | None = None,
+        refresh: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self.lifecycle = lifecycle
         self.interval = interval_seconds
         self.gauge_interval = gauge_interval_seconds
         self.on_change = on_change
+        # re-reads what another replica may have changed (the imported calendar years)
+        self.refresh = refresh
         self._gauge_at = 0.0
         self._gauge_labels: set[tuple[str, str]] = set()
 
@@ -115,6 +119,8 @@ class Scheduler:
                 if time.monotonic() - self._gauge_at >= self.gauge_interval:
                     self._gauge_at = time.monotonic()
                     await asyncio.to_thread(self.count_open)
+                    if self.refresh:
+                        await asyncio.to_thread(self.refresh)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -1,11 +1,12 @@
 """SLA arithmetic (pure): which clock a case counts on, deadlines, the 80 % warning point, colours.
 
 A case counts on one of two clocks (`ClockMode`, chosen per category and priority in
-categories.json, `clock_for`): `working` time is counted on the Chinese statutory calendar (public
-holidays and make-up working days from the `chinese_calendar` package) inside its street's daily
-working hours (street.json), in the local time zone; `calendar` time runs around the clock (24 小时处置:
-a gas leak on Friday night is due the same night). A hold (挂账) stops either clock: its intervals
-are excluded. Deadlines count from the report's submission, not from sign-for.
+categories.json, `clock_for`): `working` time is counted on the working-day calendar
+(`services/closer/calendar.py`: official entries, then `chinese_calendar`, then an estimate) inside
+its street's daily working hours (street.json), in the local time zone; `calendar` time runs
+around the clock (24 小时处置: a gas leak on Friday night is due the same night). A hold (挂账)
+stops either clock: its intervals are excluded. Deadlines count from the report's submission, not
+from sign-for.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-import chinese_calendar
-
 from gridloop.clock import as_utc
 from schemas.cases import ClockMode
 from schemas.reference import DEFAULT_WORKING_HOURS, Category, Jurisdiction, parse_hours
+from services.closer.calendar import Calendar
 
 log = logging.getLogger(__name__)
 
@@ -39,31 +39,15 @@ Pause = tuple[datetime, datetime | None]
 _FAR = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
 
 
-@lru_cache(maxsize=4096)
-def statutory_workday(day: date) -> bool:
-    """Is this a working day on the Chinese statutory calendar (holidays, make-up days)?
-
-    Outside the years the library knows, Monday to Friday (and a warning once per year).
-    """
-    try:
-        return bool(chinese_calendar.is_workday(day))
-    except NotImplementedError:
-        _warn_unknown_year(day.year)
-        return day.weekday() < 5
+@lru_cache(maxsize=1)
+def lower_layers() -> Calendar:
+    """The day calendar without official files (`chinese_calendar`, then the estimate): the default
+    seam; the closer passes the calendar it built at start-up."""
+    return Calendar()
 
 
-def statutory_source(day: date) -> str:
-    """Which calendar source decides this day: "chinese_calendar" for the years it knows, else "weekday"."""
-    try:
-        chinese_calendar.is_workday(day)
-    except NotImplementedError:
-        return "weekday"
-    return "chinese_calendar"
-
-
-@lru_cache(maxsize=64)
-def _warn_unknown_year(year: int) -> None:
-    log.warning("chinese_calendar has no data for %d: counting Monday-Friday as working days", year)
+def _lower_source(day: date) -> str:
+    return lower_layers().day(day).source
 
 
 class Clock:
@@ -122,13 +106,13 @@ class WorkCalendar(Clock):
         self,
         hours: str | Sequence[tuple[time, time]] = DEFAULT_WORKING_HOURS,
         tz: str = "Asia/Shanghai",
-        is_workday: Callable[[date], bool] = statutory_workday,
-        day_source: Callable[[date], str] = statutory_source,
+        is_workday: Callable[[date], bool] | None = None,
+        day_source: Callable[[date], str] | None = None,
     ) -> None:
         self.windows = parse_hours(hours) if isinstance(hours, str) else tuple(hours)
         self.tz = ZoneInfo(tz)
-        self.is_workday = is_workday
-        self.day_source = day_source
+        self.is_workday = is_workday or lower_layers().is_workday
+        self.day_source = day_source or _lower_source
 
     def periods(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
         """Working periods (UTC) that end after `start`, in order, clipped to begin no earlier."""
@@ -189,14 +173,20 @@ class StreetCalendars:
         self,
         jurisdiction: Jurisdiction,
         tz: str = "Asia/Shanghai",
-        is_workday: Callable[[date], bool] = statutory_workday,
-        day_source: Callable[[date], str] = statutory_source,
+        is_workday: Callable[[date], bool] | None = None,
+        day_source: Callable[[date], str] | None = None,
     ) -> None:
+        self.jurisdiction = jurisdiction
+        self.tz = tz
         self.default = jurisdiction.default_street_id
         self.by_street = {
             s.id: WorkCalendar(s.working_hours, tz, is_workday, day_source)
             for s in jurisdiction.streets.values()
         }
+
+    def on(self, days: Calendar) -> StreetCalendars:
+        """The same streets' hours on another day calendar (a year being installed)."""
+        return StreetCalendars(self.jurisdiction, self.tz, days.is_workday, lambda d: days.day(d).source)
 
     def of(self, street_id: str | None) -> WorkCalendar:
         """The working calendar a case of this street counts on."""

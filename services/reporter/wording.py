@@ -55,6 +55,8 @@ ACTION: dict[str, tuple[str, str]] = {
     "triage": ("城运中心已分派", "Assigned by the centre"),
     "released": ("恢复处置", "Back in progress"),
     "release": ("恢复处置", "Back in progress"),
+    "replanned": ("放假安排公布，处理期限已重算", "Holiday schedule published: deadlines re-planned"),
+    "replan": ("放假安排公布，处理期限已重算", "Holiday schedule published: deadlines re-planned"),
     "feedback_fixed": ("您确认已修好", "You confirmed the fix"),
     "feedback_not_fixed": ("您反馈没修好", "You said it is not fixed"),
 }

@@ -53,6 +53,7 @@ _FUNCS = {
     "bottomk",
     "abs",
     "clamp_min",
+    "time",
 }
 
 

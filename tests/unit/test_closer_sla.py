@@ -111,11 +111,13 @@ def test_budgets_come_from_the_category_and_priority() -> None:
     assert sla.budget(None, "normal") == sla.Budget(sla.FALLBACK_ACK_HOURS, sla.FALLBACK_RESOLVE_HOURS)
 
 
-def test_years_the_library_does_not_know_fall_back_to_weekdays() -> None:
-    """2027 is past chinese_calendar 1.11's data: Monday to Friday count, with a warning."""
-    assert sla.statutory_workday(date(2027, 1, 4))
-    assert not sla.statutory_workday(date(2027, 1, 2))
-    assert CAL.add(at(2026, 12, 31, 17), 2) == at(2027, 1, 1, 10)
+def test_the_year_boundary_2026_2027_skips_new_year_estimated_off() -> None:
+    """Past chinese_calendar 1.11's data the estimate still knows 1 January 2027 (a Friday) is off:
+    1 h on 31 December, then Monday 4 January (it used to count the 1st as a working day)."""
+    assert CAL.add(at(2026, 12, 31, 17), 2) == at(2027, 1, 4, 10)
+    assert not CAL.is_workday(date(2027, 1, 1))
+    assert CAL.is_workday(date(2027, 1, 4))
+    assert CAL.between(at(2026, 12, 31, 17), at(2027, 1, 4, 10)) == pytest.approx(2)
 
 
 @pytest.mark.parametrize("bad", ["", "18:00-09:00", "09:00-12:00,11:00-13:00", "nine-five"])
@@ -203,11 +205,11 @@ def test_what_if_names_each_day_and_the_source_that_decided_it() -> None:
     assert [d.day for d in gas.days] == [date(2027, 2, 5), date(2027, 2, 6)]
 
 
-def test_the_statutory_source_is_chinese_calendar_then_weekday() -> None:
-    """Until the project's own calendar lands, days the library knows are its, later ones Monday-Friday."""
-    assert sla.statutory_source(date(2026, 12, 31)) == "chinese_calendar"
-    assert sla.statutory_source(date(2027, 1, 1)) == "weekday"
-    assert CAL.day_source is sla.statutory_source
+def test_the_default_day_source_is_the_calendar_without_official_files() -> None:
+    """Without the closer's calendar, days the library knows are its, later ones the estimate's."""
+    assert CAL.day_source(date(2026, 12, 31)) == "chinese_calendar"
+    assert CAL.day_source(date(2027, 1, 1)) == "estimate:holidays"
+    assert not CAL.is_workday(date(2027, 1, 1))
 
 
 @settings(max_examples=300, deadline=None)

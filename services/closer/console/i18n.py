@@ -22,6 +22,11 @@ _T: dict[str, tuple[str, str]] = {
     "none_closed": ("近7天没有结案", "Nothing closed in the last 7 days"),
     "sign_in": ("登录", "Sign in"),
     "sign_out": ("退出", "Sign out"),
+    "calendar_estimated": (
+        "{year} 年工作日历仅为估算（尚无国务院办公厅放假安排）：发布后请用 gridloop calendar import 导入。",
+        "The {year} working calendar is only estimated (no State Council schedule yet):"
+        " import it with gridloop calendar import once it is published.",
+    ),
     "username": ("账号", "Username"),
     "password": ("密码", "Password"),
     "queue": ("案件队列", "Queue"),
@@ -129,6 +134,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "send_back": ("退回原站", "Send back"),
     "hold": ("挂账", "Put on hold"),
     "release": ("解除挂账", "Release hold"),
+    "replan": ("工作日历更新，期限重算", "Calendar changed: deadlines re-planned"),
     "reject": ("驳回案件", "Reject"),
     "escalate": ("超期督办", "Escalated"),
     "confirm": ("骑手确认解决", "Rider confirmed"),

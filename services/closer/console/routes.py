@@ -109,12 +109,16 @@ async def form_csrf(request: Request, ctx: Closer, who: Principal) -> Any:
 
 
 def page_base(ctx: Closer, who: Principal) -> dict[str, Any]:
-    """What every signed-in page shows."""
+    """What every signed-in page shows; an admin also sees whether next year is only estimated."""
+    next_year = utcnow().astimezone(ZoneInfo(ctx.config.work_timezone)).year + 1
     return {
         "who": who,
         "csrf": ctx.csrf_token(who),
         "supervisor": who.role in ("supervisor", "admin"),
         "states": STATES,
+        "calendar_estimated": next_year
+        if who.role == "admin" and ctx.calendar.estimated(next_year)
+        else None,
     }
 
 
