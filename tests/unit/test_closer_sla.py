@@ -206,10 +206,12 @@ def test_what_if_names_each_day_and_the_source_that_decided_it() -> None:
 
 
 def test_the_default_day_source_is_the_calendar_without_official_files() -> None:
-    """Without the closer's calendar, days the library knows are its, later ones the estimate's."""
-    assert CAL.day_source(date(2026, 12, 31)) == "chinese_calendar"
+    """Without the closer's calendar, holidays the library knows are its, later ones the estimate's."""
+    assert CAL.day_source(date(2026, 10, 1)) == "chinese_calendar"
+    assert CAL.day_source(date(2026, 9, 20)) == "chinese_calendar"  # a make-up Sunday
     assert CAL.day_source(date(2027, 1, 1)) == "estimate:holidays"
     assert not CAL.is_workday(date(2027, 1, 1))
+    assert CAL.day_source(date(2026, 12, 31)) == "weekday"  # an ordinary Thursday
 
 
 @settings(max_examples=300, deadline=None)
@@ -316,8 +318,9 @@ def test_sla_due_prints_the_deadlines_the_clock_and_each_day(capsys: pytest.Capt
         "sign-for   0.25 h → 2027-02-05 22:15 (Fri)",
         "resolve    2 h → 2027-02-06 00:00 (Sat)",
         "days (calendar time: every hour of every day counts)",
-        "  2027-02-05 Fri  working day  weekday",
-        "  2027-02-06 Sat  day off      weekday",
+        # Spring Festival 2027 is not published yet: the estimate decides, and says so
+        "  2027-02-05 Fri  day off      estimate:holidays",
+        "  2027-02-06 Sat  day off      estimate:holidays",
     ]
     assert cli.main(["sla", "due", "--category", "sanitation", "--at", "2026-09-30T17:00+08:00"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -328,16 +331,16 @@ def test_sla_due_prints_the_deadlines_the_clock_and_each_day(capsys: pytest.Capt
         "resolve    24 h → 2026-10-10 17:00 (Sat)",
     ]
     assert out[5:] == [
-        f"  2026-{m:02}-{d:02} {wd}  {kind:11}  chinese_calendar"
-        for m, d, wd, kind in [
-            (9, 30, "Wed", "working day"),
+        f"  2026-{m:02}-{d:02} {wd}  {kind:11}  {source}"
+        for m, d, wd, kind, source in [
+            (9, 30, "Wed", "working day", "weekday"),
             *(
-                (10, n, day, "day off")
+                (10, n, day, "day off", "official:2026.json")
                 for n, day in zip(range(1, 8), ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"], strict=True)
             ),
-            (10, 8, "Thu", "working day"),
-            (10, 9, "Fri", "working day"),
-            (10, 10, "Sat", "working day"),
+            (10, 8, "Thu", "working day", "weekday"),
+            (10, 9, "Fri", "working day", "weekday"),
+            (10, 10, "Sat", "working day", "official:2026.json"),  # a make-up Saturday
         ]
     ]
     # "danger now" without a priority is urgent, as the router decides; calendar time
