@@ -10,7 +10,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from gridloop.settings import get_settings
+
+if TYPE_CHECKING:  # the database side is imported when a command runs: `gridloop --help` stays quick
+    from gridloop.db import Database
+
+
+def _database() -> Database:
+    from gridloop.db import Database
+    from services.closer.models import Base
+
+    return Database(get_settings().db_url("closer"), Base.metadata)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -18,11 +30,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
     from gridloop.clock import utcnow
-    from gridloop.db import Database
     from schemas.reference import load_jurisdiction
     from services.closer import duty, dutystore
     from services.closer.config import get_config
-    from services.closer.models import Base
 
     path = Path(args.file)
     try:
@@ -35,7 +45,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 2
     settings = get_settings()
     j = load_jurisdiction(settings.jurisdiction_dir)
-    db = Database(settings.db_url("closer"), Base.metadata)
+    db = _database()
     try:
         with db.session(write=True) as session:
             n = dutystore.import_csv(

@@ -72,11 +72,12 @@ def queue_statement(
     q = select(Case)
     if f.view == "duty":
         # out of hours (值班): what went to this station or account on duty, whichever station owns it
-        mine = [col(Case.duty_station_id) == f.station] if f.station is not None else []
-        if f.duty_username:
-            mine.append(col(Case.duty_username) == f.duty_username)
-        if f.station is None and not f.duty_username:
+        if f.station is None:  # a supervisor's every station: whatever went to duty
             mine = [col(Case.duty_station_id).is_not(None), col(Case.duty_username).is_not(None)]
+        else:
+            mine = [col(Case.duty_station_id) == f.station]
+            if f.duty_username:
+                mine.append(col(Case.duty_username) == f.duty_username)
         q = q.where(or_(*mine))
     elif f.station is not None:
         q = q.where(Case.station_id == f.station)
