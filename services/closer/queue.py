@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, tuple_
+from sqlalchemy import ColumnElement, and_, case, func, or_, tuple_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -72,6 +72,7 @@ def queue_statement(
     q = select(Case)
     if f.view == "duty":
         # out of hours (值班): what went to this station or account on duty, whichever station owns it
+        mine: list[ColumnElement[bool]]
         if f.station is None:  # a supervisor's every station: whatever went to duty
             mine = [col(Case.duty_station_id).is_not(None), col(Case.duty_username).is_not(None)]
         else:

@@ -4,6 +4,7 @@ duty queue, the roster API's rules, CSV import (API and CLI) and the console's o
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,17 +15,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from gridloop import demo
-from gridloop.clock import FrozenClock
+from gridloop.clock import FrozenClock, SystemClock, set_clock
 from gridloop.db import Database
 from services.closer import dutycli
 from services.closer.models import Base
-from tests.db.test_closer_api import (  # noqa: F401  (fixtures)
-    app,
-    client,
-    clock,
+from tests.db.test_closer_api import (
+    MONDAY_9,
     console_sign_in,
     login,
-    one_hash_per_password,
+    make_app,
+    one_hash_per_password,  # noqa: F401  (the module's argon2 shortcut, autouse)
     open_case,
     outbox,
 )
@@ -33,6 +33,29 @@ FRIDAY_22 = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)  # 22:00 in Shanghai
 FRIDAY_17_55 = datetime(2026, 11, 27, 9, 55, tzinfo=UTC)
 MONDAY_10 = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
 NIGHT = "street,date,start,end,station,staff\nyinhang,2026-11-27,18:00,09:00,yh-s2,\n"
+
+
+@pytest.fixture
+def clock() -> Iterator[FrozenClock]:
+    """The process clock, frozen at a working Monday morning, moved by the tests."""
+    c = FrozenClock(MONDAY_9)
+    set_clock(c)
+    yield c
+    set_clock(SystemClock())
+
+
+@pytest.fixture
+def app(db_url: str, tmp_path: Path, clock: FrozenClock) -> Iterator[FastAPI]:
+    """The closer on SQLite and on PostgreSQL."""
+    a = make_app(db_url, tmp_path)
+    yield a
+    a.state.closer.runtime.db.dispose()
+
+
+@pytest.fixture
+def client(app: FastAPI) -> TestClient:
+    """An HTTPS test client (the console's cookies are Secure)."""
+    return TestClient(app, base_url="https://testserver")
 
 
 def gas(app: FastAPI, at: datetime) -> str:
