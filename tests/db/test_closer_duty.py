@@ -270,3 +270,53 @@ def test_console_shows_who_is_on_duty(app: FastAPI, client: TestClient, clock: F
     gas_id = gas(app, FRIDAY_22)
     duty_page = client.get("/console/queue?view=duty").text  # yh-s1 is not on duty: an empty view
     assert gas_id not in duty_page
+
+
+def test_console_roster_page(app: FastAPI, client: TestClient, clock: FrozenClock) -> None:
+    """The street's supervisor adds a shift from the form (a bad one adds nothing and names the
+    problem) and removes it; staff see the roster without the forms and cannot post."""
+    assert console_sign_in(client, "yh-centre", demo.DEMO_PASSWORD).status_code == 303
+    page = client.get("/console/duty")
+    assert page.status_code == 200 and "添加班次" in page.text
+    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+    form = {
+        "csrf": csrf,
+        "date": "2026-11-27",
+        "start": "18:00",
+        "end": "09:00",
+        "station": "pp-s1",
+        "staff": "",
+    }
+    r = client.post("/console/duty/yinhang/add", data=form, follow_redirects=False)
+    assert r.status_code == 303 and shifts(app) == 0
+    refused = client.get(r.headers["location"]).text
+    assert "line 2: station &#39;pp-s1&#39; is not a station of &#39;yinhang&#39;" in refused
+    r = client.post("/console/duty/yinhang/add", data={**form, "station": "yh-s2"}, follow_redirects=False)
+    assert r.status_code == 303 and shifts(app) == 1
+    upload = client.post(
+        "/console/duty/yinhang/add",
+        data={"csrf": csrf},
+        files={"file": ("roster.csv", NIGHT.replace("2026-11-27", "2026-11-28").encode(), "text/csv")},
+        follow_redirects=False,
+    )
+    assert upload.status_code == 303 and shifts(app) == 2
+    listed = client.get("/console/duty").text
+    assert listed.count("data-shift=") == 2
+    sid = listed.split('data-shift="')[1].split('"')[0]
+    assert (
+        client.post(
+            f"/console/duty/yinhang/remove/{sid}", data={"csrf": csrf}, follow_redirects=False
+        ).status_code
+        == 303
+    )
+    assert shifts(app) == 1
+    assert client.post("/console/duty/yinhang/add", data={**form, "csrf": "forged"}).status_code == 403
+    assert shifts(app) == 1
+
+    assert console_sign_in(client, "yh-s1", demo.DEMO_PASSWORD).status_code == 303
+    staff_page = client.get("/console/duty")
+    assert staff_page.status_code == 200 and "添加班次" not in staff_page.text
+    assert staff_page.text.count("data-shift=") == 1
+    staff_csrf = staff_page.text.split('name="csrf" value="')[1].split('"')[0]
+    denied = client.post("/console/duty/yinhang/add", data={**form, "csrf": staff_csrf, "station": "yh-s3"})
+    assert denied.status_code == 403 and shifts(app) == 1
