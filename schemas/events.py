@@ -145,6 +145,12 @@ class CaseTransitioned(EventData):
         "working",
         description="The SLA clock: working hours, or calendar time (around the clock, 24 小时处置).",
     )
+    duty_station_id: str | None = Field(
+        None, description="case.on_duty: the station on duty (值班) the case went to out of hours."
+    )
+    duty_username: str | None = Field(
+        None, description="case.on_duty: the staff account on duty the case went to out of hours."
+    )
 
 
 class ReportFeedback(EventData):
@@ -197,6 +203,7 @@ _TRANSITIONS = (
     "rejected",
     "released",
     "replanned",  # the working calendar changed (an official year imported): new deadlines, same state
+    "on_duty",  # a calendar-time case new or escalated out of hours went to duty (值班); the notifier's cue
 )
 REGISTRY: dict[str, tuple[int, type[EventData]]] = {
     "report.submitted": (1, ReportSubmitted),

@@ -19,10 +19,12 @@ from schemas.reference import load_jurisdiction
 from services.closer import calendarstore, sla
 from services.closer.api import admin, auth, cases, photos
 from services.closer.api import calendar as calendar_api
+from services.closer.api import duty as duty_api
 from services.closer.api import overview as overview_api
 from services.closer.calendar import Calendar
 from services.closer.cli import demo_accounts
 from services.closer.config import CloserConfig, calendar_dir, get_config
+from services.closer.console import duty as duty_page
 from services.closer.console import overview as overview_page
 from services.closer.console import routes as console
 from services.closer.context import Closer
@@ -99,7 +101,9 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     app.include_router(photos.router)
     app.include_router(admin.router)
     app.include_router(calendar_api.router)
+    app.include_router(duty_api.router)
     app.include_router(console.router)
+    app.include_router(duty_page.router)
     app.include_router(overview_api.router)
     app.include_router(overview_page.router)
     console.mount_static(app)

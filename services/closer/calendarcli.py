@@ -71,16 +71,15 @@ def load_calendar(folder: Path, db: Database | None) -> Calendar:
 def operator_calendar() -> Calendar:
     """The calendar the closer would use, for a command: the shipped years, and the imported ones
     when the closer's database answers (raises CalendarError on a malformed year)."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    url = make_url(get_settings().db_url("closer"))
-    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
-        # opening it would create an empty database file: there is none here, so no imported years
-        print("note: no closer database here; shipped files only", file=sys.stderr)
-        return load_calendar(_folder(), None)
     db = _database()
     try:
+        url = db.engine.url
+        if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
+            # connecting would create an empty database file: there is none here, so no imported years
+            print("note: no closer database here; shipped files only", file=sys.stderr)
+            return load_calendar(_folder(), None)
         return load_calendar(_folder(), db)
     except SQLAlchemyError as exc:  # no closer database here: the shipped years alone
         print(f"note: imported years not read ({type(exc).__name__}); shipped files only", file=sys.stderr)

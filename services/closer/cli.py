@@ -256,6 +256,7 @@ def add_parser(
     due.add_argument("--danger-now", action="store_true", help="the rider flagged danger now")
     due.set_defaults(func=cmd_sla_due)
 
-    from services.closer import calendarcli
+    from services.closer import calendarcli, dutycli
 
     calendarcli.add_parser(sub)
+    dutycli.add_parser(sub)

@@ -38,7 +38,7 @@ from schemas.events import (
     make_event,
 )
 from schemas.reference import Jurisdiction
-from services.closer import sla
+from services.closer import duty, dutystore, sla
 from services.closer.models import PLUMBING, Case, CaseHold, CaseReport, Escalation, TimelineEntry
 from services.closer.transitions import ACTIVE, Actor, Facts, Outcome, Request, decide
 
@@ -320,6 +320,9 @@ class Lifecycle:
         )  # not in a session: a plain object to compute the SLA on, then one INSERT
         self.set_budget(case)
         self.refresh_sla(None, case)
+        on = self._duty(session, case, now)
+        if on is not None:  # the on-duty step is the case's version 2, written right after the opening
+            case.duty_station_id, case.duty_username, case.version = on.station_id, on.username, 2
         insert_model(raw, case)
         opened = CaseOpened(
             case_id=case.case_id,
@@ -329,7 +332,7 @@ class Lifecycle:
             status=case.status,
             priority=d.priority,
             triage=case.triage,
-            version=case.version,
+            version=1,
             opened_at=now,
             ack_due=case.ack_due,
             resolve_due=case.resolve_due,
@@ -340,6 +343,8 @@ class Lifecycle:
         envelope = self._record(
             session, raw, case.case_id, 1, now, action, case.status, case.station_id, event, note=d.reason
         )
+        if on is not None:
+            self._record_duty(session, raw, case, on, now, "新案", [d.report_id])
         return event.id, envelope or ""
 
     def _merge(self, session: Session, raw: Raw, d: ReportRouted, now: datetime) -> tuple[str, str]:
@@ -546,6 +551,53 @@ class Lifecycle:
         elif action == "escalate":
             case.supervised = True
 
+    # ---- out of hours: the duty roster (值班) ---------------------------------------------------
+
+    def _duty(self, session: Session, case: Case, now: datetime) -> duty.OnDuty | None:
+        """Who on duty a case goes to now, or None when it does not go to duty (services/closer/duty.py)."""
+        if not duty.goes_to_duty(case.clock, self.calendars.of(case.street_id), now):
+            return None
+        return dutystore.current(session, self.j, case.street_id, now)
+
+    def _record_duty(
+        self,
+        session: Session,
+        raw: Raw | None,
+        case: Case,
+        on: duty.OnDuty,
+        now: datetime,
+        why: str,
+        report_ids: list[str] | None = None,
+    ) -> None:
+        """The timeline note and the `case.on_duty` event (what a notifier will read) of a case that
+        went to duty; the case row already carries the holder and its new version."""
+        source = "值班表 roster" if on.source == "roster" else "无排班: 城运中心 no roster: centre"
+        holder = f"{on.label} ({source})"
+        note = f"{why}非工作时间转值班 (out of hours, to duty): {holder}"
+        event = self._transitioned(
+            session,
+            case,
+            "case.on_duty",
+            "on_duty",
+            now,
+            note=note,
+            duty_station_id=on.station_id,
+            duty_username=on.username,
+            report_ids=report_ids,
+        )
+        self._record(
+            session,
+            raw,
+            case.case_id,
+            case.version,
+            now,
+            "on_duty",
+            case.status,
+            case.station_id,
+            event,
+            note=note,
+        )
+
     def _late(self, session: Session, case: Case, deadline: sla.Deadline, now: datetime) -> None:
         """A milestone reached after its deadline is a breach, counted once even if never escalated."""
         due = case.ack_due if deadline == "ack" else case.resolve_due
@@ -563,14 +615,16 @@ class Lifecycle:
         now: datetime,
         **extra: Any,
     ) -> CloudEvent:
-        """The `cases.events` event of a transition."""
-        report_ids = list(
-            session.exec(
-                select(CaseReport.report_id)
-                .where(CaseReport.case_id == case.case_id)
-                .order_by(col(CaseReport.submitted_at))
+        """The `cases.events` event of a transition (`report_ids`: given when not all written yet)."""
+        report_ids = extra.pop("report_ids", None)
+        if report_ids is None:
+            report_ids = list(
+                session.exec(
+                    select(CaseReport.report_id)
+                    .where(CaseReport.case_id == case.case_id)
+                    .order_by(col(CaseReport.submitted_at))
+                )
             )
-        )
         data = CaseTransitioned(
             case_id=case.case_id,
             action=action,
@@ -686,6 +740,13 @@ class Lifecycle:
         if not applied:
             case.escalate_at = next_escalation(case)
             session.add(case)
+            return applied
+        on = self._duty(session, case, now)
+        if on is not None:  # every escalation out of hours is a new alert for whoever is on duty
+            case.duty_station_id, case.duty_username = on.station_id, on.username
+            self._bump(case, now)
+            session.add(case)
+            self._record_duty(session, None, case, on, now, "超时升级")
         return applied
 
     def auto_close(self, session: Session, case: Case, now: datetime) -> Applied:

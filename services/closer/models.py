@@ -1,4 +1,5 @@
-"""The closer's tables: cases, their reports, timeline, holds, escalations, photos, staff accounts."""
+"""The closer's tables: cases, their reports, timeline, holds, escalations, photos, staff accounts,
+the calendar's imported years and the duty roster."""
 
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ class Case(Base, table=True):
         Index("ix_case_confirm_due", "status", "confirm_due"),
         # CSV export by date range
         Index("ix_case_submitted", "submitted_at"),
+        # the duty queue (值班): a station's, a staff account's
+        Index("ix_case_duty_station", "duty_station_id", "is_active", "due_at", "case_id"),
+        Index("ix_case_duty_username", "duty_username", "is_active", "due_at", "case_id"),
     )
 
     case_id: str = Field(primary_key=True, max_length=40)
@@ -110,6 +114,13 @@ class Case(Base, table=True):
     distinct_riders: int = 1
     report_count: int = 1
     common_issue: bool = False
+    # out of hours (值班): who on duty was given the case (services/closer/duty.py), kept as its record
+    duty_station_id: str | None = Field(
+        default=None, max_length=40, description="The station on duty it went to out of hours."
+    )
+    duty_username: str | None = Field(
+        default=None, max_length=60, description="The staff account on duty it went to out of hours."
+    )
 
 
 class CaseReport(Base, table=True):
@@ -257,3 +268,22 @@ class CalendarYearRow(Base, table=True):
     origin: str = Field(max_length=200, description="The file it came from, or the admin API.")
     imported_by: str = Field(max_length=60)
     imported_at: datetime = Field(sa_column=_ts())
+
+
+class DutyShift(Base, table=True):
+    """One shift of a street's duty roster (值班): a station or a staff account, from start to end.
+
+    Written by services/closer/dutystore.py (console, API, `gridloop duty import`); read by the
+    lifecycle when a calendar-time case is new or escalated out of hours."""
+
+    __tablename__ = "duty_shift"
+    __table_args__ = (Index("ix_duty_shift_street_end", "street_id", "end_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    street_id: str = Field(max_length=40)
+    start_at: datetime = Field(sa_column=_ts())
+    end_at: datetime = Field(sa_column=_ts())
+    station_id: str | None = Field(default=None, max_length=40)
+    username: str | None = Field(default=None, max_length=60)
+    created_by: str = Field(max_length=60)
+    created_at: datetime = Field(sa_column=_ts())

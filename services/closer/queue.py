@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, tuple_
+from sqlalchemy import ColumnElement, and_, case, func, or_, tuple_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -27,7 +27,9 @@ from services.closer import sla
 from services.closer.models import Case
 from services.closer.transitions import ACTIVE, OPEN, STATES
 
-VIEWS = ("queue", "triage", "returns", "extensions", "supervision", "common")
+VIEWS = ("queue", "triage", "returns", "extensions", "supervision", "common", "duty")
+STAFF_VIEWS = ("queue", "duty")
+"""The views grid staff may open; the others are the centre's supervisors' lists."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class QueueFilter:
     status: str = "open"  # "open" (the SLA clock runs), "all", or one state
     category: str | None = None
     view: str = "queue"
+    duty_username: str | None = None  # the duty view: also the cases this account got on duty
 
 
 def encode_cursor(case_row: Case) -> str:
@@ -67,7 +70,17 @@ def queue_statement(
 ) -> SelectOfScalar[Case]:
     """The SELECT for one page of a queue, most urgent first."""
     q = select(Case)
-    if f.station is not None:
+    if f.view == "duty":
+        # out of hours (值班): what went to this station or account on duty, whichever station owns it
+        mine: list[ColumnElement[bool]]
+        if f.station is None:  # a supervisor's every station: whatever went to duty
+            mine = [col(Case.duty_station_id).is_not(None), col(Case.duty_username).is_not(None)]
+        else:
+            mine = [col(Case.duty_station_id) == f.station]
+            if f.duty_username:
+                mine.append(col(Case.duty_username) == f.duty_username)
+        q = q.where(or_(*mine))
+    elif f.station is not None:
         q = q.where(Case.station_id == f.station)
     if f.category:
         q = q.where(Case.category == f.category)
@@ -83,6 +96,9 @@ def queue_statement(
         nulls_possible = False
     elif f.view == "supervision":
         q = q.where(col(Case.is_active).is_(True), col(Case.supervised).is_(True))
+        nulls_possible = False
+    elif f.view == "duty":
+        q = q.where(col(Case.is_active).is_(True))
         nulls_possible = False
     elif f.view == "common":
         q = q.where(col(Case.status).in_(OPEN), col(Case.common_issue).is_(True))

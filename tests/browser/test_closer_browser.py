@@ -93,8 +93,10 @@ def test_sign_in_live_queue_and_work_a_case_to_resolved(
     page.locator("#live").wait_for(state="visible")
     shot(page, artifacts, "01-queue-empty")
 
-    marker = f"井盖破损 {uuid.uuid4().hex[:6]}"
-    report(stack, "yh-g1", "manhole_cover", marker)
+    # a working-time category: an urgent manhole case at night would also go to the duty roster (a
+    # step more on its timeline, tests/db/test_closer_duty.py), and this test runs at any hour
+    marker = f"护栏损坏 {uuid.uuid4().hex[:6]}"
+    report(stack, "yh-g1", "facility_damage", marker)
     row = page.locator("#rows tr.row", has_text=marker)
     row.wait_for(timeout=60_000)  # arrives over the server-sent events, no reload
     assert "green" in (row.get_attribute("class") or "")
@@ -105,10 +107,10 @@ def test_sign_in_live_queue_and_work_a_case_to_resolved(
     assert page.locator("svg.map polygon").count() == 1 and page.locator("svg.map circle").count() == 2
     assert page.locator("details.action").count() == 3  # acknowledge, return, transfer only
     take(page, "acknowledge")
-    take(page, "dispatch", assignee="王师傅", note="带新井盖")
+    take(page, "dispatch", assignee="王师傅", note="带新护栏")
     photo = tmp_path / "after.jpg"
     Image.new("RGB", (640, 480), (90, 140, 60)).save(photo, "JPEG")
-    take(page, "resolve", photo=str(photo), note="已更换新井盖")
+    take(page, "resolve", photo=str(photo), note="已更换护栏")
     assert page.locator("#case-status").inner_text() == "已办结"
     img = page.locator('.photos img[src^="/photos/"]')
     assert img.count() == 1 and img.evaluate("i => i.complete && i.naturalWidth") == 640

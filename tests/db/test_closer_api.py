@@ -292,7 +292,9 @@ def test_urgent_hazards_run_on_calendar_time(app: FastAPI, client: TestClient, c
     events = outbox(app, gas)
     assert [(e.type, e.data["clock"]) for e in events] == [
         ("gridloop.case.opened.v1", "calendar"),
+        ("gridloop.case.on_duty.v1", "calendar"),  # out of hours: to the centre on duty (no roster)
         ("gridloop.case.escalated.v1", "calendar"),
+        ("gridloop.case.on_duty.v1", "calendar"),
     ]
     assert [(e.type, e.data["clock"]) for e in outbox(app, litter)] == [
         ("gridloop.case.opened.v1", "working")

@@ -175,7 +175,7 @@ class BulkAnswer(BaseModel):
 def _view_allowed(who: Principal, view: str) -> None:
     if view not in queue.VIEWS:
         raise ApiError(422, "invalid_view", f"view must be one of {', '.join(queue.VIEWS)}.")
-    if view != "queue" and who.role not in ("supervisor", "admin"):
+    if view not in queue.STAFF_VIEWS and who.role not in ("supervisor", "admin"):
         raise ApiError(403, "forbidden", "Only the centre's supervisors see this list.")
 
 
@@ -186,7 +186,11 @@ async def get_queue(
     station: str | None = Query(None, max_length=40),
     status: str = Query("open", max_length=20, description="'open' (default), 'all', or one state."),
     category: str | None = Query(None, max_length=40),
-    view: str = Query("queue", max_length=20, description="queue, triage, returns, extensions, ..."),
+    view: str = Query(
+        "queue",
+        max_length=20,
+        description="queue, duty (值班: out of hours), triage, returns, extensions, ...",
+    ),
     sort: str = Query("due", pattern="^due$"),
     limit: int = Query(50, ge=1, le=200),
     cursor: str | None = Query(None, max_length=200),
@@ -195,7 +199,7 @@ async def get_queue(
     queue.check_status(status)
     _view_allowed(who, view)
     scope = ctx.station_scope(who, station)
-    f = queue.QueueFilter(scope, status, category or None, view)
+    f = queue.QueueFilter(scope, status, category or None, view, who.username if view == "duty" else None)
 
     def work() -> dict[str, Any]:
         with ctx.runtime.db.session() as session:

@@ -20,7 +20,7 @@ from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
 from gridloop.service import page_security_headers
 from gridloop.tokens import Principal
-from services.closer import actions, queue
+from services.closer import actions, duty, dutystore, queue
 from services.closer.api.auth import login, new_token
 from services.closer.api.cases import read_transition
 from services.closer.console.i18n import Translator
@@ -201,7 +201,7 @@ def _queue_params(request: Request, who: Principal, ctx: Closer) -> tuple[queue.
     view = q.get("view", "queue")
     if view not in queue.VIEWS:
         view = "queue"
-    if view != "queue" and who.role not in ("supervisor", "admin"):
+    if view not in queue.STAFF_VIEWS and who.role not in ("supervisor", "admin"):
         raise ApiError(403, "forbidden", lang_of(request)("forbidden"))
     status = q.get("status") or "open"
     queue.check_status(status)
@@ -218,7 +218,8 @@ def _queue_params(request: Request, who: Principal, ctx: Closer) -> tuple[queue.
         }.items()
         if v
     }
-    return queue.QueueFilter(scope, status, category, view), params
+    duty_user = who.username if view == "duty" else None
+    return queue.QueueFilter(scope, status, category, view, duty_user), params
 
 
 def _rows(
@@ -228,6 +229,17 @@ def _rows(
         rows, next_cursor = queue.page(session, f, cursor, 100)
         counts = queue.counts(session, f.station, utcnow())
     return queue.as_list(rows, utcnow()), next_cursor, counts
+
+
+def _on_duty(ctx: Closer, who: Principal) -> list[duty.OnDuty]:
+    """Who is on duty now in the caller's streets (their stations' streets; admins and supervisors
+    without a station: every street)."""
+    j = ctx.jurisdiction
+    mine = [j.stations[s].street_id for s in who.stations if s in j.stations]
+    streets = list(dict.fromkeys(mine)) if mine or who.role == "staff" else list(j.streets)
+    now = utcnow()
+    with ctx.runtime.db.session() as session:
+        return [dutystore.current(session, j, street, now) for street in streets]
 
 
 @router.get("/console/queue")
@@ -240,6 +252,7 @@ async def queue_page(request: Request) -> Response:
     except ApiError as exc:
         return render(request, "error.html", exc.status, message=exc.message, **page_base(ctx, who))
     items, next_cursor, counts = await asyncio.to_thread(_rows, ctx, f, request.query_params.get("cursor"))
+    on_duty = await asyncio.to_thread(_on_duty, ctx, who)
     stream_params = {"station": f.station} if f.station else {}
     return render(
         request,
@@ -248,6 +261,8 @@ async def queue_page(request: Request) -> Response:
         next_cursor=next_cursor,
         counts=counts,
         f=f,
+        on_duty=on_duty,
+        tz=ZoneInfo(ctx.config.work_timezone),
         params=params,
         query=urlencode(params),
         stream_url="/api/v1/queue/stream?" + urlencode(stream_params),
