@@ -130,6 +130,10 @@ def document_errors(openapi: dict[str, Any]) -> dict[str, Any]:
                 responses["422"] = {**envelope, "description": "The request is not valid."}
             if not any(status.startswith("4") and status != "422" for status in responses):
                 responses["4XX"] = envelope
+            elif operation.get("requestBody") and "400" not in responses:
+                # a body that cannot be parsed at all (not JSON, not UTF-8) is 400, also on a route
+                # that documents its own 4xx and so has no "4XX"
+                responses["400"] = {**envelope, "description": "The body cannot be parsed."}
     text = str(openapi.get("paths"))
     for name in _FRAMEWORK_ERROR_SCHEMAS:
         if f"/{name}'" not in text:

@@ -239,4 +239,4 @@ def test_real_prometheus_scrapes_all_targets_and_evaluates_rules(scraped_stack: 
     }
     wait_for(lambda: query("gridloop:consumer_lag:max"), timeout=60, every=1, what="consumer lag recorded")
     rules = httpx.get(f"{prom}/api/v1/rules", params={"type": "alert"}).json()["data"]["groups"]
-    assert len([r for g in rules for r in g["rules"]]) == 7
+    assert len([r for g in rules for r in g["rules"]]) == 8
