@@ -45,17 +45,18 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     runtime = Runtime(SERVICE, Base.metadata, PLUMBING, settings)
     jurisdiction = load_jurisdiction(settings.jurisdiction_dir)
     folder = calendar_dir(config, settings.jurisdiction_dir)
-    # a malformed shipped year stops the closer here (CalendarError names the file)
-    calendar = Calendar(calendarstore.shipped(folder))
+    # read once: a malformed shipped year stops the closer here (CalendarError names the file)
+    shipped = calendarstore.shipped(folder)
+    calendar = Calendar(shipped)
     calendars = sla.StreetCalendars(jurisdiction, config.work_timezone).on(calendar)
     lifecycle = Lifecycle(jurisdiction, calendars, config.confirm_window_hours)
     poller = TimelinePoller(runtime.db, config.stream_poll_seconds)
     ctx = Closer(
-        runtime, settings, config, jurisdiction, lifecycle, poller, settings.signing_key(), calendar, folder
+        runtime, settings, config, jurisdiction, lifecycle, poller, settings.signing_key(), calendar, shipped
     )
 
     def refresh_calendar() -> None:
-        calendarstore.refresh(calendar, folder, runtime.db, config.work_timezone, lifecycle)
+        calendarstore.refresh(calendar, shipped, runtime.db, config.work_timezone, lifecycle)
 
     handlers = Handlers(lifecycle)
     consumer = runtime.consumer(
@@ -82,7 +83,7 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
         await asyncio.to_thread(refuse_demo_passwords, runtime.db, settings, demo_names)
         # the imported years (a malformed row stops the start, named); later imports: the scheduler's
         # refresh, which also re-plans (not here: a start-up need not scan every open case)
-        await asyncio.to_thread(calendarstore.refresh, calendar, folder, runtime.db, config.work_timezone)
+        await asyncio.to_thread(calendarstore.refresh, calendar, shipped, runtime.db, config.work_timezone)
 
     app = create_app(
         runtime,

@@ -63,9 +63,8 @@ def load_calendar(folder: Path, db: Database | None) -> Calendar:
     from services.closer import calendarstore
     from services.closer.calendar import Calendar
 
-    if db is None:
-        return Calendar(calendarstore.shipped(folder))
-    return Calendar(calendarstore.official(folder, db))
+    years = calendarstore.shipped(folder)
+    return Calendar(years if db is None else calendarstore.official(years, db))
 
 
 def operator_calendar() -> Calendar:
@@ -107,6 +106,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from schemas.calendar import CalendarError, parse_year
     from schemas.reference import load_jurisdiction
     from services.closer import calendarstore, sla
+    from services.closer.calendar import Calendar
     from services.closer.config import get_config
     from services.closer.lifecycle import Lifecycle
 
@@ -120,15 +120,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     settings, config = get_settings(), get_config()
-    folder = _folder()
     db = _database()
     try:
-        calendar = load_calendar(folder, db)
+        years = calendarstore.shipped(_folder())
+        calendar = Calendar(calendarstore.official(years, db))
         j = load_jurisdiction(settings.jurisdiction_dir)
         work = sla.StreetCalendars(j, config.work_timezone).on(calendar)
         lifecycle = Lifecycle(j, work, config.confirm_window_hours)
         with db.session(write=True) as session:
-            done = calendarstore.install(session, lifecycle, folder, doc, path.name, "cli", utcnow())
+            done = calendarstore.install(session, lifecycle, years, doc, path.name, "cli", utcnow())
     except CalendarError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

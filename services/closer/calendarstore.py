@@ -42,20 +42,24 @@ def imported(session: Session) -> dict[int, Official]:
     return out
 
 
-def official(folder: Path, db: Database) -> dict[int, Official]:
+def official(shipped_years: dict[int, Official], db: Database) -> dict[int, Official]:
     """Shipped years overlaid with the imported ones."""
     with db.session() as session:
-        return {**shipped(folder), **imported(session)}
+        return {**shipped_years, **imported(session)}
 
 
 def refresh(
-    calendar: Calendar, folder: Path, db: Database, tz: str, lifecycle: Lifecycle | None = None
+    calendar: Calendar,
+    shipped_years: dict[int, Official],
+    db: Database,
+    tz: str,
+    lifecycle: Lifecycle | None = None,
 ) -> None:
     """Reload the official years (an import on another replica) and set the confirmed-until gauge.
 
     With `lifecycle` (the scheduler's refresh), a changed year also re-plans the open cases it moves:
     a case this replica opened with the old year while another one imported the new one."""
-    years = official(folder, db)
+    years = official(shipped_years, db)
     changed = sorted(y for y in {*years, *calendar.official} if years.get(y) != calendar.official.get(y))
     if changed:
         calendar.set_official(years)
@@ -96,7 +100,7 @@ class Installed:
 def install(
     session: Session,
     lifecycle: Lifecycle,
-    folder: Path,
+    shipped_years: dict[int, Official],
     doc: CalendarYear,
     origin: str,
     who: str,
@@ -113,7 +117,7 @@ def install(
     session.add(row)
     session.flush()
     # from the stored years, not this process's copy: another replica may have imported one meanwhile
-    changed = Calendar({**shipped(folder), **imported(session), doc.year: Official(origin[:200], doc)})
+    changed = Calendar({**shipped_years, **imported(session), doc.year: Official(origin[:200], doc)})
     work = lifecycle.calendars.on(changed)
     replanned = replan_open(session, lifecycle, work, doc.year, now)
     session.flush()

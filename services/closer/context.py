@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import hmac
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,7 +18,7 @@ from gridloop.service import Runtime
 from gridloop.settings import Settings, derive_key
 from gridloop.tokens import Principal, read_token
 from schemas.reference import Jurisdiction
-from services.closer.calendar import Calendar
+from services.closer.calendar import Calendar, Official
 from services.closer.config import CloserConfig
 from services.closer.lifecycle import Lifecycle
 from services.closer.models import Staff
@@ -31,7 +30,7 @@ SESSION_COOKIE = "gl_session"
 @dataclass
 class Closer:
     """The closer's shared parts: plumbing, reference data, lifecycle, the live queue's poller, secrets,
-    and the working calendar in use (its shipped years' folder)."""
+    and the working calendar in use (with its shipped years, read once at start-up)."""
 
     runtime: Runtime
     settings: Settings
@@ -41,7 +40,7 @@ class Closer:
     poller: TimelinePoller
     secret: str
     calendar: Calendar
-    calendar_dir: Path
+    shipped_years: dict[int, Official]
 
     def changed(self) -> None:
         """A change was committed: wake the live queue's poller and the outbox relay."""

@@ -97,7 +97,13 @@ async def put_year(ctx: Ctx, who: Who, year: int, body: CalendarYear) -> dict[st
     def work() -> calendarstore.Installed:
         with ctx.runtime.db.session(write=True) as session:
             return calendarstore.install(
-                session, ctx.lifecycle, ctx.calendar_dir, body, f"admin-api:{who.username}", who.username, now
+                session,
+                ctx.lifecycle,
+                ctx.shipped_years,
+                body,
+                f"admin-api:{who.username}",
+                who.username,
+                now,
             )
 
     done = await asyncio.to_thread(work)
