@@ -164,6 +164,18 @@ async def remove_shift(ctx: Ctx, who: Who, street: str, shift_id: int) -> Respon
     return Response(status_code=204)
 
 
+async def add_roster(ctx: Closer, who: Principal, street: str, text: str) -> int:
+    """Add a roster CSV's shifts for `street` in one transaction, the API's and the console's way
+    (RosterError: none added); how many."""
+    tz = ZoneInfo(ctx.config.work_timezone)
+
+    def work() -> int:
+        with ctx.runtime.db.session(write=True) as session:
+            return dutystore.import_csv(session, ctx.jurisdiction, text, tz, who.username, utcnow(), street)
+
+    return await asyncio.to_thread(work)
+
+
 @router.post("/api/v1/duty/{street}/import", response_model=Imported)
 async def import_roster(ctx: Ctx, who: Who, street: str, request: Request) -> dict[str, Any]:
     """Upload a roster CSV (body: text/csv, columns in services/closer/duty.py): every row is added, or
@@ -176,14 +188,8 @@ async def import_roster(ctx: Ctx, who: Who, street: str, request: Request) -> di
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ApiError(422, "not_utf8", "The file must be UTF-8 text.") from exc
-    tz = ZoneInfo(ctx.config.work_timezone)
-
-    def work() -> int:
-        with ctx.runtime.db.session(write=True) as session:
-            return dutystore.import_csv(session, ctx.jurisdiction, text, tz, who.username, utcnow(), street)
-
     try:
-        n = await asyncio.to_thread(work)
+        n = await add_roster(ctx, who, street, text)
     except duty.RosterError as exc:
         raise _refused(exc) from exc
     return {"street_id": street, "shifts": n}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -16,7 +15,7 @@ from gridloop.clock import utcnow
 from gridloop.errors import ApiError
 from gridloop.tokens import Principal
 from services.closer import duty, dutystore
-from services.closer.api.duty import MAX_CSV, may_edit
+from services.closer.api.duty import MAX_CSV, add_roster, may_edit
 from services.closer.console.routes import form_csrf, page_base, render, user
 from services.closer.context import Closer, closer
 
@@ -98,14 +97,8 @@ async def _change(request: Request, street: str) -> tuple[Closer, Principal, str
 async def add_shifts(request: Request, street: str) -> Response:
     """Add one shift (the form's fields) or a whole CSV (its file): all rows or none."""
     ctx, who, text = await _change(request, street)
-    tz = ZoneInfo(ctx.config.work_timezone)
-
-    def work() -> int:
-        with ctx.runtime.db.session(write=True) as session:
-            return dutystore.import_csv(session, ctx.jurisdiction, text, tz, who.username, utcnow(), street)
-
     try:
-        n = await asyncio.to_thread(work)
+        n = await add_roster(ctx, who, street, text)
     except duty.RosterError as exc:
         return _back(street, problems=exc.problems)
     return _back(street, done=str(n))
