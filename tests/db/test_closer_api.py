@@ -70,13 +70,18 @@ def one_hash_per_password() -> Iterator[None]:
     patch.undo()
 
 
-@pytest.fixture
-def clock() -> Iterator[FrozenClock]:
-    """The process clock, frozen at a working Monday morning, moved by the tests."""
-    c = FrozenClock(MONDAY_9)
+def frozen(at: datetime) -> Iterator[FrozenClock]:
+    """The process clock frozen at `at` for a fixture's test, the system clock again after it."""
+    c = FrozenClock(at)
     set_clock(c)
     yield c
     set_clock(SystemClock())
+
+
+@pytest.fixture
+def clock() -> Iterator[FrozenClock]:
+    """The process clock, frozen at a working Monday morning, moved by the tests."""
+    yield from frozen(MONDAY_9)
 
 
 def make_app(db_url: str, var_dir: Path, **config: Any) -> FastAPI:
@@ -91,12 +96,17 @@ def make_app(db_url: str, var_dir: Path, **config: Any) -> FastAPI:
     return app
 
 
+def running(db_url: str, var_dir: Path, **config: Any) -> Iterator[FastAPI]:
+    """A closer app for a fixture's test, its database disposed after it."""
+    a = make_app(db_url, var_dir, **config)
+    yield a
+    a.state.closer.runtime.db.dispose()
+
+
 @pytest.fixture
 def app(db_url: str, tmp_path: Path, clock: FrozenClock) -> Iterator[FastAPI]:
     """The closer on SQLite and on PostgreSQL."""
-    a = make_app(db_url, tmp_path)
-    yield a
-    a.state.closer.runtime.db.dispose()
+    yield from running(db_url, tmp_path)
 
 
 @pytest.fixture

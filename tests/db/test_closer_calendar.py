@@ -16,12 +16,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from gridloop import demo, metrics
-from gridloop.clock import FrozenClock, SystemClock, set_clock
+from gridloop.clock import FrozenClock
 from gridloop.db import Database
 from schemas.calendar import CalendarError
 from services.closer import calendarcli
 from services.closer.models import Base
-from tests.db.test_closer_api import console_sign_in, login, make_app, open_case, outbox
+from tests.db.test_closer_api import console_sign_in, frozen, login, make_app, open_case, outbox, running
 from tests.unit.test_closer_calendar import official_2027
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -37,18 +37,13 @@ def at(y: int, mo: int, d: int, h: int) -> datetime:
 @pytest.fixture
 def clock() -> Iterator[FrozenClock]:
     """The process clock, frozen on Monday 1 February 2027."""
-    c = FrozenClock(FEB_1)
-    set_clock(c)
-    yield c
-    set_clock(SystemClock())
+    yield from frozen(FEB_1)
 
 
 @pytest.fixture
 def app(db_url: str, tmp_path: Path, clock: FrozenClock) -> Iterator[FastAPI]:
     """The closer on SQLite and on PostgreSQL."""
-    a = make_app(db_url, tmp_path)
-    yield a
-    a.state.closer.runtime.db.dispose()
+    yield from running(db_url, tmp_path)
 
 
 @pytest.fixture

@@ -15,18 +15,19 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from gridloop import demo
-from gridloop.clock import FrozenClock, SystemClock, set_clock
+from gridloop.clock import FrozenClock
 from gridloop.db import Database
 from services.closer import dutycli
 from services.closer.models import Base
 from tests.db.test_closer_api import (
     MONDAY_9,
     console_sign_in,
+    frozen,
     login,
-    make_app,
     one_hash_per_password,  # noqa: F401  (the module's argon2 shortcut, autouse)
     open_case,
     outbox,
+    running,
 )
 
 FRIDAY_22 = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)  # 22:00 in Shanghai
@@ -38,18 +39,13 @@ NIGHT = "street,date,start,end,station,staff\nyinhang,2026-11-27,18:00,09:00,yh-
 @pytest.fixture
 def clock() -> Iterator[FrozenClock]:
     """The process clock, frozen at a working Monday morning, moved by the tests."""
-    c = FrozenClock(MONDAY_9)
-    set_clock(c)
-    yield c
-    set_clock(SystemClock())
+    yield from frozen(MONDAY_9)
 
 
 @pytest.fixture
 def app(db_url: str, tmp_path: Path, clock: FrozenClock) -> Iterator[FastAPI]:
     """The closer on SQLite and on PostgreSQL."""
-    a = make_app(db_url, tmp_path)
-    yield a
-    a.state.closer.runtime.db.dispose()
+    yield from running(db_url, tmp_path)
 
 
 @pytest.fixture
