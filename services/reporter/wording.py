@@ -57,6 +57,7 @@ ACTION: dict[str, tuple[str, str]] = {
     "release": ("恢复处置", "Back in progress"),
     "replanned": ("放假安排公布，处理期限已重算", "Holiday schedule published: deadlines re-planned"),
     "replan": ("放假安排公布，处理期限已重算", "Holiday schedule published: deadlines re-planned"),
+    "on_duty": ("非工作时间，已转值班人员处置", "Out of hours: passed to the team on duty"),
     "feedback_fixed": ("您确认已修好", "You confirmed the fix"),
     "feedback_not_fixed": ("您反馈没修好", "You said it is not fixed"),
 }

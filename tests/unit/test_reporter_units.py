@@ -130,6 +130,9 @@ def test_wording_covers_every_state_in_both_languages() -> None:
     for status in ("received", "new", "acknowledged", "dispatched", "resolved", "closed", "returned"):
         assert status in STATUS and status_text(status, "zh") != status_text(status, "en")
     assert status_text("closed", "zh") == "已结案" and action_text("acknowledged", "zh") == "网格站已签收"
+    # the closer's own steps read as words on the rider's page too, not as their action names
+    assert action_text("on_duty", "zh") == "非工作时间，已转值班人员处置"
+    assert action_text("replan", "en") == "Holiday schedule published: deadlines re-planned"
     now = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
     assert local_time(now, "zh") == "11月24日 09:00"
     assert ago(now - timedelta(hours=2, minutes=5), now, "zh") == "2 小时前"
