@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gridloop.settings import SERVICES, Settings, UnsafeSettingsError, get_settings, refuse_unsafe
+from gridloop.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from schemas.reference import Jurisdiction, Place
@@ -220,16 +221,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     except StackConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stopping = False
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
     try:
         print(f"starting the broker ({stack.choose_broker()}) …", flush=True)
         stack.start()
@@ -362,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `gridloop` command."""
     args = build_parser().parse_args(argv)
+    # SIGINT and SIGTERM stop every command cleanly, even one started with SIGINT ignored; a service's
+    # uvicorn takes both over while it serves, and hands the signal back to this handler after
+    stop_on_signals()
     _setup_logging(get_settings().log_level)
     result: int = args.func(args)
     return result

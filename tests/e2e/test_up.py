@@ -20,8 +20,14 @@ from tests.support.stacks import staff_token, wait_for
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
+def _ignore_sigint() -> None:
+    """The child's SIGINT disposition as `cmd &` leaves it: ignored, inherited through exec."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def test_up_prints_working_urls_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    """The printed rider code takes a report that shows in the printed station's queue; SIGINT cleans up."""
+    """The printed rider code takes a report that shows in the printed station's queue; SIGINT cleans up,
+    even sent to an `up` started with SIGINT ignored."""
     ports = {s: free_port() for s in ("REPORTER", "ROUTER", "CLOSER")}
     # as on a fresh machine: no dev flag from the suite; `up` with its demo data runs as a dev stack
     dropped = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "GRIDLOOP_DEV")
@@ -36,8 +42,14 @@ def test_up_prints_working_urls_and_ctrl_c_stops_everything(tmp_path: Path) -> N
     )
     out = tmp_path / "up.out"
     with out.open("wb") as sink:
+        # started with SIGINT ignored on purpose, as a shell starts a background job and some supervisors
+        # (and CI runners) start their children: `up` must still stop on Ctrl-C's signal
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gridloop.cli", "up"], env=env, stdout=sink, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "gridloop.cli", "up"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_ignore_sigint,
         )
     try:
         wait_for(lambda: "Press Ctrl-C" in out.read_text(), timeout=150, every=0.5, what="the banner")

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 from kafka import KafkaAdminClient
 
+from gridloop.brokers import free_port
 from gridloop.topics import ALL_TOPICS
+from tests.support.stacks import wait_for
 
 GRIDLOOP = [sys.executable, "-m", "gridloop.cli"]
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a subprocess, as a user would."""
-    import os
-
     return subprocess.run(
         [*GRIDLOOP, *args],
         env={**os.environ, **env},
@@ -87,3 +91,58 @@ def test_production_refuses_a_known_secret(command: list[str], tmp_path: Path) -
     assert "GRIDLOOP_JWT_SECRET is the published example 'change-me-in-production'" in refused.stderr
     assert "GRIDLOOP_PUBLIC_BASE_URL is http://gridloop.example.org" in refused.stderr
     assert not list(tmp_path.iterdir())  # nothing was started or written
+
+
+def _ignore_sigint() -> None:
+    """How a shell starts a background job (`gridloop closer &`) and some supervisors start a child."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize(
+    ("service", "sig", "sigint_ignored"),
+    [
+        ("reporter", signal.SIGINT, True),
+        ("router", signal.SIGINT, True),
+        ("closer", signal.SIGINT, True),
+        ("closer", signal.SIGTERM, False),
+        ("reporter", signal.SIGTERM, True),
+    ],
+)
+def test_a_service_stops_cleanly_on_sigint_and_sigterm(
+    service: str,
+    sig: signal.Signals,
+    sigint_ignored: bool,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    """A service started with SIGINT ignored still stops on SIGINT, and SIGTERM ends it with status 0
+    after its shutdown (not killed by the signal, -15, as uvicorn's hand-back to the default did)."""
+    env = {
+        **os.environ,
+        "GRIDLOOP_VAR_DIR": str(tmp_path),
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "GRIDLOOP_TOPIC_PREFIX": topic_prefix,
+        f"GRIDLOOP_{service.upper()}_PORT": str(port := free_port()),
+    }
+    assert run(["db", "upgrade"], env).returncode == 0
+    assert run(["topics"], env).returncode == 0
+    out = tmp_path / "service.out"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*GRIDLOOP, service],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_ignore_sigint if sigint_ignored else None,
+        )
+    try:
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, timeout=60)
+        assert psutil.Process(proc.pid).children(recursive=True) == []
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0, out.read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Application shutdown complete." in out.read_text()
