@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from gridloop import logs
 from gridloop.access import RequestLog, logged_path, request_id_of
@@ -195,7 +196,7 @@ async def test_request_log_echoes_the_id_and_logs_one_line(captured: io.StringIO
     are on the line, the query and the credentials are not."""
     logs.setup("WARNING", "json", "reporter", stream=captured)  # the access log shows at any level
 
-    async def app(s: dict[str, Any], _receive: Any, send: Any) -> None:
+    async def app(s: Scope, _receive: Receive, send: Send) -> None:
         s["path_params"] = {"report_id": "R-7", "code": "W7Q2"}  # as the router does
         logging.getLogger("gridloop.test").warning("inside")
         await send(
@@ -205,8 +206,11 @@ async def test_request_log_echoes_the_id_and_logs_one_line(captured: io.StringIO
 
     sent: list[dict[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: Message) -> None:
+        sent.append(dict(message))
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
 
     middleware = RequestLog(app, enabled=True, trusted_proxies=parse_networks("10.0.0.0/8"))
     request = scope(
@@ -220,7 +224,7 @@ async def test_request_log_echoes_the_id_and_logs_one_line(captured: io.StringIO
             (b"cookie", b"gl_rider=rider-token"),
         ],
     )
-    await middleware(request, None, send)
+    await middleware(request, receive, send)
     assert (b"x-request-id", b"edge-42") in sent[0]["headers"]
     inside, access = lines(captured)
     assert inside["message"] == "inside"
