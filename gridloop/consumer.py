@@ -32,6 +32,7 @@ from sqlmodel import Session
 from gridloop import metrics
 from gridloop.clock import utcnow
 from gridloop.db import Database
+from gridloop.logs import envelope_ids, event_ids, log_context
 from gridloop.outbox import add_raw
 from gridloop.plumbing import PlumbingTables
 from gridloop.rawsql import Raw, Tx, after_commit, in_list, insert_sql, savepoint, statement
@@ -303,8 +304,7 @@ class IdempotentConsumer:
                             dead.append((raw, detail, tries))
                             self._failures.pop(item.event.id, None)
                     else:
-                        handler(session, item)
-                        _settle(session)
+                        self._call(session, handler, item, careful)
                     consumed[item.topic] += 1
                 applied[item.event.id] = {
                     "event_id": item.event.id,
@@ -334,12 +334,14 @@ class IdempotentConsumer:
 
     @staticmethod
     def _call(session: Session | Tx, handler: Handler, item: Incoming, careful: bool) -> None:
-        if careful:
-            with savepoint(session):
+        # what the handler logs carries this event's ids, and only this event's
+        with log_context(**event_ids(item.event.id, item.data)):
+            if careful:
+                with savepoint(session):
+                    handler(session, item)
+            else:
                 handler(session, item)
-        else:
-            handler(session, item)
-        _settle(session)
+            _settle(session)
 
     def _seen(self, raw_sql: Raw, ids: list[str]) -> dict[str, Place | None]:
         """The ids among these this consumer has applied before, with the record each was last handled
@@ -373,7 +375,10 @@ class IdempotentConsumer:
             data=data.model_dump(mode="json"),
         )
         add_raw(session, self.tables, DEADLETTER_TOPIC, raw.key, envelope.id, envelope.model_dump_json())
-        log.error("%s: dead-lettered %s/%d/%d: %s", self.group, raw.topic, raw.partition, raw.offset, error)
+        with log_context(**envelope_ids(raw.value)):
+            log.error(
+                "%s: dead-lettered %s/%d/%d: %s", self.group, raw.topic, raw.partition, raw.offset, error
+            )
 
 
 __all__ = ["DEADLETTER_TOPIC", "Handler", "IdempotentConsumer", "Incoming", "TopicPartition", "after_commit"]

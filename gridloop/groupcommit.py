@@ -8,12 +8,14 @@ throughput comes from. A request waits at most for the batch in front of it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from gridloop.db import Database
 from gridloop.errors import ApiError
+from gridloop.logs import detached
 from gridloop.rawsql import Tx
 
 log = logging.getLogger(__name__)
@@ -36,9 +38,15 @@ class GroupCommit:
         """Run work(tx) inside the next shared transaction (plain SQL: gridloop.rawsql); its result or
         exception comes back."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((work, future))
+        # the work runs in its caller's context (its request's log ids), the drainer in none of them
+        context = contextvars.copy_context()
+
+        def bound(tx: Tx) -> T:
+            return context.run(work, tx)
+
+        self._queue.append((bound, future))
         if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain())
+            self._drainer = asyncio.create_task(self._drain(), context=detached())
         result: T = await future
         return result
 

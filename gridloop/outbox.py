@@ -32,6 +32,7 @@ from gridloop import metrics
 from gridloop.clock import utcnow
 from gridloop.db import Database
 from gridloop.leader import Leadership
+from gridloop.logs import envelope_ids, log_context
 from gridloop.plumbing import PlumbingTables
 from gridloop.rawsql import Bind, Raw, in_list, insert_row, statement
 from schemas.envelope import CloudEvent
@@ -106,6 +107,14 @@ def outbox_mark(service: str, row: Unsent) -> str:
 def already_sent(service: str, rows: Iterable[Unsent], marks: set[str]) -> list[int]:
     """The ids of the rows whose records are among the `marks` read from the broker."""
     return [row.id for row in rows if outbox_mark(service, row) in marks]
+
+
+class SendsFailed(RuntimeError):
+    """The broker did not take some rows of a batch; `row` is the first of them."""
+
+    def __init__(self, message: str, row: Unsent) -> None:
+        super().__init__(message)
+        self.row = row
 
 
 class OutboxRelay:
@@ -227,7 +236,10 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("outbox relay (%s): %s; retrying in %.1fs", self.service, exc, backoff)
+                # a failed send is about a row: the line carries its event, report and case ids
+                row = exc.row if isinstance(exc, SendsFailed) else None
+                with log_context(**(envelope_ids(row.payload) if row else {})):
+                    log.warning("outbox relay (%s): %s; retrying in %.1fs", self.service, exc, backoff)
                 await self._close_producer()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -279,9 +291,10 @@ class OutboxRelay:
             for topic, n in Counter(row.topic for row in acked).items():
                 metrics.outbox_published.labels(self.service, topic).inc(n)
             metrics.outbox_pending.labels(self.service).dec(len(acked))
-        failed = [res for res in results if isinstance(res, BaseException)]
+        failed = [(r, res) for r, res in zip(rows, results, strict=True) if isinstance(res, BaseException)]
         if failed:
-            raise RuntimeError(f"{len(failed)} of {len(rows)} sends failed: {failed[0]!r}")
+            row, first = failed[0]
+            raise SendsFailed(f"{len(failed)} of {len(rows)} sends failed: {first!r}", row)
         return len(acked)
 
     async def _take_over(self) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy import MetaData
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gridloop import metrics
+from gridloop.access import RequestLog
 from gridloop.consumer import Handler, IdempotentConsumer, Incoming
 from gridloop.db import Database
 from gridloop.errors import error_body, install_error_handlers, too_large_message
@@ -362,6 +363,16 @@ class BodyCap:
             log.info("request body over %d bytes cut off on %s %s", cap, scope["method"], scope["path"])
 
 
+class ServiceApp(FastAPI):
+    """A service's app: the request log stays the outermost middleware, whatever a service adds after
+    create_app (the reporter's fast path answers riders' posts in front of everything else)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Starlette's stack, with RequestLog moved first (outermost) in the user middleware."""
+        self.user_middleware.sort(key=lambda m: m.cls is not RequestLog)  # stable: the rest keep order
+        return super().build_middleware_stack()
+
+
 class Readiness(BaseModel):
     """`/readyz`: ok (200) or unavailable (503), and which dependency answered."""
 
@@ -394,7 +405,7 @@ def create_app(
         finally:
             await runtime.stop()
 
-    app = FastAPI(
+    app = ServiceApp(
         title=title,
         description=description,
         version="1.0",
@@ -411,6 +422,9 @@ def create_app(
     caps = {route: photo_form_bytes(n) for route, n in (photo_routes or {}).items()}
     app.add_middleware(BodyCap, default=DEFAULT_BODY_CAP, routes=caps)
     app.add_middleware(HttpMetrics, service=service)
+    app.add_middleware(
+        RequestLog, enabled=runtime.settings.access_log, trusted_proxies=runtime.settings.proxies()
+    )
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

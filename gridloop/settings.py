@@ -111,6 +111,13 @@ class Settings(BaseSettings):
     )
     lag_interval_seconds: float = Field(10.0, description="How often consumer lag is measured.")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or one JSON object per line (gridloop.logs)."
+    )
+    access_log: bool = Field(
+        False,
+        description="One log line per HTTP request (logger gridloop.access; no query, headers or tokens).",
+    )
 
     def db_url(self, service: str) -> str:
         """Database URL for one service: GRIDLOOP_<SERVICE>_DATABASE_URL, DATABASE_URL, or SQLite."""

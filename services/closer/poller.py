@@ -21,6 +21,7 @@ from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from gridloop.db import Database
+from gridloop.logs import detached
 from services.closer.models import TimelineEntry
 
 # ids can commit out of order on PostgreSQL; look back this many ids and skip the ones already sent
@@ -184,7 +185,10 @@ class TimelinePoller:
             if not self._subscriptions:
                 return
             self._wake = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run(self._wake), name="closer-poller")
+            # started by whichever stream came first: not in that request's log context
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(self._wake), name="closer-poller", context=detached()
+            )
 
     def notify(self) -> None:
         """A change was committed in this process: poll now (from any thread)."""
