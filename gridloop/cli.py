@@ -73,12 +73,18 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from gridloop.topics import ensure_topics
 
     settings = get_settings()
-    states = ensure_topics(
-        settings.kafka_bootstrap_servers,
-        args.partitions or settings.topic_partitions,
-        args.replication or settings.topic_replication,
-        prefix=settings.topic_prefix,
-    )
+    try:
+        states = ensure_topics(
+            settings.kafka_bootstrap_servers,
+            args.partitions or settings.topic_partitions,
+            args.replication or settings.topic_replication,
+            timeout=args.wait or settings.topic_wait_seconds,
+            prefix=settings.topic_prefix,
+            brokers=args.wait_brokers or settings.topic_wait_brokers,
+        )
+    except TimeoutError as exc:  # brokers missing or not answering: a supervisor may run us again
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for state in states:
         print(f"{state.name:20} {state.partitions:3} partitions  {state.action}")
     return 0
@@ -318,6 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create or verify the Kafka topics")
     topics.add_argument("--partitions", type=int)
     topics.add_argument("--replication", type=int)
+    topics.add_argument(
+        "--wait-brokers",
+        type=int,
+        metavar="N",
+        help="wait for N live brokers first (default: GRIDLOOP_TOPIC_WAIT_BROKERS, else the replication)",
+    )
+    topics.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="give up after this long (default: GRIDLOOP_TOPIC_WAIT_SECONDS, 120)",
+    )
     topics.set_defaults(func=cmd_topics)
 
     db = sub.add_parser("db", help="database migrations")

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     )
     topic_partitions: int = Field(6, description="Partitions per topic created by `gridloop topics`.")
     topic_replication: int = Field(1, description="Replication factor of created topics.")
+    topic_wait_brokers: int = Field(
+        0, description="Live brokers `gridloop topics` waits for before it creates (0: the replication)."
+    )
+    topic_wait_seconds: float = Field(
+        120.0, description="How long `gridloop topics` waits for the brokers before it gives up (exit 1)."
+    )
     consumer_max_records: int = Field(500, description="Most records a consumer applies in one transaction.")
     fetch_max_wait_ms: int = Field(50, description="Consumer fetch wait; every hop may add this much.")
     fetch_min_bytes: int = Field(

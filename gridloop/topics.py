@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewPartitions, NewTopic
@@ -28,6 +30,53 @@ class TopicState:
     name: str
     partitions: int
     action: str  # created, exists, grown
+
+
+class BrokersMissing(TimeoutError):
+    """Fewer live brokers than the topics' replication needs, still after the wait."""
+
+
+def live_brokers(cluster: Mapping[str, Any]) -> list[int]:
+    """The ids of the brokers that can hold replicas, from a DescribeCluster answer: registered and
+    not fenced (a broker that has started but not caught up with the controller is fenced)."""
+    return sorted(int(b["broker_id"]) for b in cluster.get("brokers") or () if not b.get("is_fenced"))
+
+
+def brokers_missing_message(bootstrap_servers: str, live: Sequence[int], needed: int, waited: float) -> str:
+    """What `gridloop topics` says when the cluster never had enough live brokers."""
+    ids = ", ".join(str(i) for i in live) or "none"
+    return (
+        f"Kafka at {bootstrap_servers} has {len(live)} of the {needed} live brokers the topics need "
+        f"(live: {ids}) after waiting {waited:g} s; start the missing brokers, or lower "
+        "GRIDLOOP_TOPIC_REPLICATION / --wait-brokers"
+    )
+
+
+def wait_for_brokers(
+    describe: Callable[[], Mapping[str, Any]],
+    needed: int,
+    timeout: float,
+    bootstrap_servers: str = "",
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[int]:
+    """Ask the cluster (`describe`) until `needed` brokers are live; their ids, or BrokersMissing.
+
+    Brokers of a cluster started together register one by one: creating a topic with replication 3
+    before the third has registered fails for good, so topic creation waits here first."""
+    deadline = clock() + timeout
+    while True:
+        try:
+            live = live_brokers(describe())
+        except KafkaError as exc:  # the controller may not answer yet either
+            log.info("waiting for Kafka brokers: %s", exc)
+            live = []
+        if len(live) >= needed:
+            return live
+        if clock() >= deadline:
+            raise BrokersMissing(brokers_missing_message(bootstrap_servers, live, needed, timeout))
+        log.info("waiting for Kafka brokers: %d of %d live (%s)", len(live), needed, live)
+        sleep(1.0)
 
 
 def _admin(bootstrap_servers: str, timeout: float) -> KafkaAdminClient:
@@ -62,12 +111,17 @@ def ensure_topics(
     replication: int = 1,
     timeout: float = 30.0,
     prefix: str = "",
+    brokers: int = 0,
 ) -> list[TopicState]:
     """Create missing topics (`topic_configs` set on them) and grow ones with too few partitions;
-    never shrink or delete."""
+    never shrink or delete. First wait (up to `timeout`) for max(`brokers`, `replication`) live
+    brokers: BrokersMissing names how many there are."""
     names = topic_names(prefix)
     admin = _admin(bootstrap_servers, timeout)
     try:
+        needed = max(brokers, replication)
+        if needed > 1:  # one broker answering is one live broker: nothing to wait for
+            wait_for_brokers(admin.describe_cluster, needed, timeout, bootstrap_servers)
         existing = {
             t["name"]: len(t["partitions"])
             for t in admin.describe_topics()

@@ -21,6 +21,7 @@ from gridloop import metrics
 from gridloop.brokers import free_port
 from gridloop.procs import spawn, terminate
 from gridloop.stack import Stack
+from tests.support.gotools import require_go_tool
 from tests.support.stacks import stack_settings, start_stack, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,6 +124,38 @@ def test_promtool_checks_config_rules_and_alert_unit_tests() -> None:
     }
     tested = set(re.findall(r"alertname: (\w+)", (PROM / "tests" / "alerts_test.yml").read_text()))
     assert alerts == tested, f"alerts without a unit test: {alerts - tested}"
+
+
+def alertmanager_image_version() -> str:
+    """The Alertmanager version deploy/compose runs (its image tag): amtool of the same version checks."""
+    compose = yaml.safe_load((ROOT / "deploy" / "compose" / "docker-compose.yml").read_text())
+    image = compose["services"]["alertmanager"]["image"]
+    assert image.startswith("prom/alertmanager:v"), image
+    return str(image.split(":", 1)[1])
+
+
+def test_amtool_checks_the_alertmanager_config_and_routes() -> None:
+    """amtool (the compose image's version; Debian's is too old for `url_file`) accepts the config, and
+    every alert the rules can fire, critical or warning, is routed to the operators' webhook."""
+    amtool = require_go_tool(
+        "github.com/prometheus/alertmanager/cmd/amtool", alertmanager_image_version(), "amtool"
+    )
+    config = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+    run = subprocess.run([amtool, "check-config", config], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "SUCCESS" in run.stdout and "1 receivers" in run.stdout
+    rules = [
+        r for g in yaml.safe_load((PROM / "rules" / "alerts.yml").read_text())["groups"] for r in g["rules"]
+    ]
+    assert len(rules) == 8
+    for rule in rules:
+        labels = [f"alertname={rule['alert']}", f"severity={rule['labels']['severity']}"]
+        routed = subprocess.run(
+            [amtool, "config", "routes", "test", f"--config.file={config}", *labels],
+            capture_output=True,
+            text=True,
+        )
+        assert (routed.returncode, routed.stdout.strip()) == (0, "operators"), routed.stderr
 
 
 def test_rules_name_only_exported_metrics() -> None:

@@ -56,6 +56,38 @@ def test_topics_created_with_explicit_partitions(kafka_bootstrap: str, topic_pre
     assert grown.stdout.count("grown") == 6
 
 
+@pytest.mark.kafka
+def test_topics_wait_for_the_brokers_replication_needs(kafka_bootstrap: str, topic_prefix: str) -> None:
+    """On a one-broker cluster, `gridloop topics` asked for replication 2 (or for 2 brokers) waits,
+    then exits 1 naming the one live broker, and creates nothing; with 1 it creates at once."""
+    from gridloop.topics import live_brokers
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        live = live_brokers(admin.describe_cluster())
+        assert len(live) == 1
+
+        def ours() -> set[str]:
+            return {t for t in admin.list_topics() if t.startswith(topic_prefix)}
+
+        env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "GRIDLOOP_TOPIC_PREFIX": topic_prefix}
+        expected = (
+            f"error: Kafka at {kafka_bootstrap} has 1 of the 2 live brokers the topics need "
+            f"(live: {live[0]}) after waiting 2 s; start the missing brokers, or lower "
+            "GRIDLOOP_TOPIC_REPLICATION / --wait-brokers\n"
+        )
+        for args in (["--replication", "2"], ["--wait-brokers", "2"]):
+            refused = run(["topics", *args, "--wait", "2"], env)
+            assert (refused.returncode, refused.stdout) == (1, "")
+            assert refused.stderr.endswith(expected), refused.stderr
+            assert ours() == set()
+        created = run(["topics", "--wait-brokers", "1"], env)
+        assert created.returncode == 0, created.stderr
+        assert len(ours()) == len(ALL_TOPICS)
+    finally:
+        admin.close()
+
+
 def test_db_upgrade_demo_and_staff(tmp_path: Path) -> None:
     """`db upgrade` migrates three databases; `demo load` and `staff add` fill them."""
     env = {"GRIDLOOP_VAR_DIR": str(tmp_path), "GRIDLOOP_STAFF_PASSWORD": "s3cret-pass"}
