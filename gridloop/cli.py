@@ -62,10 +62,14 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 
 def _checked(settings: Settings, what: str) -> bool:
-    """Refuse unsafe settings with the message on stderr (False), or warn about each in dev mode."""
+    """Refuse unsafe settings or Kafka security settings that do not fit together, with the message
+    on stderr (False); or warn about each unsafe setting in dev mode."""
+    from gridloop.kafkaauth import KafkaSecurity, KafkaSecurityError
+
     try:
+        KafkaSecurity.from_settings(settings)
         warnings = refuse_unsafe(settings, what)
-    except UnsafeSettingsError as exc:
+    except (UnsafeSettingsError, KafkaSecurityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return False
     for problem in warnings:
@@ -75,15 +79,24 @@ def _checked(settings: Settings, what: str) -> bool:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     """Create or verify the topics."""
+    from gridloop.kafkaauth import KafkaLoginError, KafkaSecurity, KafkaSecurityError
     from gridloop.topics import ensure_topics
 
     settings = get_settings()
-    states = ensure_topics(
-        settings.kafka_bootstrap_servers,
-        args.partitions or settings.topic_partitions,
-        args.replication or settings.topic_replication,
-        prefix=settings.topic_prefix,
-    )
+    try:
+        states = ensure_topics(
+            settings.kafka_bootstrap_servers,
+            args.partitions or settings.topic_partitions,
+            args.replication or settings.topic_replication,
+            prefix=settings.topic_prefix,
+            security=KafkaSecurity.from_settings(settings),
+        )
+    except KafkaSecurityError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KafkaLoginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for state in states:
         print(f"{state.name:20} {state.partitions:3} partitions  {state.action}")
     return 0

@@ -10,6 +10,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from gridloop.kafkaauth import PLAINTEXT, KafkaLoginError, KafkaSecurity, login_problem_sync
+
 log = logging.getLogger(__name__)
 
 REPORTS_SUBMITTED = "reports.submitted"
@@ -30,7 +32,11 @@ class TopicState:
     action: str  # created, exists, grown
 
 
-def _admin(bootstrap_servers: str, timeout: float) -> KafkaAdminClient:
+def _admin(bootstrap_servers: str, timeout: float, security: KafkaSecurity) -> KafkaAdminClient:
+    # a refused login is final: say so at once, not after the admin's retries ("Unable to bootstrap")
+    problem = login_problem_sync(bootstrap_servers, security)
+    if problem:
+        raise KafkaLoginError(problem)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -38,6 +44,7 @@ def _admin(bootstrap_servers: str, timeout: float) -> KafkaAdminClient:
                 bootstrap_servers=bootstrap_servers.split(","),
                 client_id="gridloop-topics",
                 request_timeout_ms=15_000,
+                **security.client_kwargs(),
             )
         except KafkaError as exc:
             if time.monotonic() > deadline:
@@ -62,11 +69,12 @@ def ensure_topics(
     replication: int = 1,
     timeout: float = 30.0,
     prefix: str = "",
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[TopicState]:
     """Create missing topics (`topic_configs` set on them) and grow ones with too few partitions;
-    never shrink or delete."""
+    never shrink or delete. KafkaLoginError when the broker refuses the login (`security`)."""
     names = topic_names(prefix)
-    admin = _admin(bootstrap_servers, timeout)
+    admin = _admin(bootstrap_servers, timeout, security)
     try:
         existing = {
             t["name"]: len(t["partitions"])
