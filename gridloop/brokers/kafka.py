@@ -5,6 +5,10 @@ controller quorum (``controller.quorum.voters``) on loopback ports. Data lives u
 ``data_dir/node-<i>/data``; the cluster id is kept in ``data_dir/cluster.json`` so a new
 ``KafkaCluster`` on the same ``data_dir`` restarts the same cluster with its data.
 
+With ``sasl`` (``SaslListeners``) each node also has client listeners that want a SCRAM login:
+SASL_PLAINTEXT, and SASL_SSL when given a PEM keystore; brokers and controllers keep PLAINTEXT
+among themselves. The suite proves the clients' TLS and SASL settings against them.
+
 Each JVM runs in its own session (process group); ``stop()`` signals the whole group, and on
 Linux the JVM also gets SIGTERM when the Python process that started it dies (when it was started
 from the main thread: the kernel ties that signal to the starting thread).

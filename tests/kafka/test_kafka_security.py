@@ -24,8 +24,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaAdminClient
 
-from gridloop.brokers import KafkaCluster
-from gridloop.brokers.kafka import BrokerTls, SaslListeners
+from gridloop.brokers import BrokerTls, KafkaCluster, SaslListeners
 from gridloop.kafkaauth import PLAINTEXT, KafkaLoginError, KafkaSecurity, login_problem
 from gridloop.lag import GroupTopics, LagMonitor
 from gridloop.outbox import OutboxRelay, add_event, make_producer
