@@ -152,7 +152,9 @@ class Runtime:
                 raise
             except Exception as exc:
                 # the client says only "Unable to bootstrap": a refused login or certificate is named
-                problem = await login_problem(self.settings.kafka_bootstrap_servers, self.kafka_security)
+                problem = await login_problem(
+                    self.settings.kafka_bootstrap_servers, self.kafka_security, wait=3.0
+                )
                 if problem:
                     log.error("%s: %s; retrying in %.1fs", self.service, problem, backoff)
                 else:
