@@ -57,10 +57,14 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 
 def _checked(settings: Settings, what: str) -> bool:
-    """Refuse unsafe settings with the message on stderr (False), or warn about each in dev mode."""
+    """Refuse unsafe settings or Kafka security settings that do not fit together, with the message
+    on stderr (False); or warn about each unsafe setting in dev mode."""
+    from gridloop.kafkaauth import KafkaSecurity, KafkaSecurityError
+
     try:
+        KafkaSecurity.from_settings(settings)
         warnings = refuse_unsafe(settings, what)
-    except UnsafeSettingsError as exc:
+    except (UnsafeSettingsError, KafkaSecurityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return False
     for problem in warnings:
@@ -70,6 +74,7 @@ def _checked(settings: Settings, what: str) -> bool:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     """Create or verify the topics."""
+    from gridloop.kafkaauth import KafkaLoginError, KafkaSecurity, KafkaSecurityError
     from gridloop.topics import ensure_topics
 
     settings = get_settings()
@@ -81,8 +86,12 @@ def cmd_topics(args: argparse.Namespace) -> int:
             timeout=args.wait or settings.topic_wait_seconds,
             prefix=settings.topic_prefix,
             brokers=args.wait_brokers or settings.topic_wait_brokers,
+            security=KafkaSecurity.from_settings(settings),
         )
-    except TimeoutError as exc:  # brokers missing or not answering: a supervisor may run us again
+    except KafkaSecurityError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (TimeoutError, KafkaLoginError) as exc:  # brokers missing or refusing: a supervisor may retry
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for state in states:

@@ -10,6 +10,8 @@ from typing import Any, Literal
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.protocol.consumer.offsets import OffsetSpec
 
+from gridloop.kafkaauth import PLAINTEXT, KafkaSecurity
+
 log = logging.getLogger(__name__)
 LagSource = Literal["list_offsets", "highwater"]
 
@@ -44,8 +46,15 @@ class LagMonitor:
     from the fetch responses of this process's own consumers instead (source="highwater").
     """
 
-    def __init__(self, bootstrap_servers: str, groups: list[GroupTopics], source: LagSource = "list_offsets"):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        groups: list[GroupTopics],
+        source: LagSource = "list_offsets",
+        security: KafkaSecurity = PLAINTEXT,
+    ):
         self.bootstrap_servers = bootstrap_servers
+        self.security = security
         self.groups = groups
         self.source = source
         self._admin: KafkaAdminClient | None = None
@@ -57,6 +66,7 @@ class LagMonitor:
                 bootstrap_servers=self.bootstrap_servers.split(","),
                 client_id="gridloop-lag",
                 request_timeout_ms=5000,
+                **self.security.client_kwargs(),
             )
         return self._admin
 

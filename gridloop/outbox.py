@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from gridloop import metrics
 from gridloop.clock import utcnow
 from gridloop.db import Database
+from gridloop.kafkaauth import PLAINTEXT, KafkaSecurity
 from gridloop.leader import Leadership
 from gridloop.logs import envelope_ids, log_context
 from gridloop.plumbing import PlumbingTables
@@ -66,12 +67,15 @@ def add_raw(
     )
 
 
-def make_producer(bootstrap_servers: str, client_id: str, idempotence: bool = False) -> AIOKafkaProducer:
+def make_producer(
+    bootstrap_servers: str, client_id: str, idempotence: bool = False, security: KafkaSecurity = PLAINTEXT
+) -> AIOKafkaProducer:
     """A producer that waits for all in-sync replicas; idempotent where the broker supports it
     (Apache Kafka; the embedded Tansu refuses it). aiokafka keeps one request in flight per broker,
     which is what idempotence needs; it asks nothing more than `acks=all`."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
+        **security.client_kwargs(),
         client_id=client_id,
         acks="all",
         enable_idempotence=idempotence,
@@ -133,8 +137,10 @@ class OutboxRelay:
         leadership: Leadership | None = None,
         follow_seconds: float = 2.0,
         takeover_grace: float = 1.0,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.topic_prefix = topic_prefix
+        self.security = security
         self.db = db
         self.tables = tables
         self.bootstrap_servers = bootstrap_servers
@@ -192,7 +198,7 @@ class OutboxRelay:
     async def _ensure_producer_locked(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = make_producer(
-                self.bootstrap_servers, f"gridloop-{self.service}-outbox", self.idempotence
+                self.bootstrap_servers, f"gridloop-{self.service}-outbox", self.idempotence, self.security
             )
             try:
                 await producer.start()
@@ -324,6 +330,7 @@ class OutboxRelay:
             client_id=f"gridloop-{self.service}-outbox-reconcile",
             group_id=None,
             enable_auto_commit=False,
+            **self.security.client_kwargs(),
         )
         producer = await self._ensure_producer()  # its metadata names each topic's partitions
         tps = [

@@ -27,6 +27,7 @@ from gridloop.access import RequestLog
 from gridloop.consumer import Handler, IdempotentConsumer, Incoming
 from gridloop.db import Database
 from gridloop.errors import error_body, install_error_handlers, too_large_message
+from gridloop.kafkaauth import KafkaSecurity, login_problem
 from gridloop.lag import GroupTopics, LagMonitor
 from gridloop.leader import Leadership
 from gridloop.outbox import OutboxRelay
@@ -46,6 +47,9 @@ class Runtime:
     ) -> None:
         self.service = service
         self.settings = settings or get_settings()
+        # derived once (a bad combination or an unreadable TLS file stops the start here), and used by
+        # every Kafka client of the process: relay, consumers, lag
+        self.kafka_security = KafkaSecurity.from_settings(self.settings)
         self.db = Database(self.settings.db_url(service), metadata)
         self.tables = tables
         self.leaders: dict[str, Leadership] = {}
@@ -59,6 +63,7 @@ class Runtime:
             topic_prefix=self.settings.topic_prefix,
             idempotence=self.settings.kafka_idempotence,
             leadership=self.leadership("outbox"),
+            security=self.kafka_security,
         )
         self.pruner = Pruner(
             self.db,
@@ -72,6 +77,7 @@ class Runtime:
         self.broker = KafkaBroker(
             self.settings.kafka_bootstrap_servers.split(","),
             client_id=f"gridloop-{service}",
+            security=self.kafka_security.faststream(),
             logger=logging.getLogger(f"gridloop.{service}.broker"),
             # FastStream's own consumer/publisher metrics go on the same registry as ours
             middlewares=[
@@ -146,7 +152,16 @@ class Runtime:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("%s: broker not reachable (%s); retrying in %.1fs", self.service, exc, backoff)
+                # the client says only "Unable to bootstrap": a refused login or certificate is named
+                problem = await login_problem(
+                    self.settings.kafka_bootstrap_servers, self.kafka_security, wait=3.0
+                )
+                if problem:
+                    log.error("%s: %s; retrying in %.1fs", self.service, problem, backoff)
+                else:
+                    log.warning(
+                        "%s: broker not reachable (%s); retrying in %.1fs", self.service, exc, backoff
+                    )
                 try:
                     await self.broker.stop()
                 except Exception:
@@ -159,7 +174,9 @@ class Runtime:
 
         prefix = self.settings.topic_prefix
         groups = [GroupTopics(prefix + c.group, tuple(prefix + t for t in c.topics)) for c in self.consumers]
-        monitor = LagMonitor(self.settings.kafka_bootstrap_servers, groups, self.settings.lag_source)
+        monitor = LagMonitor(
+            self.settings.kafka_bootstrap_servers, groups, self.settings.lag_source, self.kafka_security
+        )
         try:
             while True:
                 await asyncio.sleep(self.settings.lag_interval_seconds)

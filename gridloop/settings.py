@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gridloop.net import IPNetwork, parse_networks
@@ -31,6 +31,26 @@ class Settings(BaseSettings):
         "127.0.0.1:9092",
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "GRIDLOOP_KAFKA_BOOTSTRAP_SERVERS"),
         description="Kafka bootstrap servers, comma separated.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How every Kafka client connects: TLS (SSL), a SASL login, both (SASL_SSL) or neither.",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = Field(
+        None, description="SASL mechanism (SASL_* protocols only)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user (SASL_* protocols only).")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (SASL_* protocols only).")
+    kafka_ssl_cafile: Path | None = Field(
+        None,
+        description="PEM CA certificates that brokers' certificates must chain to (default: the system's).",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate (mutual TLS), optional."
+    )
+    kafka_ssl_keyfile: Path | None = Field(None, description="PEM key of the client certificate, optional.")
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Check that a broker's certificate names the host connected to (off: dev only)."
     )
     database_url: str | None = Field(
         None,
@@ -149,6 +169,28 @@ class Settings(BaseSettings):
             path.chmod(0o600)
         return path.read_text().strip()
 
+    @field_validator(
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable (`GRIDLOOP_KAFKA_SSL_CAFILE=` in a compose file) means not set."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        """Protocol and mechanism names are accepted in any case (sasl_ssl, scram-sha-512)."""
+        return value.strip().upper() if isinstance(value, str) else value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _cidrs(cls, value: str) -> str:
@@ -240,6 +282,34 @@ def unsafe_settings(settings: Settings) -> list[str]:
         problems.append(
             "GRIDLOOP_COOKIE_SECURE is false while the public URLs are not loopback "
             f"({', '.join(sorted(remote))}): session and rider cookies would be sent over plain http"
+        )
+    problems += unsafe_kafka_settings(settings)
+    return problems
+
+
+def unsafe_kafka_settings(settings: Settings) -> list[str]:
+    """The Kafka client settings that expose a secret or accept an impostor (part of `unsafe_settings`).
+
+    A plaintext broker on a private network stays allowed (the compose stack's); what is refused is a
+    password readable on the wire (PLAIN without TLS to a broker off this machine), and TLS that
+    accepts any certificate the CA signed, for any broker (host name check off)."""
+    problems: list[str] = []
+    protocol = settings.kafka_security_protocol
+    remote = [
+        item.strip()
+        for item in settings.kafka_bootstrap_servers.split(",")
+        if item.strip() and not is_loopback_url(f"//{item.strip()}")
+    ]
+    if protocol == "SASL_PLAINTEXT" and settings.kafka_sasl_mechanism == "PLAIN" and remote:
+        problems.append(
+            "GRIDLOOP_KAFKA_SASL_MECHANISM=PLAIN over GRIDLOOP_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT to "
+            f"{', '.join(remote)}: the Kafka password would cross the network in clear; use SASL_SSL "
+            "(or SCRAM)"
+        )
+    if protocol in ("SSL", "SASL_SSL") and not settings.kafka_ssl_check_hostname:
+        problems.append(
+            "GRIDLOOP_KAFKA_SSL_CHECK_HOSTNAME is false: any certificate the CA signed would be "
+            "accepted for any broker; give the brokers certificates that name their hosts"
         )
     return problems
 

@@ -30,6 +30,7 @@ from gridloop.brokers.ports import free_port, free_ports, wait_for_kafka
 from gridloop.brokers.tansu import TansuBroker
 from gridloop.db import ensure_database
 from gridloop.embedded_pg import EmbeddedPostgres
+from gridloop.kafkaauth import PLAINTEXT, KafkaSecurity, wait_for_login
 from gridloop.procs import spawn, tail, terminate
 from gridloop.settings import SERVICES, Settings
 from gridloop.topics import ensure_topics
@@ -41,6 +42,7 @@ DatabaseChoice = Literal["sqlite", "postgres"]
 PROXY = "proxy"
 """The name of the entry proxy's process in `Stack.procs`."""
 LOOPBACK = "127.0.0.1"
+KAFKA_SECURITY_PREFIXES = ("GRIDLOOP_KAFKA_SECURITY_", "GRIDLOOP_KAFKA_SASL_", "GRIDLOOP_KAFKA_SSL_")
 
 
 class StackConfigError(ValueError):
@@ -197,7 +199,11 @@ class Stack:
         kind = self.broker_kind = self.choose_broker()
         if kind == "external":
             self.bootstrap_servers = self.settings.kafka_bootstrap_servers
-            wait_for_kafka(self.bootstrap_servers, timeout=30)
+            security = self.kafka_security
+            if security.protocol == "PLAINTEXT":
+                wait_for_kafka(self.bootstrap_servers, timeout=30)
+            else:  # the bare Metadata probe would be dropped by a TLS or SASL listener
+                wait_for_login(self.bootstrap_servers, security, timeout=30)
         elif kind == "kafka":
             data_dir = self.var_dir / ("kafka" if self.brokers == 1 else f"kafka-{self.brokers}")
             self.kafka = KafkaCluster(
@@ -240,6 +246,33 @@ class Stack:
         self.settings = self.settings.model_copy(update=urls)
 
     @property
+    def kafka_security(self) -> KafkaSecurity:
+        """How the stack and its services connect to the broker: the settings' TLS and SASL for an
+        external one, plaintext for a broker the stack started (they listen on loopback only)."""
+        if self.broker_kind == "external":
+            return KafkaSecurity.from_settings(self.settings)
+        return PLAINTEXT
+
+    def kafka_env(self) -> dict[str, str]:
+        """The GRIDLOOP_KAFKA_* security variables of the services (none set: plaintext)."""
+        if self.broker_kind != "external":
+            return {"GRIDLOOP_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
+        s = self.settings
+        values = {
+            "GRIDLOOP_KAFKA_SECURITY_PROTOCOL": s.kafka_security_protocol,
+            "GRIDLOOP_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism,
+            "GRIDLOOP_KAFKA_SASL_USERNAME": s.kafka_sasl_username,
+            "GRIDLOOP_KAFKA_SASL_PASSWORD": s.kafka_sasl_password.get_secret_value()
+            if s.kafka_sasl_password is not None
+            else None,
+            "GRIDLOOP_KAFKA_SSL_CAFILE": s.kafka_ssl_cafile,
+            "GRIDLOOP_KAFKA_SSL_CERTFILE": s.kafka_ssl_certfile,
+            "GRIDLOOP_KAFKA_SSL_KEYFILE": s.kafka_ssl_keyfile,
+            "GRIDLOOP_KAFKA_SSL_CHECK_HOSTNAME": str(s.kafka_ssl_check_hostname).lower(),
+        }
+        return {name: str(value) for name, value in values.items() if value is not None}
+
+    @property
     def topic_replication(self) -> int:
         """Copies of each partition: min(brokers, 3) on a cluster the stack started, else the setting."""
         return self.kafka.replication_factor if self.kafka is not None else self.settings.topic_replication
@@ -251,6 +284,7 @@ class Stack:
             self.settings.topic_partitions,
             self.topic_replication,
             prefix=self.settings.topic_prefix,
+            security=self.kafka_security,
         )
         for service in SERVICES:
             migrate.upgrade(service, self.settings.db_url(service))
@@ -262,6 +296,9 @@ class Stack:
         """The environment of one service process."""
         env = dict(os.environ)
         env.pop("DATABASE_URL", None)
+        for name in [n for n in env if n.startswith(KAFKA_SECURITY_PREFIXES)]:
+            del env[name]  # the stack's own choice below, never an inherited half of another
+        env.update(self.kafka_env())
         env.update(
             {
                 "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,

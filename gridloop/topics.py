@@ -12,6 +12,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from gridloop.kafkaauth import PLAINTEXT, KafkaLoginError, KafkaSecurity, login_problem_sync
+
 log = logging.getLogger(__name__)
 
 REPORTS_SUBMITTED = "reports.submitted"
@@ -79,7 +81,11 @@ def wait_for_brokers(
         sleep(1.0)
 
 
-def _admin(bootstrap_servers: str, timeout: float) -> KafkaAdminClient:
+def _admin(bootstrap_servers: str, timeout: float, security: KafkaSecurity) -> KafkaAdminClient:
+    # a refused login is final: say so at once, not after the admin's retries ("Unable to bootstrap")
+    problem = login_problem_sync(bootstrap_servers, security)
+    if problem:
+        raise KafkaLoginError(problem)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -87,6 +93,7 @@ def _admin(bootstrap_servers: str, timeout: float) -> KafkaAdminClient:
                 bootstrap_servers=bootstrap_servers.split(","),
                 client_id="gridloop-topics",
                 request_timeout_ms=15_000,
+                **security.client_kwargs(),
             )
         except KafkaError as exc:
             if time.monotonic() > deadline:
@@ -112,12 +119,14 @@ def ensure_topics(
     timeout: float = 30.0,
     prefix: str = "",
     brokers: int = 0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[TopicState]:
     """Create missing topics (`topic_configs` set on them) and grow ones with too few partitions;
     never shrink or delete. First wait (up to `timeout`) for max(`brokers`, `replication`) live
-    brokers: BrokersMissing names how many there are."""
+    brokers: BrokersMissing names how many there are. KafkaLoginError when the broker refuses the
+    login (`security`)."""
     names = topic_names(prefix)
-    admin = _admin(bootstrap_servers, timeout)
+    admin = _admin(bootstrap_servers, timeout, security)
     try:
         needed = max(brokers, replication)
         if needed > 1:  # one broker answering is one live broker: nothing to wait for

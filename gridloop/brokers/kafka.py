@@ -5,6 +5,10 @@ controller quorum (``controller.quorum.voters``) on loopback ports. Data lives u
 ``data_dir/node-<i>/data``; the cluster id is kept in ``data_dir/cluster.json`` so a new
 ``KafkaCluster`` on the same ``data_dir`` restarts the same cluster with its data.
 
+With ``sasl`` (``SaslListeners``) each node also has client listeners that want a SCRAM login:
+SASL_PLAINTEXT, and SASL_SSL when given a PEM keystore; brokers and controllers keep PLAINTEXT
+among themselves. The suite proves the clients' TLS and SASL settings against them.
+
 Each JVM runs in its own session (process group); ``stop()`` signals the whole group, and on
 Linux the JVM also gets SIGTERM when the Python process that started it dies (when it was started
 from the main thread: the kernel ties that signal to the starting thread).
@@ -28,8 +32,10 @@ import subprocess
 import time
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from gridloop.brokers.ports import free_ports, port_open, wait_for_kafka
 from gridloop.procs import Managed, signal_group, spawn, tail, terminate
@@ -180,6 +186,44 @@ def _libs_complete(libs: Path, digest: str) -> bool:
         return False
 
 
+# --------------------------------------------------------------------------- client security
+
+ScramMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """The broker's TLS identity: a PEM file holding its private key (unencrypted PKCS#8) and its
+    certificate chain, read by Kafka as a PEM keystore (``ssl.keystore.type=PEM``)."""
+
+    keystore: Path
+    advertised_host: str = "localhost"
+    """The host clients are sent to for the SASL_SSL listener: a name the certificate carries."""
+
+
+@dataclass(frozen=True)
+class SaslListeners:
+    """Client listeners with SASL/SCRAM next to the PLAINTEXT one (which brokers and the suite's
+    readiness probe keep using): SASL_PLAINTEXT always, SASL_SSL too when `tls` is given.
+
+    The SCRAM users are written into the metadata when a node's storage is formatted
+    (``kafka-storage format --add-scram``), so they exist before the first client connects."""
+
+    users: Mapping[str, str] = field(default_factory=dict)
+    """User name -> password."""
+    mechanism: ScramMechanism = "SCRAM-SHA-512"
+    tls: BrokerTls | None = None
+
+    def scram_arguments(self) -> list[str]:
+        """The StorageTool arguments that create the users."""
+        args: list[str] = []
+        for name, password in sorted(self.users.items()):
+            if re.search(r"[,\[\]=\s]", name + password):
+                raise ValueError("SCRAM user names and passwords here may not hold , [ ] = or spaces")
+            args += ["--add-scram", f"{self.mechanism}=[name={name},password={password}]"]
+        return args
+
+
 # --------------------------------------------------------------------------- cluster
 
 _LIVE: weakref.WeakSet[KafkaCluster] = weakref.WeakSet()
@@ -217,6 +261,7 @@ class KafkaCluster(Managed):
         ports: list[int] | None = None,
         log_dir: Path | None = None,
         heap: str = "512m",
+        sasl: SaslListeners | None = None,
     ) -> None:
         if brokers < 1:
             raise ValueError("brokers must be >= 1")
@@ -235,6 +280,14 @@ class KafkaCluster(Managed):
         else:
             raise ValueError(f"ports: give {brokers} client ports or {2 * brokers} (client+controller)")
         self.bootstrap_servers = ",".join(f"{self.host}:{p}" for p in self.client_ports)
+        self.sasl = sasl
+        self.sasl_ports = free_ports(brokers, self.host) if sasl is not None else []
+        self.sasl_ssl_ports = free_ports(brokers, self.host) if sasl is not None and sasl.tls else []
+        self.sasl_bootstrap_servers = ",".join(f"{self.host}:{p}" for p in self.sasl_ports)
+        """The SASL_PLAINTEXT listeners (empty without `sasl`)."""
+        tls_host = sasl.tls.advertised_host if sasl is not None and sasl.tls else self.host
+        self.sasl_ssl_bootstrap_servers = ",".join(f"{tls_host}:{p}" for p in self.sasl_ssl_ports)
+        """The SASL_SSL listeners, by the name the certificate carries (empty without TLS)."""
         self.replication_factor = min(brokers, 3)
         self.min_insync_replicas = 2 if brokers >= 3 else 1
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * brokers
@@ -268,6 +321,38 @@ class KafkaCluster(Managed):
         proc = self._procs[index]
         return proc is not None and proc.poll() is None
 
+    def _listeners(self, index: int) -> dict[str, object]:
+        """The listener properties: PLAINTEXT and CONTROLLER, plus the SASL ones when asked for."""
+        plain = f"PLAINTEXT://{self.host}:{self.client_ports[index]}"
+        listeners = [plain, f"CONTROLLER://{self.host}:{self.controller_ports[index]}"]
+        advertised = [plain]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        props: dict[str, object] = {}
+        if self.sasl is not None:
+            mechanism = self.sasl.mechanism
+            named = [("SASL_PLAINTEXT", self.host, self.sasl_ports[index])]
+            if self.sasl.tls is not None:
+                named.append(("SASL_SSL", self.sasl.tls.advertised_host, self.sasl_ssl_ports[index]))
+                props["ssl.keystore.type"] = "PEM"
+                props["ssl.keystore.location"] = self.sasl.tls.keystore.resolve()
+            for name, host, port in named:
+                listeners.append(f"{name}://{self.host}:{port}")
+                advertised.append(f"{name}://{host}:{port}")
+                protocols.append(f"{name}:{name}")
+                # brokers keep talking PLAINTEXT to each other: only clients log in
+                props[f"listener.name.{name.lower()}.{mechanism.lower()}.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                )
+            props["sasl.enabled.mechanisms"] = mechanism
+        return {
+            "listeners": ",".join(listeners),
+            "advertised.listeners": ",".join(advertised),
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": ",".join(protocols),
+            **props,
+        }
+
     def _server_properties(self, index: int) -> str:
         voters = ",".join(f"{i}@{self.host}:{port}" for i, port in enumerate(self.controller_ports))
         rf, isr = self.replication_factor, self.min_insync_replicas
@@ -275,14 +360,7 @@ class KafkaCluster(Managed):
             "process.roles": "broker,controller",
             "node.id": index,
             "controller.quorum.voters": voters,
-            "listeners": (
-                f"PLAINTEXT://{self.host}:{self.client_ports[index]},"
-                f"CONTROLLER://{self.host}:{self.controller_ports[index]}"
-            ),
-            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.client_ports[index]}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            **self._listeners(index),
             "log.dirs": self.node_dir(index) / "data",
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": 0,
@@ -400,6 +478,8 @@ class KafkaCluster(Managed):
             out.unlink(missing_ok=True)
             props = self.node_dir(index) / "server.properties"
             main = ["kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(props)]
+            if self.sasl is not None:
+                main += self.sasl.scram_arguments()
             running.append((index, spawn(self._jvm_command(index, main), out), out))
         failed: list[str] = []
         try:
@@ -416,7 +496,9 @@ class KafkaCluster(Managed):
     def _launch(self, index: int) -> None:
         if self.is_running(index):
             return
-        for port in (self.client_ports[index], self.controller_ports[index]):
+        ports = [self.client_ports[index], self.controller_ports[index]]
+        ports += [p[index] for p in (self.sasl_ports, self.sasl_ssl_ports) if p]
+        for port in ports:
             if port_open(self.host, port, timeout=0.2):
                 raise RuntimeError(f"Kafka node {index}: port {port} is already in use")
         props = self.node_dir(index) / "server.properties"
