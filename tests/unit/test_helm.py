@@ -67,17 +67,15 @@ def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def render(helm: Path, *args: str, kube_version: str = KUBE_VERSIONS[-1]) -> list[dict[str, Any]]:
     """`helm template` of the chart (hooks included) as a list of objects; fails the test on an error."""
-    proc = run_helm(
-        helm,
-        "template",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        "gridloop",
-        "--kube-version",
-        kube_version,
-        *args,
-    )
+    return render_chart(helm, CHART, *args, kube_version=kube_version)
+
+
+def render_chart(
+    helm: Path, chart: Path, *args: str, kube_version: str = KUBE_VERSIONS[-1]
+) -> list[dict[str, Any]]:
+    """`helm template` of a chart folder or archive."""
+    namespace = ["--namespace", "gridloop", "--kube-version", kube_version]
+    proc = run_helm(helm, "template", RELEASE, str(chart), *namespace, *args)
     assert proc.returncode == 0, proc.stderr
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
@@ -212,6 +210,7 @@ def test_each_service_has_a_deployment_service_hpa_and_pdb(helm: Path) -> None:
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "5"]}}}
         assert container["resources"]["requests"]["cpu"] == ("500m" if service == "reporter" else "250m")
         assert container["resources"]["limits"] == {"memory": "768Mi"}
         assert services[name]["spec"]["selector"] == selector
@@ -585,9 +584,10 @@ def test_ingress_tls_per_public_service_and_trusted_proxies(helm: Path) -> None:
     )
 
 
-def test_monitoring_scrapes_every_replica_under_the_rules_job_names(helm: Path) -> None:
+def test_monitoring_scrapes_every_replica_under_the_rules_job_names(helm: Path, tmp_path: Path) -> None:
     """The ServiceMonitor selects the three Services and names their jobs gridloop-<service> (what
-    GridLoopServiceDown matches); the PrometheusRule is deploy/prometheus/rules itself, not a copy."""
+    GridLoopServiceDown matches); the PrometheusRule is deploy/prometheus/rules itself, not a copy,
+    and `helm package` carries the linked rules into the archive."""
     objects = render(helm, "-f", str(PRODUCTION_VALUES))
     monitor = by_kind(objects, "ServiceMonitor")[FULLNAME]["spec"]
     assert monitor["jobLabel"] == "gridloop/job"
@@ -608,3 +608,7 @@ def test_monitoring_scrapes_every_replica_under_the_rules_job_names(helm: Path) 
     [down] = [r for g in groups for r in g["rules"] if r.get("alert") == "GridLoopServiceDown"]
     assert down["expr"] == 'up{job=~"gridloop-.*"} == 0'
     assert (CHART / "files" / "prometheus-rules").resolve() == RULES.resolve()
+    proc = run_helm(helm, "package", str(CHART), "--destination", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    packaged = render_chart(helm, tmp_path / "gridloop-0.1.0.tgz", "-f", str(PRODUCTION_VALUES))
+    assert by_kind(packaged, "PrometheusRule")[FULLNAME]["spec"]["groups"] == groups
