@@ -369,6 +369,30 @@ def test_hook_jobs_migrate_each_database_and_create_the_topics(helm: Path) -> No
             assert "GRIDLOOP_JWT_SECRET" not in env
 
 
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        (
+            "services.reporter.replica=3",
+            "- at '/services/reporter': additional properties 'replica' not allowed",
+        ),
+        (
+            "postgresql.sslmode=requre",
+            "- at '/postgresql/sslmode': value must be one of '', 'disable', 'allow', 'prefer', 'require', "
+            "'verify-ca', 'verify-full'",
+        ),
+    ],
+    ids=["misspelt-key", "unknown-sslmode"],
+)
+def test_values_schema_refuses_a_misspelt_or_wrong_value(helm: Path, setting: str, problem: str) -> None:
+    """values.schema.json stops a misspelt key or an unknown setting before anything renders."""
+    proc = run_helm(helm, "template", RELEASE, str(CHART), "-f", str(DEFAULT_VALUES), "--set", setting)
+    assert proc.returncode != 0
+    lines = [line.strip() for line in proc.stderr.splitlines()]
+    assert "Error: values don't meet the specifications of the schema(s) in the following chart(s):" in lines
+    assert problem in lines
+
+
 # --- secrets --------------------------------------------------------------------------------------
 
 
