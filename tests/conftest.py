@@ -80,6 +80,14 @@ def topic_prefix() -> str:
 
 
 @pytest.fixture(scope="session")
+def helm() -> Path:
+    """helm, built once into the project's cache (scripts/test builds it before the suite)."""
+    from tests.support.helm import ensure_helm
+
+    return ensure_helm()
+
+
+@pytest.fixture(scope="session")
 def artifacts() -> Path:
     """Where tests keep screenshots and other evidence."""
     ARTIFACTS.mkdir(exist_ok=True)

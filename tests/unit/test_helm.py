@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +18,11 @@ from schemas.reference import load_jurisdiction
 from services.closer.config import CloserConfig
 from services.reporter.config import RateLimits, ReporterConfig
 from services.router.config import RouterConfig
-from tests.support.helm import ensure_helm
+from tests.support.helm import CHART, FULLNAME, RELEASE, by_kind, containers, env_of, render_chart, run_helm
 
 pytestmark = pytest.mark.helm
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "deploy" / "helm" / "gridloop"
 DEFAULT_VALUES = CHART / "ci" / "default-values.yaml"
 PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
 RULES = ROOT / "deploy" / "prometheus" / "rules"
@@ -33,8 +30,6 @@ SERVICES = ("closer", "reporter", "router")
 PORTS = {"reporter": 8001, "router": 8002, "closer": 8003}
 # the oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest with schemas
 KUBE_VERSIONS = ("1.25.0", kubernetes_validate.utils.latest_version())
-RELEASE = "city"
-FULLNAME = "city-gridloop"
 
 # the secrets of ci/default-values.yaml, and the SASL ones the tests add
 JWT = "ci-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -55,29 +50,9 @@ KAFKA_SECURITY_ENV = {
 }
 
 
-@pytest.fixture(scope="session")
-def helm() -> Path:
-    """helm, built once into the project's cache (scripts/test builds it before the suite)."""
-    return ensure_helm()
-
-
-def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(helm), *args], capture_output=True, text=True, check=False, timeout=120)
-
-
 def render(helm: Path, *args: str, kube_version: str = KUBE_VERSIONS[-1]) -> list[dict[str, Any]]:
-    """`helm template` of the chart (hooks included) as a list of objects; fails the test on an error."""
-    return render_chart(helm, CHART, *args, kube_version=kube_version)
-
-
-def render_chart(
-    helm: Path, chart: Path, *args: str, kube_version: str = KUBE_VERSIONS[-1]
-) -> list[dict[str, Any]]:
-    """`helm template` of a chart folder or archive."""
-    namespace = ["--namespace", "gridloop", "--kube-version", kube_version]
-    proc = run_helm(helm, "template", RELEASE, str(chart), *namespace, *args)
-    assert proc.returncode == 0, proc.stderr
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    """`helm template` of the chart as objects, for the newest Kubernetes unless told."""
+    return render_chart(helm, *args, kube_version=kube_version)
 
 
 def render_error(helm: Path, *args: str) -> str:
@@ -86,32 +61,6 @@ def render_error(helm: Path, *args: str) -> str:
     assert proc.returncode != 0, proc.stdout
     [error] = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     return error
-
-
-def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
-
-
-def containers(objects: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """(pod spec, container) of every Deployment and Job."""
-    for o in objects:
-        if o["kind"] in ("Deployment", "Job"):
-            pod = o["spec"]["template"]["spec"]
-            for container in pod["containers"]:
-                yield pod, container
-
-
-def env_of(container: dict[str, Any]) -> dict[str, Any]:
-    """name -> the plain value, or ("secret", secret name, key) for a secretKeyRef."""
-    out: dict[str, Any] = {}
-    for entry in container["env"]:
-        assert entry["name"] not in out, f"{entry['name']} set twice"
-        if "valueFrom" in entry:
-            ref = entry["valueFrom"]["secretKeyRef"]
-            out[entry["name"]] = ("secret", ref["name"], ref["key"])
-        else:
-            out[entry["name"]] = entry["value"]
-    return out
 
 
 def secret_args() -> list[str]:
@@ -634,5 +583,5 @@ def test_monitoring_scrapes_every_replica_under_the_rules_job_names(helm: Path, 
     assert (CHART / "files" / "prometheus-rules").resolve() == RULES.resolve()
     proc = run_helm(helm, "package", str(CHART), "--destination", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    packaged = render_chart(helm, tmp_path / "gridloop-0.1.0.tgz", "-f", str(PRODUCTION_VALUES))
+    packaged = render_chart(helm, "-f", str(PRODUCTION_VALUES), chart=tmp_path / "gridloop-0.1.0.tgz")
     assert by_kind(packaged, "PrometheusRule")[FULLNAME]["spec"]["groups"] == groups
