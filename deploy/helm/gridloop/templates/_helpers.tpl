@@ -138,6 +138,10 @@ app.kubernetes.io/component: {{ .name }}
 {{- define "gridloop.env.common" -}}
 - name: GRIDLOOP_VAR_DIR
   value: /app/var
+- name: GRIDLOOP_LOG_FORMAT
+  value: {{ .root.Values.logs.format | quote }}
+- name: GRIDLOOP_ACCESS_LOG
+  value: {{ .root.Values.logs.accessLog | quote }}
 {{- with .root }}
 {{- if $.files }}
 - name: GRIDLOOP_JURISDICTION_DIR
