@@ -80,6 +80,16 @@ def topic_prefix() -> str:
 
 
 @pytest.fixture(scope="session")
+def helm() -> Path:
+    """helm, built once into the project's cache (scripts/test builds it before the suite); a skip
+    without Go, a failure on CI."""
+    from tests.support.gotools import require_go_tool
+    from tests.support.helm import HELM_VERSION, helm_module
+
+    return require_go_tool(helm_module(), HELM_VERSION, "helm")
+
+
+@pytest.fixture(scope="session")
 def artifacts() -> Path:
     """Where tests keep screenshots and other evidence."""
     ARTIFACTS.mkdir(exist_ok=True)

@@ -1,5 +1,5 @@
-"""Command-line tools the suite checks deploy files with that are Go modules (amtool): built once per
-version with `go install` into a cache, as the README's test command would on a fresh machine."""
+"""Command-line tools the suite checks deploy files with that are Go modules (amtool, helm): built once
+per version with `go install` into a cache, as the README's test command would on a fresh machine."""
 
 from __future__ import annotations
 
