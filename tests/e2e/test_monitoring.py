@@ -21,7 +21,7 @@ from gridloop import metrics
 from gridloop.brokers import free_port
 from gridloop.procs import spawn, terminate
 from gridloop.stack import Stack
-from tests.support.gotools import require_go_tool
+from tests.support.gotools import AMTOOL, alertmanager_image_version, require_go_tool
 from tests.support.stacks import stack_settings, start_stack, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,20 +126,10 @@ def test_promtool_checks_config_rules_and_alert_unit_tests() -> None:
     assert alerts == tested, f"alerts without a unit test: {alerts - tested}"
 
 
-def alertmanager_image_version() -> str:
-    """The Alertmanager version deploy/compose runs (its image tag): amtool of the same version checks."""
-    compose = yaml.safe_load((ROOT / "deploy" / "compose" / "docker-compose.yml").read_text())
-    image = compose["services"]["alertmanager"]["image"]
-    assert image.startswith("prom/alertmanager:v"), image
-    return str(image.split(":", 1)[1])
-
-
 def test_amtool_checks_the_alertmanager_config_and_routes() -> None:
     """amtool (the compose image's version; Debian's is too old for `url_file`) accepts the config, and
     every alert the rules can fire, critical or warning, is routed to the operators' webhook."""
-    amtool = require_go_tool(
-        "github.com/prometheus/alertmanager/cmd/amtool", alertmanager_image_version(), "amtool"
-    )
+    amtool = require_go_tool(AMTOOL, alertmanager_image_version(), "amtool")
     config = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
     run = subprocess.run([amtool, "check-config", config], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr

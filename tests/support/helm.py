@@ -2,21 +2,17 @@
 
 helm is a Go module: tests.support.gotools builds it once with `go install` (minutes on two cores)
 into ~/.cache/gridloop/go-bin/helm-<version>, beside the suite's other Go tools, so every later run
-finds it at once. `scripts/test` builds it before pytest (`python -m tests.support.helm`), so the
-time shows.
+finds it at once (`scripts/test` starts that build in the background as the suite starts).
 """
 
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-from tests.support.gotools import CACHE, go_tool
 
 HELM_VERSION = "v4.3.2"
 """The helm release the suite renders with (Helm 4 reads apiVersion v2 charts, as Helm 3 does)."""
@@ -73,19 +69,3 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
         else:
             out[entry["name"]] = entry["value"]
     return out
-
-
-def main() -> None:
-    """Build helm unless cached, saying so and how long it took (scripts/test runs this first)."""
-    if (CACHE / f"helm-{HELM_VERSION}").exists():
-        return
-    print(f"building helm {HELM_VERSION} for the chart tests (once, into {CACHE}) …", flush=True)
-    start = time.monotonic()
-    if go_tool(helm_module(), HELM_VERSION, "helm") is None:
-        print("no Go toolchain: the chart tests will skip (and fail on CI)", flush=True)
-        return
-    print(f"helm built in {time.monotonic() - start:.0f} s", flush=True)
-
-
-if __name__ == "__main__":
-    main()
