@@ -150,6 +150,7 @@ def nudge(session: Session, report_id: str, now: datetime) -> Report:
         .where(col(Report.report_id) == report_id)
         .where(col(Report.nudged_at).is_(None) | (col(Report.nudged_at) <= nudges.cutoff(now)))
         .values(nudged_at=now)
+        .execution_options(synchronize_session=False)
     )
     if claimed.rowcount != 1:
         session.refresh(report)
