@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
@@ -18,19 +21,36 @@ from gridloop.clock import FrozenClock
 from gridloop.consumer import Incoming
 from schemas.events import CaseNudged, CaseRiderReplied, EventData, make_event
 from services.closer.context import Closer
-from tests.db.test_closer_api import (  # noqa: F401  (fixtures)
+from tests.db.test_closer_api import (
     MONDAY_9,
-    app,
-    client,
-    clock,
     console_sign_in,
+    frozen,
     listen,
     login,
-    one_hash_per_password,
+    one_hash_per_password,  # noqa: F401  (the module's argon2 shortcut, autouse)
     open_case,
     outbox,
+    running,
     until,
 )
+
+
+@pytest.fixture
+def clock() -> Iterator[FrozenClock]:
+    """The process clock, frozen at a working Monday morning."""
+    yield from frozen(MONDAY_9)
+
+
+@pytest.fixture
+def app(db_url: str, tmp_path: Path, clock: FrozenClock) -> Iterator[FastAPI]:
+    """The closer on SQLite and on PostgreSQL."""
+    yield from running(db_url, tmp_path)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> TestClient:
+    """An HTTPS test client (the console's cookies are Secure)."""
+    return TestClient(app, base_url="https://testserver")
 
 
 def say(client: TestClient, who: dict[str, str], case_id: str, kind: str, words: str, **body: Any) -> Any:

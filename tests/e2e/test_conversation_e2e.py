@@ -36,7 +36,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def case_events(stack: Stack, case_id: str, until_type: str, at_least: int = 1) -> list[CloudEvent]:
-    """The `cases.events` of a case read from the topic's start, once `until_type` appeared `at_least` times."""
+    """A case's `cases.events` from the topic's start, once `until_type` came `at_least` times."""
     consumer = KafkaConsumer(
         stack.settings.topic_prefix + CASES_EVENTS,
         bootstrap_servers=stack.bootstrap_servers,

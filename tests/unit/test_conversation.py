@@ -37,7 +37,13 @@ def test_the_five_events_round_trip_with_their_types() -> None:
             case_id="C1", station_id="yh-s1", version=3, at=AT, actor="yh-s1", message_id=7
         ),
         "case.updated_public": CaseUpdatedPublic(
-            case_id="C1", station_id="yh-s1", version=4, at=AT, message_id=8, text="明天更换", report_ids=["R1"]
+            case_id="C1",
+            station_id="yh-s1",
+            version=4,
+            at=AT,
+            message_id=8,
+            text="明天更换",
+            report_ids=["R1"],
         ),
         "case.question_asked": CaseQuestionAsked(
             case_id="C1", station_id="yh-s1", version=5, at=AT, message_id=9, text="是哪个井盖？"
@@ -55,7 +61,14 @@ def test_the_five_events_round_trip_with_their_types() -> None:
 
 def test_a_note_event_has_no_field_for_the_words() -> None:
     """case.commented carries who and when, never text: the note's words cannot reach Kafka."""
-    assert set(CaseCommented.model_fields) == {"case_id", "station_id", "version", "at", "actor", "message_id"}
+    assert set(CaseCommented.model_fields) == {
+        "case_id",
+        "station_id",
+        "version",
+        "at",
+        "actor",
+        "message_id",
+    }
 
 
 def test_public_words_are_capped_at_500() -> None:
