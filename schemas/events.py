@@ -164,6 +164,89 @@ class ReportFeedback(EventData):
     at: datetime
 
 
+MAX_PUBLIC_TEXT = 500
+"""Longest public update, question or rider reply: a rider reads it on a phone."""
+MAX_NOTE_TEXT = 2000
+"""Longest internal staff note."""
+
+
+class CaseCommented(EventData):
+    """A staff member wrote an internal note on a case (`cases.events`).
+
+    The note's words never leave the closer: this event says only that a note was added, by whom and
+    when, so no consumer of `cases.events` (the reporter, which faces riders, among them) holds them."""
+
+    case_id: str
+    station_id: str = Field(description="The case's station.")
+    version: int = Field(description="The case's version after the note.")
+    at: datetime
+    actor: str = Field(description="The staff account that wrote the note.")
+    message_id: int = Field(description="The note's id in the closer's conversation of the case.")
+
+
+class CaseUpdatedPublic(EventData):
+    """Staff published an update on a case; every rider of the case sees it (`cases.events`)."""
+
+    case_id: str
+    station_id: str
+    version: int = Field(description="The case's version after the update.")
+    at: datetime
+    message_id: int = Field(description="The update's id in the closer's conversation of the case.")
+    text: str = Field(max_length=MAX_PUBLIC_TEXT, description="The update, plain text (escaped on display).")
+    report_ids: list[str] = Field(default_factory=list, description="Every report in the case.")
+
+
+class CaseQuestionAsked(EventData):
+    """Staff asked the case's riders a question ("ask the rider"); it shows on their tracking pages
+    and they answer with `case.rider_replied` (`cases.events`)."""
+
+    case_id: str
+    station_id: str
+    version: int = Field(description="The case's version after the question.")
+    at: datetime
+    message_id: int = Field(description="The question's id; a reply names it as `question_id`.")
+    text: str = Field(max_length=MAX_PUBLIC_TEXT, description="The question, plain text.")
+    report_ids: list[str] = Field(default_factory=list, description="Every report in the case.")
+
+
+class CaseRiderReplied(EventData):
+    """A rider added words or a photo to their report, usually answering a question.
+
+    The reporter publishes it on `reports.feedback` (key: case id) with the words and photo ids; the
+    closer applies it and announces it on `cases.events` without the rider's words or photos (only
+    its ids and the case's station and version), so notifications carry no rider data."""
+
+    report_id: str
+    case_id: str
+    reply_id: str = Field(description="The reply's id (the reporter's).")
+    question_id: int | None = Field(None, description="The question answered, if any (its message_id).")
+    text: str = Field("", max_length=MAX_PUBLIC_TEXT, description="The rider's words (plain text).")
+    photo_ids: list[str] = Field(
+        default_factory=list, description="Reply photos, served by the reporter at /api/v1/photos/{id}."
+    )
+    at: datetime
+    station_id: str | None = Field(None, description="On `cases.events`: the case's station.")
+    version: int | None = Field(None, description="On `cases.events`: the case's version after it.")
+
+
+class CaseNudged(EventData):
+    """A rider's 催办 (hurry-up), at most once per 24 hours per report.
+
+    The reporter publishes it on `reports.feedback` (key: case id); the closer flags the case on the
+    supervision list and announces it on `cases.events` with the case's station, category and
+    priority (what notification rules match on)."""
+
+    report_id: str
+    case_id: str
+    at: datetime
+    station_id: str | None = Field(None, description="On `cases.events`: the case's station.")
+    category: str | None = Field(None, description="On `cases.events`: the case's category.")
+    priority: Priority | None = Field(None, description="On `cases.events`: the case's priority.")
+    status: CaseStatus | None = Field(None, description="On `cases.events`: the case's state.")
+    version: int | None = Field(None, description="On `cases.events`: the case's version after it.")
+    nudges: int | None = Field(None, description="On `cases.events`: the case's nudges so far.")
+
+
 class StaffTokensRevoked(EventData):
     """A staff account's earlier tokens stop working (`staff.events`, key: username): disabled,
     password changed or signed out. Every service that takes staff tokens keeps the newest state."""
@@ -211,6 +294,11 @@ REGISTRY: dict[str, tuple[int, type[EventData]]] = {
     "report.feedback": (1, ReportFeedback),
     "case.opened": (1, CaseOpened),
     "case.report_merged": (1, CaseReportMerged),
+    "case.commented": (1, CaseCommented),
+    "case.updated_public": (1, CaseUpdatedPublic),
+    "case.question_asked": (1, CaseQuestionAsked),
+    "case.rider_replied": (1, CaseRiderReplied),
+    "case.nudged": (1, CaseNudged),
     "staff.tokens_revoked": (1, StaffTokensRevoked),
     "deadletter.message": (1, DeadLetter),
     **{f"case.{name}": (1, CaseTransitioned) for name in _TRANSITIONS},

@@ -11,10 +11,10 @@ from sqlmodel import Session, col, select
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
 from gridloop.tokens import Principal
-from services.closer import photostore, queue
+from services.closer import conversation, photostore, queue
 from services.closer.context import Closer
 from services.closer.lifecycle import facts
-from services.closer.models import Case, CaseReport, TimelineEntry
+from services.closer.models import Case, CaseMessage, CaseReport, TimelineEntry
 from services.closer.transitions import Actor, Refused, Request, allowed_actions, decide
 
 log = logging.getLogger(__name__)
@@ -63,20 +63,25 @@ def refused(exc: Refused) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message, {"allowed": exc.allowed, "field": exc.field})
 
 
+def check_fresh(ctx: Closer, who: Principal, case: Case, version: int) -> None:
+    """409 `stale_version` when the caller saw an older version of the case than there is."""
+    if version != case.version:
+        allowed = allowed_actions(facts(case, ctx.jurisdiction), actor(who))
+        raise ApiError(
+            409,
+            "stale_version",
+            f"The case changed (version {case.version}, you sent {version}); reload it.",
+            {"version": case.version, "status": case.status, "allowed": allowed},
+        )
+
+
 def _check_version(
     ctx: Closer, who: Principal, case: Case, body: TransitionBody, require_allowed: bool = False
 ) -> None:
     """409 `stale_version` for an old version; with `require_allowed`, also the table's refusal when
     the caller may not take the action now."""
     f = facts(case, ctx.jurisdiction)
-    if body.version != case.version:
-        allowed = allowed_actions(f, actor(who))
-        raise ApiError(
-            409,
-            "stale_version",
-            f"The case changed (version {case.version}, you sent {body.version}); reload it.",
-            {"version": case.version, "status": case.status, "allowed": allowed},
-        )
+    check_fresh(ctx, who, case, body.version)
     if require_allowed:
         try:  # the table's own answer (403, 409 naming the allowed actions, 422 for inputs)
             decide(f, actor(who), body.request(has_photo=True), ctx.lifecycle.stations)
@@ -121,6 +126,56 @@ def take_action(
     return view
 
 
+class MessageBody(BaseModel):
+    """POST /api/v1/cases/{id}/messages: an internal note, a public update or a question to the riders."""
+
+    kind: str = Field(max_length=10, description="note (internal), public (an update riders see), question.")
+    text: str = Field(
+        max_length=4000, description="Plain text; note ≤ 2000, public and question ≤ 500 characters."
+    )
+    version: int = Field(ge=1, description="The case version the caller saw; a stale one is 409.")
+
+
+def say(ctx: Closer, who: Principal, case_id: str, body: MessageBody) -> dict[str, Any]:
+    """Write a staff entry on a case in one transaction (station scoping, role, text and version
+    checked first); the entry and the case's new version."""
+    with ctx.runtime.db.session(write=True) as session:
+        case = load_visible(session, who, case_id, lock=True)
+        try:
+            text = conversation.check_entry(body.kind, body.text, case.status, who.role)
+        except conversation.Unacceptable as exc:
+            raise ApiError(exc.status, exc.code, exc.message, {"field": "text"}) from exc
+        check_fresh(ctx, who, case, body.version)
+        message = ctx.lifecycle.converse(session, case, body.kind, who.username, text, utcnow())
+        answer = {"message": message_view(message, ctx.settings.public_base_url), "version": case.version}
+    ctx.changed()
+    return answer
+
+
+def message_view(m: CaseMessage, reporter_url: str) -> dict[str, Any]:
+    """A conversation entry as the API and console show it (a reply's photos are the reporter's)."""
+    base = reporter_url.rstrip("/")
+    return {
+        "id": m.id,
+        "kind": m.kind,
+        "public": m.kind in ("public", "question"),
+        "text": m.text,
+        "actor": m.actor,
+        "at": as_utc(m.at).isoformat(),
+        "report_id": m.report_id,
+        "question_id": m.question_id,
+        "photo_urls": [f"{base}/api/v1/photos/{p}" for p in m.photo_ids.split(",") if p],
+    }
+
+
+def messages(session: Session, case_id: str, reporter_url: str) -> list[dict[str, Any]]:
+    """A case's conversation, oldest first."""
+    rows = session.exec(
+        select(CaseMessage).where(CaseMessage.case_id == case_id).order_by(col(CaseMessage.id))
+    )
+    return [message_view(m, reporter_url) for m in rows]
+
+
 def bulk_acknowledge(ctx: Closer, who: Principal, items: list[tuple[str, int]]) -> list[dict[str, Any]]:
     """Sign for several cases; each succeeds or fails on its own (version checked per case)."""
     results: list[dict[str, Any]] = []
@@ -162,6 +217,7 @@ def detail_view(
     ]
     view["report_ids"] = [r["report_id"] for r in view["reports"]]
     view["timeline"] = timeline(session, case.case_id)
+    view["messages"] = messages(session, case.case_id, ctx.settings.public_base_url)
     return view
 
 

@@ -62,7 +62,12 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     consumer = runtime.consumer(
         "closer",
         [REPORTS_ROUTED, REPORTS_FEEDBACK],
-        {"report.routed": handlers.on_routed, "report.feedback": handlers.on_feedback},
+        {
+            "report.routed": handlers.on_routed,
+            "report.feedback": handlers.on_feedback,
+            "case.rider_replied": handlers.on_rider_replied,
+            "case.nudged": handlers.on_nudged,
+        },
         replays={"report.routed": handlers.replay_routed},
     )
     consumer.after_commit = ctx.changed  # new cases show in the live queue at once

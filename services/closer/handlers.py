@@ -1,4 +1,5 @@
-"""The closer's Kafka entry points (`reports.routed`, `reports.feedback`): parse, hand to the lifecycle.
+"""The closer's Kafka entry points (`reports.routed`, `reports.feedback`: the rider's answers, replies
+and nudges): parse, hand to the lifecycle.
 
 Each runs inside the consumer's batch transaction; `Lifecycle` makes the change (services/closer/
 lifecycle.py), the consumer commits.
@@ -10,7 +11,7 @@ from sqlmodel import Session
 
 from gridloop.clock import utcnow
 from gridloop.consumer import Incoming
-from schemas.events import ReportFeedback, ReportRouted
+from schemas.events import CaseNudged, CaseRiderReplied, ReportFeedback, ReportRouted
 from services.closer.lifecycle import Lifecycle
 
 
@@ -37,3 +38,15 @@ class Handlers:
         d = item.data
         assert isinstance(d, ReportFeedback)
         self.lifecycle.feedback(session, d, utcnow())
+
+    def on_rider_replied(self, session: Session, item: Incoming) -> None:
+        """A rider's words or photo on their report."""
+        d = item.data
+        assert isinstance(d, CaseRiderReplied)
+        self.lifecycle.rider_replied(session, d, utcnow())
+
+    def on_nudged(self, session: Session, item: Incoming) -> None:
+        """A rider's 催办: the case goes on the supervision list."""
+        d = item.data
+        assert isinstance(d, CaseNudged)
+        self.lifecycle.nudged(session, d, utcnow())

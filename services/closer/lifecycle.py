@@ -1,5 +1,5 @@
 """Every change to a case, in one place: opening it, merging a report, a staff or scheduler
-transition, the rider's feedback.
+transition, the rider's feedback, the conversation (notes, public updates, questions, replies, nudges).
 
 Each change writes the same three things the same way: the case row with its version bumped, one
 timeline row and (except for kept late feedback) one event on `cases.events` through the outbox,
@@ -30,16 +30,30 @@ from gridloop.topics import CASES_EVENTS
 from schemas.cases import CaseStatus, ClockMode, priority_rank
 from schemas.envelope import CloudEvent
 from schemas.events import (
+    CaseCommented,
+    CaseNudged,
     CaseOpened,
+    CaseQuestionAsked,
     CaseReportMerged,
+    CaseRiderReplied,
     CaseTransitioned,
+    CaseUpdatedPublic,
+    EventData,
     ReportFeedback,
     ReportRouted,
     make_event,
 )
 from schemas.reference import Jurisdiction
-from services.closer import duty, dutystore, sla
-from services.closer.models import PLUMBING, Case, CaseHold, CaseReport, Escalation, TimelineEntry
+from services.closer import conversation, duty, dutystore, sla
+from services.closer.models import (
+    PLUMBING,
+    Case,
+    CaseHold,
+    CaseMessage,
+    CaseReport,
+    Escalation,
+    TimelineEntry,
+)
 from services.closer.transitions import ACTIVE, Actor, Facts, Outcome, Request, decide
 
 SERVICE = "closer"
@@ -682,6 +696,145 @@ class Lifecycle:
         )
         log.info("feedback on %s in state %s: kept, no transition", case.case_id, case.status)
         return None
+
+    # ---- the conversation (services/closer/conversation.py) -----------------------------------
+
+    def _message(
+        self,
+        session: Session,
+        case: Case,
+        kind: str,
+        actor: str,
+        text: str,
+        now: datetime,
+        **fields: Any,
+    ) -> CaseMessage:
+        """The message row of a conversation entry (flushed: it has its id) and the case's new version."""
+        message = CaseMessage(case_id=case.case_id, kind=kind, actor=actor, text=text, at=now, **fields)
+        session.add(message)
+        session.flush()
+        self._bump(case, now)
+        session.add(case)
+        return message
+
+    def _announce(
+        self, session: Session, case: Case, message: CaseMessage, data: EventData, now: datetime
+    ) -> None:
+        """The entry's timeline row (what the live queue shows) and its event on `cases.events`."""
+        kind = message.kind
+        event = make_event(conversation.EVENTS[kind], data, source=SERVICE, subject=case.case_id, time=now)
+        self._record(
+            session,
+            None,
+            case.case_id,
+            case.version,
+            now,
+            conversation.ACTIONS[kind],
+            case.status,
+            case.station_id,
+            event,
+            actor=message.actor,
+            note=message.text or None,
+        )
+
+    def _report_ids(self, session: Session, case_id: str) -> list[str]:
+        return list(
+            session.exec(
+                select(CaseReport.report_id)
+                .where(CaseReport.case_id == case_id)
+                .order_by(col(CaseReport.submitted_at))
+            )
+        )
+
+    def converse(
+        self, session: Session, case: Case, kind: str, actor_name: str, text: str, now: datetime
+    ) -> CaseMessage:
+        """A staff entry (checked by the caller): an internal note, a public update or a question."""
+        message = self._message(session, case, kind, actor_name, text, now)
+        assert message.id is not None
+        data: EventData
+        if kind == "note":  # the words stay here: the event only says a note was written
+            data = CaseCommented(
+                case_id=case.case_id,
+                station_id=case.station_id,
+                version=case.version,
+                at=now,
+                actor=actor_name,
+                message_id=message.id,
+            )
+        else:
+            model = CaseUpdatedPublic if kind == "public" else CaseQuestionAsked
+            data = model(
+                case_id=case.case_id,
+                station_id=case.station_id,
+                version=case.version,
+                at=now,
+                message_id=message.id,
+                text=text,
+                report_ids=self._report_ids(session, case.case_id),
+            )
+        self._announce(session, case, message, data, now)
+        return message
+
+    def _case_for_rider(self, session: Session, case_id: str) -> Case:
+        case = session.exec(select(Case).where(Case.case_id == case_id).with_for_update()).first()
+        if case is None:
+            raise UnknownCase(f"no case {case_id}")
+        return case
+
+    def rider_replied(self, session: Session, d: CaseRiderReplied, now: datetime) -> CaseMessage:
+        """A rider's words or photo (from the reporter): on the conversation and the timeline; announced
+        on `cases.events` without the rider's words or photos."""
+        case = self._case_for_rider(session, d.case_id)
+        question = d.question_id
+        if question is not None:
+            asked = session.get(CaseMessage, question)
+            if asked is None or asked.case_id != case.case_id or asked.kind != "question":
+                question = None  # not a question of this case: kept as a plain reply
+        message = self._message(
+            session,
+            case,
+            "reply",
+            "rider",
+            d.text.strip(),
+            now,
+            report_id=d.report_id,
+            question_id=question,
+            photo_ids=",".join(d.photo_ids)[:400],
+        )
+        data = CaseRiderReplied(
+            report_id=d.report_id,
+            case_id=case.case_id,
+            reply_id=d.reply_id,
+            question_id=question,
+            at=now,
+            station_id=case.station_id,
+            version=case.version,
+        )
+        self._announce(session, case, message, data, now)
+        return message
+
+    def nudged(self, session: Session, d: CaseNudged, now: datetime) -> CaseMessage:
+        """A rider's 催办: the case goes on the centre's supervision list (督办) and the station is told
+        (`case.nudged` on `cases.events`, with what notification rules match on)."""
+        case = self._case_for_rider(session, d.case_id)
+        case.supervised = True
+        case.nudges += 1
+        case.nudged_at = now
+        message = self._message(session, case, "nudge", "rider", "", now, report_id=d.report_id)
+        data = CaseNudged(
+            report_id=d.report_id,
+            case_id=case.case_id,
+            at=now,
+            station_id=case.station_id,
+            category=case.category,
+            priority=case.priority,
+            status=case.status,
+            version=case.version,
+            nudges=case.nudges,
+        )
+        self._announce(session, case, message, data, now)
+        return message
 
     # ---- a changed calendar ---------------------------------------------------------------------
 

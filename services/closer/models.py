@@ -121,6 +121,9 @@ class Case(Base, table=True):
     duty_username: str | None = Field(
         default=None, max_length=60, description="The staff account on duty it went to out of hours."
     )
+    # the riders' 催办 (services/closer/conversation.py): each one also puts the case on supervision
+    nudges: int = Field(default=0, description="Riders' nudges (催办) so far.")
+    nudged_at: datetime | None = Field(default=None, sa_column=_ts(True))
 
 
 class CaseReport(Base, table=True):
@@ -164,6 +167,26 @@ class TimelineEntry(Base, table=True):
     )
     reason: str | None = Field(default=None, max_length=40)
     version: int | None = None
+
+
+class CaseMessage(Base, table=True):
+    """One entry of a case's conversation: a staff note (internal), a public update, a question to the
+    riders, a rider's reply, a rider's nudge (services/closer/conversation.py)."""
+
+    __tablename__ = "case_message"
+    __table_args__ = (Index("ix_case_message_case", "case_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(foreign_key="case.case_id", max_length=40)
+    kind: str = Field(max_length=10, description="note, public, question, reply or nudge.")
+    text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    actor: str = Field(max_length=60, description="The staff account, or 'rider'.")
+    at: datetime = Field(sa_column=_ts())
+    report_id: str | None = Field(
+        default=None, max_length=40, description="The rider's report (reply, nudge)."
+    )
+    question_id: int | None = Field(default=None, description="The question a reply answers.")
+    photo_ids: str = Field(default="", max_length=400, description="A reply's photo ids (the reporter's).")
 
 
 class CaseHold(Base, table=True):

@@ -201,6 +201,8 @@ def case_view(c: Case, now: datetime) -> dict[str, Any]:
         "warn_at": _iso(c.warn_at),
         "colour": colour_of(c, now),
         "supervised": c.supervised,
+        "nudges": c.nudges,
+        "nudged_at": _iso(c.nudged_at),
         "assignee": c.assignee,
         "moves": c.moves,
         "return_reason": c.return_reason,

@@ -15,7 +15,7 @@ from gridloop.settings import Settings, get_settings
 from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK, REPORTS_SUBMITTED, STAFF_EVENTS
 from schemas.events import ReportFeedback, ReportSubmitted
 from schemas.reference import load_jurisdiction
-from services.reporter.api import keys, open311, pages, places, reports
+from services.reporter.api import conversation, keys, open311, pages, places, reports
 from services.reporter.config import RateLimits, ReporterConfig, get_config
 from services.reporter.context import Reporter
 from services.reporter.fastpath import JsonReportFastPath
@@ -37,14 +37,18 @@ def build(settings: Settings | None = None, config: ReporterConfig | None = None
     )
     runtime.consumer("reporter", [CASES_EVENTS, STAFF_EVENTS], handlers(), plain_sql=True)
     runtime.document_publication(REPORTS_SUBMITTED, ReportSubmitted, "Accepted reports, keyed by grid id.")
-    runtime.document_publication(REPORTS_FEEDBACK, ReportFeedback, "Riders' answers, keyed by case id.")
+    runtime.document_publication(
+        REPORTS_FEEDBACK,
+        ReportFeedback,
+        "Riders' answers, and their replies (case.rider_replied) and nudges (case.nudged), keyed by case id.",
+    )
     runtime.background.append(redrive_loop(runtime, settings.redrive_after_seconds, config.redrive_batch))
 
     app = create_app(
         runtime,
         "GridLoop reporter",
         "Report codes, rider intake, tracking, Open311.",
-        photo_routes={"POST /api/v1/reports": 3},
+        photo_routes={"POST /api/v1/reports": 3, "POST /api/v1/reports/{report_id}/replies": 1},
     )
     app.add_middleware(GZipMiddleware, minimum_size=800)
     # added last, so outermost: the riders' JSON posts skip the layers above (services.reporter.fastpath)
@@ -62,6 +66,7 @@ def build(settings: Settings | None = None, config: ReporterConfig | None = None
     app.state.reporter = ctx
     app.state.jurisdiction = jurisdiction
     app.include_router(reports.router)
+    app.include_router(conversation.router)
     app.include_router(places.router)
     app.include_router(keys.router)
     app.include_router(pages.router)

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from gridloop.consumer import Handler, Incoming
 from gridloop.rawsql import Raw, Tx
-from schemas.events import REGISTRY, CaseOpened, CaseReportMerged, CaseTransitioned, StaffTokensRevoked
-from services.reporter import readmodel, staff_tokens
+from schemas.events import (
+    REGISTRY,
+    CaseOpened,
+    CaseQuestionAsked,
+    CaseReportMerged,
+    CaseTransitioned,
+    CaseUpdatedPublic,
+    StaffTokensRevoked,
+)
+from services.reporter import conversation, readmodel, staff_tokens
 
 TRANSITIONS = tuple(
     name.removeprefix("case.")
@@ -41,6 +49,20 @@ def on_case_transition(session: Tx, item: Incoming) -> None:
     readmodel.case_moved(Raw(session), data)
 
 
+def on_updated_public(session: Tx, item: Incoming) -> None:
+    """`case.updated_public`: an update staff published shows on the case's tracking pages."""
+    data = item.data
+    assert isinstance(data, CaseUpdatedPublic)
+    conversation.public_message(Raw(session), data, "public")
+
+
+def on_question_asked(session: Tx, item: Incoming) -> None:
+    """`case.question_asked`: a question to the case's riders shows on their tracking pages."""
+    data = item.data
+    assert isinstance(data, CaseQuestionAsked)
+    conversation.public_message(Raw(session), data, "question")
+
+
 def on_staff_tokens_revoked(session: Tx, item: Incoming) -> None:
     """`staff.tokens_revoked`: an account's older tokens (or all, when disabled) stop working here."""
     data = item.data
@@ -49,8 +71,13 @@ def on_staff_tokens_revoked(session: Tx, item: Incoming) -> None:
 
 
 def handlers() -> dict[str, Handler]:
-    """The `cases.events` and `staff.events` handlers of the reporter's consumer."""
+    """The `cases.events` and `staff.events` handlers of the reporter's consumer.
+
+    `case.commented` (a note's existence, never its words), and the closer's own `case.rider_replied`
+    and `case.nudged` (the reporter wrote those itself) have no handler: they are skipped."""
     return {
+        "case.updated_public": on_updated_public,
+        "case.question_asked": on_question_asked,
         "staff.tokens_revoked": on_staff_tokens_revoked,
         "case.opened": on_case_opened,
         "case.report_merged": on_report_merged,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, LargeBinary, Text
+from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -95,6 +95,8 @@ class Report(Base, table=True):
     """A keyed hash of the report's tracking secret (services.reporter.credentials); never the secret."""
     new_rider: bool = False
     """The rider's first report (the new-riders-per-address limit counts these)."""
+    nudged_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    """The rider's latest 催办 (at most one per 24 hours: services.reporter.nudges)."""
 
 
 class ReportEvent(Base, table=True):
@@ -124,6 +126,8 @@ class Photo(Base, table=True):
     size: int
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(sa_column=_ts())
+    reply_id: str | None = Field(default=None, max_length=40, index=True)
+    """Set for a photo the rider added later in a reply (not one sent with the report)."""
 
 
 class CaseView(Base, table=True):
@@ -145,6 +149,35 @@ class CaseView(Base, table=True):
     after_photo_ids: str = Field(default="", max_length=500)
     """Comma-separated after-photo ids (served by the closer)."""
     status_note: str | None = Field(default=None, max_length=500)
+
+
+class CaseMessage(Base, table=True):
+    """A public update or a question staff wrote on a case (from `cases.events`); every rider of the
+    case sees it. Internal notes never come here: their words never leave the closer."""
+
+    __tablename__ = "case_message"
+    __table_args__ = (UniqueConstraint("case_id", "message_id", name="uq_case_message_once"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(max_length=40, index=True)
+    message_id: int = Field(description="The entry's id in the closer's conversation.")
+    kind: str = Field(max_length=10, description="public or question.")
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    at: datetime = Field(sa_column=_ts())
+
+
+class RiderReply(Base, table=True):
+    """A rider's words or photo added to their report later (an answer to a question, a detail)."""
+
+    __tablename__ = "rider_reply"
+
+    reply_id: str = Field(primary_key=True, max_length=40)
+    report_id: str = Field(foreign_key="report.report_id", index=True, max_length=40)
+    case_id: str = Field(max_length=40)
+    question_id: int | None = None
+    text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    at: datetime = Field(sa_column=_ts())
+    event_id: str = Field(max_length=64)
 
 
 class Feedback(Base, table=True):

@@ -11,6 +11,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from gridloop.clock import as_utc
+from services.reporter import conversation, nudges
 from services.reporter.models import CaseView, Place, Report, ReportEvent
 from services.reporter.rider_feedback import feedback_json, shown_feedback
 from services.reporter.wording import action_text, status_text
@@ -59,11 +60,16 @@ def timeline(session: Session, report_id: str) -> list[ReportEvent]:
 def load_public_report(
     session: Session, report: Report, base_url: str, closer_url: str, owner: bool
 ) -> dict[str, Any]:
-    """The public view of a report; the rider's shown answer (their words) only for its `owner`."""
+    """The public view of a report with the updates and questions staff published; the rider's shown
+    answer, replies and next nudge time (their own doings) only for its `owner`."""
     view = session.get(CaseView, report.case_id) if report.case_id else None
     out = public_report(report, timeline(session, report.report_id), view, base_url, closer_url)
     feedback = shown_feedback(session, report) if owner else None
     out["feedback"] = feedback_json(feedback) if feedback else None
+    out["updates"] = conversation.updates(session, report.case_id)
+    out["replies"] = conversation.replies(session, report.report_id) if owner else None
+    following = nudges.next_nudge_at(report.nudged_at) if owner else None
+    out["next_nudge_at"] = following.isoformat() if following else None
     return out
 
 

@@ -58,6 +58,8 @@ ACTION: dict[str, tuple[str, str]] = {
     "replanned": ("放假安排公布，处理期限已重算", "Holiday schedule published: deadlines re-planned"),
     "replan": ("放假安排公布，处理期限已重算", "Holiday schedule published: deadlines re-planned"),
     "on_duty": ("非工作时间，已转值班人员处置", "Out of hours: passed to the team on duty"),
+    "rider_reply": ("您补充了信息", "You added details"),
+    "nudge": ("您催办了一次", "You asked them to hurry (催办)"),
     "feedback_fixed": ("您确认已修好", "You confirmed the fix"),
     "feedback_not_fixed": ("您反馈没修好", "You said it is not fixed"),
 }
@@ -143,6 +145,19 @@ TEXT: dict[str, tuple[str, str]] = {
     "check_hint": ("有字符可能输错了。", "One character looks mistyped."),
     "not_found": ("没有找到这份报告", "No such report"),
     "rate_limited": ("发送太频繁，请 {n} 秒后再试", "Too many reports; try again in {n} s"),
+    "updates": ("网格站的消息", "From the grid station"),
+    "update_public": ("进展", "Update"),
+    "question": ("网格站想问您", "The station asks you"),
+    "answer": ("回答 / 补充", "Answer / add details"),
+    "your_reply": ("您的回复", "Your reply"),
+    "send_reply": ("发送", "Send"),
+    "reply_sent": ("已发送，谢谢！", "Sent, thank you!"),
+    "reply_empty": ("请写几个字或添加照片", "Write something or add a photo"),
+    "nudge_btn": ("⏰ 催办", "⏰ Hurry them up (催办)"),
+    "nudge_hint": ("每份报告 24 小时内可催办一次", "One nudge per report every 24 hours"),
+    "nudge_sent": ("已催办，城运中心会督办此事", "Sent: the centre will follow it up"),
+    "nudge_wait": ("24 小时内已催办过，请稍后再试", "Already nudged in the last 24 hours; try later"),
+    "nudge_next": ("下次可催办时间", "Next nudge possible at"),
 }
 
 

@@ -67,6 +67,8 @@ class CaseView(BaseModel):
     warn_at: str | None
     colour: str
     supervised: bool
+    nudges: int = Field(description="Riders' nudges (催办) so far; each puts the case on supervision.")
+    nudged_at: str | None = Field(description="The latest nudge.")
     assignee: str | None
     moves: int
     return_reason: str | None
@@ -123,12 +125,41 @@ class TimelineRow(BaseModel):
     version: int | None
 
 
+class MessageView(BaseModel):
+    """One entry of a case's conversation."""
+
+    id: int
+    kind: str = Field(description="note (internal), public, question, reply (a rider's), nudge (催办).")
+    public: bool = Field(description="Riders see it (public updates and questions).")
+    text: str
+    actor: str = Field(description="The staff account, or 'rider'.")
+    at: str
+    report_id: str | None = Field(description="The rider's report of a reply or a nudge.")
+    question_id: int | None = Field(description="The question a reply answers.")
+    photo_urls: list[str] = Field(description="A reply's photos (served by the reporter).")
+
+
 class CaseDetail(CaseActions):
-    """One case with its reports, riders, photos and timeline."""
+    """One case with its reports, riders, photos, timeline and conversation."""
 
     reports: list[ReportView]
     report_ids: list[str]
     timeline: list[TimelineRow]
+    messages: list[MessageView]
+
+
+class Conversation(BaseModel):
+    """A case's conversation, oldest first."""
+
+    case_id: str
+    messages: list[MessageView]
+
+
+class MessageAnswer(BaseModel):
+    """The entry written and the case's version after it."""
+
+    message: MessageView
+    version: int
 
 
 class QueuePage(BaseModel):
@@ -315,6 +346,25 @@ async def get_timeline(ctx: Ctx, who: Reader, case_id: str) -> dict[str, Any]:
             return actions.timeline(session, case_id)
 
     return {"case_id": case_id, "timeline": await asyncio.to_thread(work)}
+
+
+@router.get("/api/v1/cases/{case_id}/messages", response_model=Conversation)
+async def get_messages(ctx: Ctx, who: Reader, case_id: str) -> dict[str, Any]:
+    """The case's conversation (internal notes included: staff only), oldest first."""
+
+    def work() -> list[dict[str, Any]]:
+        with ctx.runtime.db.session() as session:
+            actions.load_visible(session, who, case_id)
+            return actions.messages(session, case_id, ctx.settings.public_base_url)
+
+    return {"case_id": case_id, "messages": await asyncio.to_thread(work)}
+
+
+@router.post("/api/v1/cases/{case_id}/messages", response_model=MessageAnswer, status_code=201)
+async def post_message(ctx: Ctx, who: Who, case_id: str, body: actions.MessageBody) -> dict[str, Any]:
+    """Write on a case: an internal note (never shown to riders), a public update (on the riders'
+    tracking pages) or a question to the riders. Another station's case is 404, a stale version 409."""
+    return await asyncio.to_thread(actions.say, ctx, who, case_id, body)
 
 
 async def read_transition(request: Request) -> tuple[actions.TransitionBody, bytes | None]:

@@ -117,6 +117,19 @@ _T: dict[str, tuple[str, str]] = {
     "stale": ("表单已过期,请重新操作。", "The form is stale; try again."),
     "counts": ("在办统计", "Open cases"),
     "not_found": ("没有这个案件。", "No such case."),
+    "conversation": ("沟通记录", "Conversation"),
+    "no_messages": ("暂无沟通记录", "Nothing written yet"),
+    "write": ("写一条", "Write"),
+    "kind": ("类型", "Kind"),
+    "kind_note": ("内部备注(骑手看不到)", "Internal note (riders never see it)"),
+    "kind_public": ("公开进展(骑手可见)", "Public update (riders see it)"),
+    "kind_question": ("向骑手提问(骑手可见)", "Question to the riders (they see it)"),
+    "kind_reply": ("骑手回复", "Rider's reply"),
+    "kind_nudge": ("骑手催办", "Rider's nudge (催办)"),
+    "text": ("内容", "Text"),
+    "send": ("发送", "Send"),
+    "nudges": ("催办次数", "Nudges (催办)"),
+    "answers": ("回答", "Answers"),
 }
 
 STATES: dict[str, tuple[str, str]] = {
@@ -153,6 +166,14 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "auto_close": ("自动结案", "Closed automatically"),
     "reopen": ("骑手反馈未解决", "Reopened by the rider"),
     "feedback": ("骑手反馈", "Rider feedback"),
+    "comment": ("内部备注", "Internal note"),
+    "update_public": ("公开进展", "Public update"),
+    "ask": ("向骑手提问", "Question to the riders"),
+    "rider_reply": ("骑手回复", "Rider replied"),
+    "nudge": ("骑手催办", "Rider nudged (催办)"),
+    "say_note": ("内部备注", "Internal note"),
+    "say_public": ("公开进展", "Public update"),
+    "say_question": ("向骑手提问", "Question to the riders"),
 }
 
 PRIORITIES: dict[str, tuple[str, str]] = {

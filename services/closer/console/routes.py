@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from gridloop.clock import as_utc, utcnow
@@ -346,6 +347,30 @@ async def case_act(request: Request, case_id: str) -> Response:
             _case_page, request, ctx, who, case_id, exc.status, error=exc.message, error_code=exc.code
         )
     return RedirectResponse(f"/console/cases/{case_id}?done={body.action}", status_code=303)
+
+
+@router.post("/console/cases/{case_id}/say")
+async def case_say(request: Request, case_id: str) -> Response:
+    """Write a note, a public update or a question from the case page's form (CSRF-checked)."""
+    ctx = closer(request)
+    who = await user(request)
+    try:
+        form = await form_csrf(request, ctx, who)
+        fields = {k: v for k, v in form.items() if k in ("kind", "text", "version") and isinstance(v, str)}
+        try:
+            body = actions.MessageBody.model_validate(fields)
+        except ValidationError as exc:
+            raise ApiError(422, "invalid", "The form is not valid.") from exc
+        await asyncio.to_thread(actions.say, ctx, who, case_id, body)
+    except ApiError as exc:
+        if exc.status == 404:
+            return render(
+                request, "error.html", 404, message=lang_of(request)("not_found"), **page_base(ctx, who)
+            )
+        return await asyncio.to_thread(
+            _case_page, request, ctx, who, case_id, exc.status, error=exc.message, error_code=exc.code
+        )
+    return RedirectResponse(f"/console/cases/{case_id}?done=say_{body.kind}", status_code=303)
 
 
 @router.post("/console/bulk-ack")

@@ -6,6 +6,7 @@ script and one stylesheet shared by all pages, no framework: the scan page is a 
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,10 +15,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlmodel import Session, col, select
 
-from gridloop.clock import as_utc
+from gridloop.clock import as_utc, utcnow
 from gridloop.service import page_security_headers
 from schemas import codes
 from schemas.cases import CaseStatus
+from services.reporter import conversation, nudges
 from services.reporter.api.reports import open_cases_json
 from services.reporter.context import LANG_COOKIE, Ctx, Lang, Reporter, RiderRef, language
 from services.reporter.credentials import tracking_key_matches
@@ -31,7 +33,7 @@ from services.reporter.tracking import my_report_rows, timeline
 from services.reporter.wording import STATUS, action_text, local_time, status_text, t
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-ASSET_VERSION = "4"
+ASSET_VERSION = "5"
 JS_TEXT = (
     "offline_saved",
     "offline_pending",
@@ -47,6 +49,10 @@ JS_TEXT = (
     "outside",
     "comment_required",
     "thanks_feedback",
+    "reply_sent",
+    "reply_empty",
+    "nudge_sent",
+    "nudge_wait",
 )
 
 # a rider's error is a page in their language, not the API's envelope
@@ -168,7 +174,9 @@ def _track_rows(session: Session, report_id: str) -> dict[str, Any] | None:
     view = session.get(CaseView, report.case_id) if report.case_id else None
     place = session.get(Place, report.place_id) if report.place_id else None
     photos = session.exec(
-        select(Photo.photo_id).where(Photo.report_id == report_id).order_by(col(Photo.position))
+        select(Photo.photo_id)
+        .where(Photo.report_id == report_id, col(Photo.reply_id).is_(None))
+        .order_by(col(Photo.position))
     ).all()
     return {
         "report": report,
@@ -177,6 +185,8 @@ def _track_rows(session: Session, report_id: str) -> dict[str, Any] | None:
         "place": place,
         "photos": list(photos),
         "feedback": shown_feedback(session, report),
+        "updates": conversation.updates(session, report.case_id),
+        "replies": conversation.replies(session, report_id),
     }
 
 
@@ -215,6 +225,10 @@ async def track(
         }
         for e in data["events"]
     ]
+    updates = [{**u, "at": local_time(datetime.fromisoformat(u["at"]), lang)} for u in data["updates"]]
+    replies = [{**r, "at": local_time(datetime.fromisoformat(r["at"]), lang)} for r in data["replies"]]
+    next_nudge = nudges.next_nudge_at(report.nudged_at)
+    can_nudge = owner and report.case_id is not None and report.status in nudges.NUDGE_STATUSES
     return page(
         ctx,
         request,
@@ -236,6 +250,13 @@ async def track(
         owner=owner,
         description=report.description if owner else None,
         photos=[f"/api/v1/photos/{p}" for p in data["photos"]] if owner else [],
+        updates=updates,
+        replies=replies if owner else [],
+        can_nudge=can_nudge,
+        case_known=report.case_id is not None,
+        next_nudge=local_time(next_nudge, lang)
+        if can_nudge and next_nudge and next_nudge > utcnow()
+        else None,
         # the secret from the link goes along with the rider's answer (X-Tracking-Key), never elsewhere
         config={
             "reportId": report.report_id,

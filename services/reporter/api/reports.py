@@ -64,6 +64,25 @@ class FeedbackOut(BaseModel):
     at: str
 
 
+class PublicUpdate(BaseModel):
+    """A public update or a question staff wrote on the case."""
+
+    id: int = Field(description="Its id; a reply to a question names it as question_id.")
+    kind: str = Field(description="public (an update) or question.")
+    text: str
+    at: str
+
+
+class OwnReply(BaseModel):
+    """One of the rider's replies."""
+
+    reply_id: str
+    question_id: int | None
+    text: str
+    at: str
+    photo_urls: list[str]
+
+
 class PublicReport(BaseModel):
     """The public status and timeline of a report (no personal data)."""
 
@@ -83,6 +102,13 @@ class PublicReport(BaseModel):
     after_photo_urls: list[str]
     timeline: list[TimelineStep]
     feedback: FeedbackOut | None
+    updates: list[PublicUpdate] = Field(description="Public updates and questions staff wrote, oldest first.")
+    replies: list[OwnReply] | None = Field(
+        None, description="The rider's own replies (only with the report's credential)."
+    )
+    next_nudge_at: str | None = Field(
+        None, description="With the credential: a nudge (催办) before this time is refused (429)."
+    )
 
 
 class OpenCase(BaseModel):

@@ -233,6 +233,47 @@
     $("fixed-no").addEventListener("click", function () { answer(false); });
   }
 
+  function trackingHeaders(json) {  // the secret from the tracking link goes along, never elsewhere
+    var h = json ? { "Content-Type": "application/json" } : {};
+    if (G.trackingKey) h["X-Tracking-Key"] = G.trackingKey;
+    return h;
+  }
+
+  function setupReply() {  // answer a question, or add words or a photo later
+    var send = $("reply-send"); if (!send) return;
+    send.addEventListener("click", function () {
+      var msg = $("reply-msg"), text = $("reply-text").value.trim(), file = $("reply-photo").files[0];
+      var q = $("reply-question");
+      if (!text && !file) return say(msg, T.reply_empty, "err");
+      var form = new FormData();
+      if (text) form.append("text", text);
+      if (q) form.append("question_id", q.value);
+      if (file) form.append("photo", file);
+      send.disabled = true;
+      fetch("/api/v1/reports/" + encodeURIComponent(G.reportId) + "/replies", {
+        method: "POST", credentials: "same-origin", headers: trackingHeaders(false), body: form
+      }).then(function (res) {
+        if (res.ok) { say(msg, T.reply_sent, "ok"); setTimeout(function () { location.reload(); }, 600); return; }
+        return res.json().then(function (b) { send.disabled = false; say(msg, T.error + "：" + ((b.error || {}).message || res.status), "err"); });
+      }, function () { send.disabled = false; say(msg, T.retry_later, "err"); });
+    });
+  }
+
+  function setupNudge() {  // 催办: once a day per report
+    var btn = $("nudge-btn"); if (!btn) return;
+    btn.addEventListener("click", function () {
+      var msg = $("nudge-msg");
+      btn.disabled = true;
+      fetch("/api/v1/reports/" + encodeURIComponent(G.reportId) + "/nudge", {
+        method: "POST", credentials: "same-origin", headers: trackingHeaders(false)
+      }).then(function (res) {
+        if (res.ok) return say(msg, T.nudge_sent, "ok");
+        if (res.status === 429) return say(msg, T.nudge_wait, "err");
+        return res.json().then(function (b) { btn.disabled = false; say(msg, T.error + "：" + ((b.error || {}).message || res.status), "err"); });
+      }, function () { btn.disabled = false; say(msg, T.retry_later, "err"); });
+    });
+  }
+
   function watchStatus() {  // the tracking page follows the case without a manual reload
     if (!G.reportId || $("feedback")) return;
     setInterval(function () {
@@ -241,5 +282,5 @@
     }, 15000);
   }
 
-  setupForm(); setupLocate(); setupFeedback(); watchStatus(); showPending(); flush();
+  setupForm(); setupLocate(); setupFeedback(); setupReply(); setupNudge(); watchStatus(); showPending(); flush();
 })();
