@@ -7,10 +7,12 @@ services.reporter.readmodel decides what each event changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gridloop.consumer import Handler, Incoming
-from gridloop.rawsql import Raw, Tx
+from gridloop.rawsql import Raw, Tx, after_commit
 from schemas.events import REGISTRY, CaseOpened, CaseReportMerged, CaseTransitioned, StaffTokensRevoked
-from services.reporter import readmodel, staff_tokens
+from services.reporter import push, readmodel, staff_tokens
 
 TRANSITIONS = tuple(
     name.removeprefix("case.")
@@ -41,6 +43,20 @@ def on_case_transition(session: Tx, item: Incoming) -> None:
     readmodel.case_moved(Raw(session), data)
 
 
+def pushed(kind: str, wake: Callable[[], None] | None) -> Handler:
+    """`case.<action>` that also tells the riders following the case: the view moves, then a push per
+    browser is queued in the same transaction (sent after the commit by services.reporter.push_sender)."""
+
+    def handle(session: Tx, item: Incoming) -> None:
+        on_case_transition(session, item)
+        data = item.data
+        assert isinstance(data, CaseTransitioned)
+        if push.queue_for_case(Raw(session), data.case_id, item.event.id, kind, status=data.status) and wake:
+            after_commit(session, wake)
+
+    return handle
+
+
 def on_staff_tokens_revoked(session: Tx, item: Incoming) -> None:
     """`staff.tokens_revoked`: an account's older tokens (or all, when disabled) stop working here."""
     data = item.data
@@ -48,11 +64,13 @@ def on_staff_tokens_revoked(session: Tx, item: Incoming) -> None:
     staff_tokens.tokens_revoked(Raw(session), data)
 
 
-def handlers() -> dict[str, Handler]:
-    """The `cases.events` and `staff.events` handlers of the reporter's consumer."""
+def handlers(wake_push: Callable[[], None] | None = None) -> dict[str, Handler]:
+    """The `cases.events` and `staff.events` handlers of the reporter's consumer (`wake_push`: tells
+    the push sender that pushes were committed)."""
     return {
         "staff.tokens_revoked": on_staff_tokens_revoked,
         "case.opened": on_case_opened,
         "case.report_merged": on_report_merged,
         **{f"case.{name}": on_case_transition for name in TRANSITIONS},
+        **{name: pushed(kind, wake_push) for name, kind in push.PUSH_KINDS.items()},
     }

@@ -143,6 +143,16 @@ TEXT: dict[str, tuple[str, str]] = {
     "check_hint": ("有字符可能输错了。", "One character looks mistyped."),
     "not_found": ("没有找到这份报告", "No such report"),
     "rate_limited": ("发送太频繁，请 {n} 秒后再试", "Too many reports; try again in {n} s"),
+    "notify_me": ("🔔 有进展通知我", "🔔 Tell me when it moves"),
+    "notify_on": ("已开启进展通知", "You will be notified"),
+    "notify_off": ("关闭通知", "Stop notifications"),
+    "notify_stopped": ("已关闭通知", "Notifications stopped"),
+    "notify_unsupported": ("此浏览器不支持通知", "This browser cannot show notifications"),
+    "notify_denied": ("通知权限未开启", "Notifications are not allowed for this site"),
+    "push_title": ("随手报有进展", "Your report has news"),
+    "push_acknowledged": ("网格站已签收您的报告", "The grid station signed for your report"),
+    "push_resolved": ("已处理，请确认是否修好", "It has been fixed: please confirm"),
+    "push_closed": ("您的报告已结案，谢谢！", "Your report is closed. Thank you!"),
 }
 
 
