@@ -19,6 +19,7 @@ from typing import Any, Literal
 import requests
 from prometheus_client import Counter
 from pywebpush import WebPushException, webpush
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, delete, select
 
 from gridloop import metrics
@@ -75,17 +76,26 @@ class Due:
 
 
 def due(session: Session, now: datetime, limit: int = BATCH) -> list[Due]:
-    """The pending pushes whose time has come, oldest first."""
+    """The pending pushes whose time has come, oldest first, one per browser: its oldest pending push
+    (a later one waits for an earlier one's retry, so a browser sees its pushes in order)."""
+    earlier = aliased(PushMessage)
+    waiting = (
+        select(earlier.id)
+        .where(
+            earlier.subscription_id == PushMessage.subscription_id,
+            earlier.state == "pending",
+            col(earlier.id) < col(PushMessage.id),
+        )
+        .exists()
+    )
     rows = session.exec(
         select(PushMessage, PushSubscription)
         .join(PushSubscription, col(PushSubscription.id) == col(PushMessage.subscription_id))
-        .where(PushMessage.state == "pending", col(PushMessage.next_attempt_at) <= now)
+        .where(PushMessage.state == "pending", col(PushMessage.next_attempt_at) <= now, ~waiting)
         .order_by(col(PushMessage.id))
         .limit(limit)
     ).all()
-    return [
-        Due(m.id or 0, s.id or 0, m.attempts, m.payload, s.endpoint, s.p256dh, s.auth) for m, s in rows
-    ]
+    return [Due(m.id or 0, s.id or 0, m.attempts, m.payload, s.endpoint, s.p256dh, s.auth) for m, s in rows]
 
 
 def post_push(
@@ -136,7 +146,7 @@ class PushSender:
             loop.call_soon_threadsafe(self._wake.set)
 
     def tick(self) -> int | None:
-        """Send every due push once (blocking); the pushes tried, or None when another replica leads."""
+        """Send the due pushes once (blocking); the pushes tried, or None when another replica leads."""
         if not self.runtime.leadership("push").check():
             return None
         db = self.runtime.db
@@ -210,9 +220,10 @@ class PushSender:
                     pass
                 self._wake.clear()
                 try:
-                    await asyncio.to_thread(self.tick)
+                    # a browser's next push is due as soon as its previous one went: go on while sending
+                    while await asyncio.to_thread(self.tick):
+                        pass
                 except Exception:
                     log.exception("push sending failed")
 
         return run
-
