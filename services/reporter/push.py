@@ -90,7 +90,7 @@ class SubscriptionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     endpoint: str = Field(max_length=MAX_ENDPOINT, description="The push service URL (https).")
-    expirationTime: int | None = Field(None, description="Ignored: an expired endpoint answers 404/410.")  # noqa: N815
+    expirationTime: int | None = Field(None, description="Ignored: an expired endpoint answers 404/410.")
     keys: PushKeys
     lang: str = Field("zh", description="The language of the pushes: zh or en.")
 
@@ -172,8 +172,8 @@ def forget(session: Session, subscription_ids: Sequence[int]) -> int:
     """Delete subscriptions and their queued pushes; the subscriptions deleted."""
     if not subscription_ids:
         return 0
-    session.exec(delete(PushMessage).where(col(PushMessage.subscription_id).in_(subscription_ids)))  # type: ignore[call-overload]
-    result = session.exec(delete(PushSubscription).where(col(PushSubscription.id).in_(subscription_ids)))  # type: ignore[call-overload]
+    session.exec(delete(PushMessage).where(col(PushMessage.subscription_id).in_(subscription_ids)))
+    result = session.exec(delete(PushSubscription).where(col(PushSubscription.id).in_(subscription_ids)))
     return int(result.rowcount)
 
 

@@ -202,7 +202,7 @@ class PushSender:
         cutoff = utcnow() - timedelta(seconds=self.runtime.settings.dedup_window_seconds)
         with self.runtime.db.session(write=True) as session:
             result = session.exec(
-                delete(PushMessage).where(  # type: ignore[call-overload]
+                delete(PushMessage).where(
                     col(PushMessage.state) != "pending", col(PushMessage.created_at) < cutoff
                 )
             )

@@ -69,7 +69,7 @@ def expired_token() -> str:
 def unsigned_token() -> str:
     """An admin token with `alg: none`."""
     claims = {"sub": "admin", "role": "admin", "iss": "gridloop-closer", "exp": 4_102_444_800}
-    return jwt.encode(claims, None, algorithm="none")
+    return jwt.encode(claims, "", algorithm="none")  # PyJWT takes "" as no key
 
 
 def bearer(token: str) -> dict[str, str]:
