@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.protocol.consumer.offsets import OffsetSpec
@@ -13,6 +15,7 @@ from kafka.protocol.consumer.offsets import OffsetSpec
 from gridloop.kafkaauth import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 LagSource = Literal["list_offsets", "highwater"]
 
 
@@ -112,3 +115,35 @@ class LagMonitor:
             for topic in g.topics:
                 result[(g.group, topic)] = per_topic.get(topic, 0)
         return result
+
+
+async def off_loop(fn: Callable[[], T], name: str) -> T:
+    """Run a blocking call in a daemon thread of its own and await its result.
+
+    Not asyncio.to_thread: kafka-python's admin client can block its thread with no deadline (seen in
+    the suite: a bootstrap to an unreachable broker that never returned), and asyncio.run joins the
+    default executor's threads when the loop shuts down, so one stuck measurement kept a service from
+    ever exiting. A daemon thread is abandoned at exit instead; the caller bounds the wait."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, exc: BaseException | None) -> None:
+        if done.done():  # the waiter gave up (cancelled or timed out)
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result, exc = fn(), None
+        except BaseException as e:  # handed to the awaiting task, whatever it is
+            result, exc = None, e
+        try:
+            loop.call_soon_threadsafe(settle, result, exc)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await done

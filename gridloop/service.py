@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -28,7 +29,7 @@ from gridloop.consumer import Handler, IdempotentConsumer, Incoming
 from gridloop.db import Database
 from gridloop.errors import error_body, install_error_handlers, too_large_message
 from gridloop.kafkaauth import KafkaSecurity, login_problem
-from gridloop.lag import GroupTopics, LagMonitor
+from gridloop.lag import GroupTopics, LagMonitor, off_loop
 from gridloop.leader import Leadership
 from gridloop.outbox import OutboxRelay
 from gridloop.photos import photo_form_bytes
@@ -37,6 +38,8 @@ from gridloop.pruning import Pruner
 from gridloop.settings import Settings, get_settings, refuse_unsafe
 
 log = logging.getLogger(__name__)
+LAG_DEADLINE = 60.0
+"""Longest wait for one lag measurement (the admin client's own timeouts are 5–30 s)."""
 
 
 class Runtime:
@@ -174,9 +177,13 @@ class Runtime:
 
         prefix = self.settings.topic_prefix
         groups = [GroupTopics(prefix + c.group, tuple(prefix + t for t in c.topics)) for c in self.consumers]
-        monitor = LagMonitor(
-            self.settings.kafka_bootstrap_servers, groups, self.settings.lag_source, self.kafka_security
-        )
+
+        def new_monitor() -> LagMonitor:
+            return LagMonitor(
+                self.settings.kafka_bootstrap_servers, groups, self.settings.lag_source, self.kafka_security
+            )
+
+        monitor = new_monitor()
         try:
             while True:
                 await asyncio.sleep(self.settings.lag_interval_seconds)
@@ -184,7 +191,12 @@ class Runtime:
                     for (topic, partition), hw in consumer.highwaters().items():
                         monitor.highwaters[TopicPartition(topic, partition)] = hw
                 try:
-                    lags = await asyncio.to_thread(monitor.measure)
+                    lags = await asyncio.wait_for(off_loop(monitor.measure, "gridloop-lag"), LAG_DEADLINE)
+                except TimeoutError:
+                    # the admin client hangs (see lag.off_loop): leave it to its thread, start afresh
+                    log.warning("%s: lag not measured in %.0f s; reconnecting", self.service, LAG_DEADLINE)
+                    monitor = new_monitor()
+                    continue
                 except Exception as exc:
                     log.debug("%s: lag not measured: %s", self.service, exc)
                     continue
@@ -193,7 +205,8 @@ class Runtime:
                         lag
                     )
         finally:
-            await asyncio.to_thread(monitor.close)
+            with contextlib.suppress(TimeoutError):  # a close that hangs is abandoned with its thread
+                await asyncio.wait_for(off_loop(monitor.close, "gridloop-lag-close"), 5.0)
 
     async def start(self) -> None:
         """Start the relay, the broker connection and any background loops."""

@@ -16,12 +16,15 @@ from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK, REPORTS_SUBMITTED, S
 from schemas.events import ReportFeedback, ReportSubmitted
 from schemas.reference import load_jurisdiction
 from services.reporter.api import conversation, keys, open311, pages, places, reports
+from services.reporter.api import push as push_api
 from services.reporter.config import RateLimits, ReporterConfig, get_config
 from services.reporter.context import Reporter
 from services.reporter.fastpath import JsonReportFastPath
 from services.reporter.handlers import handlers
 from services.reporter.models import PLUMBING, Base
+from services.reporter.push_sender import PushSender
 from services.reporter.redrive import redrive_loop
+from services.reporter.vapid import vapid_keys
 
 SERVICE = "reporter"
 
@@ -32,10 +35,20 @@ def build(settings: Settings | None = None, config: ReporterConfig | None = None
     config = config or get_config()
     runtime = Runtime(SERVICE, Base.metadata, PLUMBING, settings)
     jurisdiction = load_jurisdiction(settings.jurisdiction_dir)
+    secret = config.vapid_private_key.get_secret_value() if config.vapid_private_key else None
+    vapid = vapid_keys(secret, config.vapid_public_key, config.vapid_subject, settings.var_dir)
     ctx = Reporter(
-        runtime, settings, config, jurisdiction, settings.signing_key(), RateLimits(), GroupCommit(runtime.db)
+        runtime,
+        settings,
+        config,
+        jurisdiction,
+        settings.signing_key(),
+        RateLimits(),
+        GroupCommit(runtime.db),
+        vapid,
     )
-    runtime.consumer("reporter", [CASES_EVENTS, STAFF_EVENTS], handlers(), plain_sql=True)
+    sender = PushSender(runtime, vapid, config)
+    runtime.consumer("reporter", [CASES_EVENTS, STAFF_EVENTS], handlers(sender.wake), plain_sql=True)
     runtime.document_publication(REPORTS_SUBMITTED, ReportSubmitted, "Accepted reports, keyed by grid id.")
     runtime.document_publication(
         REPORTS_FEEDBACK,
@@ -43,6 +56,7 @@ def build(settings: Settings | None = None, config: ReporterConfig | None = None
         "Riders' answers, and their replies (case.rider_replied) and nudges (case.nudged), keyed by case id.",
     )
     runtime.background.append(redrive_loop(runtime, settings.redrive_after_seconds, config.redrive_batch))
+    runtime.background.append(sender.loop())
 
     app = create_app(
         runtime,
@@ -64,6 +78,7 @@ def build(settings: Settings | None = None, config: ReporterConfig | None = None
         set_cookie=ctx.set_rider_cookie,
     )
     app.state.reporter = ctx
+    app.state.push_sender = sender
     app.state.jurisdiction = jurisdiction
     app.include_router(reports.router)
     app.include_router(conversation.router)
@@ -71,5 +86,6 @@ def build(settings: Settings | None = None, config: ReporterConfig | None = None
     app.include_router(keys.router)
     app.include_router(pages.router)
     app.include_router(open311.router)
+    app.include_router(push_api.router)
     pages.mount_static(app)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,27 @@ class ReporterConfig(BaseSettings):
     rider_cookie_secure: bool | None = Field(
         None, description="The rider cookie's Secure flag (default: on when the public base URL is https)."
     )
+    vapid_private_key: SecretStr | None = Field(
+        None, description="Web Push signing key, P-256 raw base64url (default: generated into var/vapid.key)."
+    )
+    vapid_public_key: str | None = Field(
+        None, description="Its public key (optional: checked against the private key when given)."
+    )
+    vapid_subject: str = Field(
+        "mailto:gridloop@localhost", description="Who push services may contact about our pushes (RFC 8292)."
+    )
+    push_hosts: str = Field(
+        ".googleapis.com,.push.services.mozilla.com,.push.apple.com,.notify.windows.com",
+        description="Push service hosts a subscription may name (comma-separated; a leading dot: any "
+        "subdomain). Every other endpoint is refused, so the reporter never posts to a host a rider chose.",
+    )
+    push_max_attempts: int = Field(8, gt=0, description="Tries of one push before it is given up.")
+    push_retry_seconds: float = Field(5.0, gt=0, description="First retry delay of a push; doubles per try.")
+    push_poll_seconds: float = Field(2.0, gt=0, description="How often the push sender looks for due pushes.")
+
+    def push_host_list(self) -> tuple[str, ...]:
+        """The allowed push hosts, lower case."""
+        return tuple(h.strip().lower() for h in self.push_hosts.split(",") if h.strip())
 
 
 class RateLimits(BaseSettings):

@@ -27,6 +27,7 @@ from services.reporter.credentials import (
 from services.reporter.models import Report, StaffToken
 from services.reporter.ratelimit import RateLimits, client_ref_for
 from services.reporter.reports import IntakeContext, ReportAccepted, ReportIn, accept_report, rider_ref_for
+from services.reporter.vapid import VapidKeys
 from services.reporter.wording import lang_of
 
 T = TypeVar("T")
@@ -71,6 +72,8 @@ class Reporter:
     secret: str
     limits: RateLimits
     intake: GroupCommit
+    vapid: VapidKeys | None = None
+    """The Web Push key pair (services.reporter.vapid); browsers subscribe with its public half."""
 
     @property
     def base_url(self) -> str:

@@ -7,8 +7,10 @@ services.reporter.readmodel decides what each event changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gridloop.consumer import Handler, Incoming
-from gridloop.rawsql import Raw, Tx
+from gridloop.rawsql import Raw, Tx, after_commit
 from schemas.events import (
     REGISTRY,
     CaseOpened,
@@ -18,7 +20,7 @@ from schemas.events import (
     CaseUpdatedPublic,
     StaffTokensRevoked,
 )
-from services.reporter import conversation, readmodel, staff_tokens
+from services.reporter import conversation, push, readmodel, staff_tokens
 
 TRANSITIONS = tuple(
     name.removeprefix("case.")
@@ -49,18 +51,33 @@ def on_case_transition(session: Tx, item: Incoming) -> None:
     readmodel.case_moved(Raw(session), data)
 
 
-def on_updated_public(session: Tx, item: Incoming) -> None:
-    """`case.updated_public`: an update staff published shows on the case's tracking pages."""
-    data = item.data
-    assert isinstance(data, CaseUpdatedPublic)
-    conversation.public_message(Raw(session), data, "public")
+def published(kind: str, push_kind: str, wake: Callable[[], None] | None) -> Handler:
+    """`case.updated_public` / `case.question_asked`: staff's words show on the case's tracking pages
+    (`kind`), and every browser following the case is pushed (`push_kind`) in the same transaction."""
+
+    def handle(session: Tx, item: Incoming) -> None:
+        data = item.data
+        assert isinstance(data, CaseUpdatedPublic | CaseQuestionAsked)
+        raw = Raw(session)
+        conversation.public_message(raw, data, kind)
+        if push.queue_for_case(raw, data.case_id, item.event.id, push_kind) and wake:
+            after_commit(session, wake)
+
+    return handle
 
 
-def on_question_asked(session: Tx, item: Incoming) -> None:
-    """`case.question_asked`: a question to the case's riders shows on their tracking pages."""
-    data = item.data
-    assert isinstance(data, CaseQuestionAsked)
-    conversation.public_message(Raw(session), data, "question")
+def pushed(kind: str, wake: Callable[[], None] | None) -> Handler:
+    """`case.<action>` that also tells the riders following the case: the view moves, then a push per
+    browser is queued in the same transaction (sent after the commit by services.reporter.push_sender)."""
+
+    def handle(session: Tx, item: Incoming) -> None:
+        on_case_transition(session, item)
+        data = item.data
+        assert isinstance(data, CaseTransitioned)
+        if push.queue_for_case(Raw(session), data.case_id, item.event.id, kind, status=data.status) and wake:
+            after_commit(session, wake)
+
+    return handle
 
 
 def on_staff_tokens_revoked(session: Tx, item: Incoming) -> None:
@@ -70,16 +87,18 @@ def on_staff_tokens_revoked(session: Tx, item: Incoming) -> None:
     staff_tokens.tokens_revoked(Raw(session), data)
 
 
-def handlers() -> dict[str, Handler]:
-    """The `cases.events` and `staff.events` handlers of the reporter's consumer.
+def handlers(wake_push: Callable[[], None] | None = None) -> dict[str, Handler]:
+    """The `cases.events` and `staff.events` handlers of the reporter's consumer (`wake_push`: tells
+    the push sender that pushes were committed).
 
     `case.commented` (a note's existence, never its words), and the closer's own `case.rider_replied`
     and `case.nudged` (the reporter wrote those itself) have no handler: they are skipped."""
     return {
-        "case.updated_public": on_updated_public,
-        "case.question_asked": on_question_asked,
+        "case.updated_public": published("public", "updated_public", wake_push),
+        "case.question_asked": published("question", "question_asked", wake_push),
         "staff.tokens_revoked": on_staff_tokens_revoked,
         "case.opened": on_case_opened,
         "case.report_merged": on_report_merged,
         **{f"case.{name}": on_case_transition for name in TRANSITIONS},
+        **{name: pushed(kind, wake_push) for name, kind in push.PUSH_KINDS.items()},
     }

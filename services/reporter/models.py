@@ -219,3 +219,45 @@ class StaffToken(Base, table=True):
     token_version: int = 0
     active: bool = True
     at: datetime = Field(sa_column=_ts())
+
+
+class PushSubscription(Base, table=True):
+    """A browser's Web Push subscription for one report (no account: the report's credential made it)."""
+
+    __tablename__ = "push_subscription"
+    __table_args__ = (UniqueConstraint("report_id", "endpoint_hash", name="uq_push_subscription_report"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    report_id: str = Field(foreign_key="report.report_id", index=True, max_length=40)
+    endpoint: str = Field(sa_column=Column(Text, nullable=False))
+    """The push service's URL for this browser (a capability: whoever has it can push to it)."""
+    endpoint_hash: str = Field(max_length=64)
+    """SHA-256 of the endpoint: the unique key (an endpoint may be longer than an index allows)."""
+    p256dh: str = Field(max_length=100)
+    auth: str = Field(max_length=40)
+    lang: str = Field(default="zh", max_length=5)
+    created_at: datetime = Field(sa_column=_ts())
+
+
+class PushMessage(Base, table=True):
+    """A push to send (the push outbox): written with the event that caused it, sent by one leader."""
+
+    __tablename__ = "push_message"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_id", name="uq_push_message_event"),
+        Index("ix_push_message_due", "state", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: int = Field(foreign_key="push_subscription.id", index=True)
+    event_id: str = Field(max_length=64)
+    kind: str = Field(max_length=30)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    """The JSON the browser receives: title, body, url (no personal data)."""
+    state: str = Field(default="pending", max_length=10)
+    """pending, sent, or failed (given up)."""
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_column=_ts())
+    created_at: datetime = Field(sa_column=_ts())
+    sent_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    last_error: str | None = Field(default=None, max_length=200)

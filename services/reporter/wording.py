@@ -158,6 +158,18 @@ TEXT: dict[str, tuple[str, str]] = {
     "nudge_sent": ("已催办，城运中心会督办此事", "Sent: the centre will follow it up"),
     "nudge_wait": ("24 小时内已催办过，请稍后再试", "Already nudged in the last 24 hours; try later"),
     "nudge_next": ("下次可催办时间", "Next nudge possible at"),
+    "notify_me": ("🔔 有进展通知我", "🔔 Tell me when it moves"),
+    "notify_on": ("已开启进展通知", "You will be notified"),
+    "notify_off": ("关闭通知", "Stop notifications"),
+    "notify_stopped": ("已关闭通知", "Notifications stopped"),
+    "notify_unsupported": ("此浏览器不支持通知", "This browser cannot show notifications"),
+    "notify_denied": ("通知权限未开启", "Notifications are not allowed for this site"),
+    "push_title": ("随手报有进展", "Your report has news"),
+    "push_acknowledged": ("网格站已签收您的报告", "The grid station signed for your report"),
+    "push_resolved": ("已处理，请确认是否修好", "It has been fixed: please confirm"),
+    "push_closed": ("您的报告已结案，谢谢！", "Your report is closed. Thank you!"),
+    "push_updated_public": ("网格站发布了处理进展", "The grid station posted an update"),
+    "push_question_asked": ("网格站有问题想问您，请回复", "The grid station has a question for you"),
 }
 
 

@@ -53,6 +53,10 @@ JS_TEXT = (
     "reply_empty",
     "nudge_sent",
     "nudge_wait",
+    "notify_on",
+    "notify_stopped",
+    "notify_unsupported",
+    "notify_denied",
 )
 
 # a rider's error is a page in their language, not the API's envelope
@@ -81,6 +85,8 @@ def page(
         "lang": lang,
         "text": {k: t(k, lang) for k in JS_TEXT},
         "status": {k: (zh if lang == "zh" else en) for k, (zh, en) in STATUS.items()},
+        "sw": f"/sw.js?v={ASSET_VERSION}",
+        "vapidKey": ctx.vapid.public_key if ctx.vapid else None,
         **values.pop("config", {}),
     }
     html = env.get_template(template).render(
@@ -121,6 +127,25 @@ def problem_page(ctx: Reporter, request: Request, found: CodeLookup, typed: str)
         "replaced_printed": codes.format_code(found.replaced_by) if found.replaced_by else None,
     }
     return page(ctx, request, "manual.html", status, problem=problem, typed=typed, config={"via": "manual"})
+
+
+@router.get(
+    "/sw.js",
+    response_class=Response,
+    responses={200: {"content": {"text/javascript": {}}, "description": "The service worker."}},
+)
+async def service_worker() -> Response:
+    """The riders' service worker (scope /): the scan page's shell offline, and Web Push."""
+    return Response(
+        (STATIC / "sw.js").read_bytes(),
+        media_type="text/javascript",
+        # a browser checks for a new worker on every visit; the worker's own caches keep the shell
+        headers={
+            "Cache-Control": "no-cache",
+            "Service-Worker-Allowed": "/",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 @router.get("/r", response_class=HTMLResponse)

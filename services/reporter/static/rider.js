@@ -86,6 +86,7 @@
   setInterval(flush, 15000);
 
   function receipt(body) {
+    setupNotify(body.report_id);
     var form = $("report");
     if (form) form.hidden = true;
     var oc = $("open-cases"); if (oc) oc.hidden = true;
@@ -282,5 +283,87 @@
     }, 15000);
   }
 
+  // --- the service worker: the scan page opens without signal after a first visit, and pushes ---
+  function registerWorker() {
+    if (!("serviceWorker" in navigator) || !G.sw) return null;
+    return navigator.serviceWorker.register(G.sw, { scope: "/" }).catch(function () { return null; });
+  }
+
+  // "有进展通知我": this browser follows one report (the server checks the rider cookie or tracking key)
+  var PUSHED = "gl_push";
+  function followed() { try { return JSON.parse(localStorage.getItem(PUSHED) || "[]"); } catch (e) { return []; } }
+  function remember(reportId, on) {
+    var list = followed().filter(function (r) { return r !== reportId; });
+    if (on) list.push(reportId);
+    try { localStorage.setItem(PUSHED, JSON.stringify(list.slice(-50))); } catch (e) { /* only the button's state */ }
+  }
+  function keyBytes(b64) {
+    var s = atob((b64 + "===".slice((b64.length + 3) % 4)).replace(/-/g, "+").replace(/_/g, "/"));
+    var out = new Uint8Array(s.length);
+    for (var i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+    return out;
+  }
+  function pushCall(method, reportId, body) {
+    var headers = { "Content-Type": "application/json", "Accept": "application/json" };
+    if (G.trackingKey && reportId === G.reportId) headers["X-Tracking-Key"] = G.trackingKey;
+    return fetch("/api/v1/reports/" + encodeURIComponent(reportId) + "/push", {
+      method: method, credentials: "same-origin", headers: headers, body: JSON.stringify(body)
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (b) { return { status: r.status, body: b }; });
+    });
+  }
+  // the subscription as PushSubscription.toJSON() gives it; what the button sends once the browser subscribed
+  function sendSubscription(reportId, sub) {
+    var body = { endpoint: sub.endpoint, keys: sub.keys, lang: G.lang === "en" ? "en" : "zh" };
+    if (sub.expirationTime !== undefined) body.expirationTime = sub.expirationTime;
+    return pushCall("POST", reportId, body).then(function (res) {
+      if (res.status === 200 || res.status === 201) remember(reportId, true);
+      return res;
+    });
+  }
+  function dropSubscription(reportId, endpoint) {
+    return pushCall("DELETE", reportId, { endpoint: endpoint }).then(function (res) {
+      if (res.status === 200) remember(reportId, false);
+      return res;
+    });
+  }
+  window.GLPush = { send: sendSubscription, drop: dropSubscription };
+
+  function setupNotify(reportId) {
+    var box = $("notify"), on = $("notify-on"), off = $("notify-off"), msg = $("notify-msg");
+    if (!box || !reportId || box.dataset.ready) return;
+    box.dataset.ready = "1"; box.hidden = false;
+    function shown(following) { on.hidden = following; off.hidden = !following; if (following) say(msg, T.notify_on, "ok"); }
+    var able = "serviceWorker" in navigator && "PushManager" in window && "Notification" in window && G.vapidKey;
+    if (!able) { on.hidden = true; say(msg, T.notify_unsupported); return; }
+    shown(followed().indexOf(reportId) >= 0);
+    on.addEventListener("click", function () {
+      on.disabled = true;
+      Notification.requestPermission().then(function (perm) {
+        if (perm !== "granted") throw new Error("denied");
+        return navigator.serviceWorker.ready;
+      }).then(function (reg) {
+        return reg.pushManager.getSubscription().then(function (sub) {
+          return sub || reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(G.vapidKey) });
+        });
+      }).then(function (sub) { return sendSubscription(reportId, sub.toJSON()); }).then(function (res) {
+        on.disabled = false;
+        if (res.status === 200 || res.status === 201) return shown(true);
+        say(msg, T.error + "：" + (((res.body || {}).error || {}).message || res.status), "err");
+      }).catch(function (e) {
+        on.disabled = false;
+        say(msg, e && e.message === "denied" ? T.notify_denied : T.notify_unsupported, "err");
+      });
+    });
+    off.addEventListener("click", function () {
+      navigator.serviceWorker.ready.then(function (reg) { return reg.pushManager.getSubscription(); })
+        .then(function (sub) { return sub ? dropSubscription(reportId, sub.endpoint) : (remember(reportId, false), { status: 200 }); })
+        .then(function (res) { if (res.status === 200) { shown(false); say(msg, T.notify_stopped, "ok"); } },
+              function () { say(msg, T.retry_later, "err"); });
+    });
+  }
+
+  registerWorker();
   setupForm(); setupLocate(); setupFeedback(); setupReply(); setupNudge(); watchStatus(); showPending(); flush();
+  if (G.reportId) setupNotify(G.reportId);
 })();
