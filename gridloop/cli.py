@@ -368,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     from services.reporter import cli as reporter_cli  # imports its dependencies lazily
 
     reporter_cli.add_parser(sub)
+
+    from services.notifier import cli as notifier_cli  # imports Apprise lazily
+
+    notifier_cli.add_parser(sub)
     return parser
 
 
