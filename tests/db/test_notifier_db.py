@@ -1,4 +1,4 @@
-"""The notifier's delivery table on SQLite and PostgreSQL: events to deliveries once, retries, failures, digests."""
+"""The notifier's delivery table on SQLite and PostgreSQL: deliveries once, retries, failures, digests."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def test_common_issue_is_told_once_and_unknown_types_are_skipped(db: Database, c
     with db.session() as session:
         info = session.get(CaseInfo, "C-3")
         assert info is not None and info.common_issue
-        outbox = session.exec(select(Base.metadata.tables["outbox"].c.topic)).all()  # type: ignore[call-overload]
+        outbox = session.exec(select(Base.metadata.tables["outbox"].c.topic)).all()
     assert outbox == []  # nothing dead-lettered
     assert (
         metrics.REGISTRY.get_sample_value(

@@ -15,7 +15,7 @@ from services.notifier.deliveries import Due
 from services.notifier.messages import render, render_digest
 from services.notifier.rules import Rule, RulesError, Signal, load_rules, parse_rules, routes
 from services.notifier.sender import plan
-from tests.support.notifier import CONSOLE, J, RULES, T0
+from tests.support.notifier import CONSOLE, RULES, T0, J
 
 SRC = "rules.json"
 
