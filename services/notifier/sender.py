@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,6 +83,9 @@ class Sender:
         self.send = send
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # one tick at a time in this process (the loop's, an operator's or a test's): two would both
+        # read a pending row and both send it; other processes are kept out by the leadership
+        self._ticking = threading.Lock()
 
     def wake(self) -> None:
         """New deliveries were committed: look sooner (they may still be held for a digest). Called
@@ -91,7 +95,10 @@ class Sender:
 
     def tick(self, now: datetime | None = None) -> TickResult:
         """One pass over what is due (blocking: run it in a thread)."""
-        now = now or utcnow()
+        with self._ticking:
+            return self._tick(now or utcnow())
+
+    def _tick(self, now: datetime) -> TickResult:
         with self.db.session() as session:
             rows = deliveries.due(session, now, BATCH)
         result = TickResult()

@@ -28,6 +28,8 @@ class Sink:
 
     def __init__(self, on_message: Callable[[Received], None] | None = None, port: int = 0) -> None:
         self.received: list[Received] = []
+        self.hits = 0
+        """Posts taken, answered 200 or not."""
         self.on_message = on_message
         self.status = 200
         """What the sink answers (a test makes it 503 to play a channel that is down)."""
@@ -37,6 +39,7 @@ class Sink:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                sink.hits += 1
                 if sink.status != 200:
                     self.send_response(sink.status)
                     self.end_headers()
