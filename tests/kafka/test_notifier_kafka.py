@@ -7,6 +7,7 @@ counted failed once; a flood to one channel arrives as one grouped message.
 
 from __future__ import annotations
 
+import argparse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from gridloop.settings import Settings
 from gridloop.topics import ensure_topics
 from schemas.envelope import CloudEvent
 from services.closer.auth import issue_token
+from services.notifier import channels
 from services.notifier.app import build
 from services.notifier.config import NotifierConfig
 from services.notifier.models import Delivery
@@ -200,3 +202,27 @@ def test_test_send_api_and_its_guard(settings: Settings, sink: Sink) -> None:
         )
         assert refused.status_code == 403
     assert [m.title for m in sink.received] == ["GridLoop 测试通知"]
+
+
+def test_notify_test_command(sink: Sink, capsys: pytest.CaptureFixture[str]) -> None:
+    """`gridloop notify test URL`: exit 0 and "sent" when the channel took it; 1 and Apprise's reason
+    when it did not; 2 for a URL Apprise cannot use."""
+    from gridloop.brokers import free_port
+    from services.notifier.cli import add_parser
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(["notify", "test", *argv])
+        code: int = args.func(args)
+        return code
+
+    assert run(sink.url, "--title", "你好") == 0
+    assert capsys.readouterr().out == f"sent to {channels.masked(sink.url)}\n"
+    assert [m.title for m in sink.received] == ["你好"]
+    closed = f"json://127.0.0.1:{free_port()}/"
+    assert run(closed) == 1
+    assert capsys.readouterr().err.startswith(f"error: not sent to {channels.masked(closed)}: ")
+    assert run("nosuch://x") == 2
+    assert capsys.readouterr().err == "error: not a URL Apprise can send to: nosuch://…\n"
