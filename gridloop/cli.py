@@ -158,6 +158,13 @@ def print_banner(stack: Any) -> None:
         f"POST /api/v1/auth/token)",
         f"  Route explain:                {stack.url('router')}/api/v1/route/explain?lat=31.33&lon=121.52"
         f"&category=manhole_cover",
+        "  Notifications:                "
+        + (
+            f"printed here as they arrive (demo sink {stack.extra_env[NOTIFY_FALLBACK]}); failed: "
+            f"{stack.url('notifier')}/api/v1/deliveries"
+            if NOTIFY_FALLBACK in stack.extra_env
+            else f"{stack.url('notifier')}/api/v1/deliveries (channels: data/notify/rules.json)"
+        ),
         "  Metrics:                      " + "  ".join(f"{stack.url(s)}/metrics" for s in SERVICES),
         "  API docs:                     " + "  ".join(f"{stack.url(s)}/docs" for s in SERVICES),
         f"  Logs:                         {stack.log_dir}",
@@ -206,6 +213,17 @@ def _hide_password(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+NOTIFY_FALLBACK = "GRIDLOOP_NOTIFY_FALLBACK_URL"
+
+
+def demo_sink() -> Any:
+    """The terminal sink of the demo notifications: stations without a channel of their own send here,
+    and `up` prints each message as it arrives."""
+    from services.notifier.sink import Sink, terminal_line
+
+    return Sink(lambda item: print(terminal_line(item), flush=True)).start()
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the whole embedded stack until Ctrl-C."""
     from gridloop.stack import Stack, StackConfigError
@@ -217,6 +235,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"dev_mode": True})
     if not _checked(settings, "gridloop up"):
         return 2
+    sink = None if args.no_demo else demo_sink()
+    env = {NOTIFY_FALLBACK: sink.url} if sink is not None else {}
     try:
         stack = Stack(
             settings=settings,
@@ -226,9 +246,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             database=args.database,
             database_url=args.database_url,
             replicas=args.replicas,
+            extra_env=env,
         )
     except StackConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if sink is not None:
+            sink.stop()
         return 2
     try:
         print(f"starting the broker ({stack.choose_broker()}) …", flush=True)
@@ -256,6 +279,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abandon children
         stack.stop()
+        if sink is not None:
+            sink.stop()
         print("stopped.", flush=True)
 
 
@@ -368,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     from services.reporter import cli as reporter_cli  # imports its dependencies lazily
 
     reporter_cli.add_parser(sub)
+
+    from services.notifier import cli as notifier_cli  # imports Apprise lazily
+
+    notifier_cli.add_parser(sub)
     return parser
 
 

@@ -9,7 +9,10 @@ Guarantees (docs/architecture.md, "Nothing is lost"):
   again after a broker lost its messages, without a duplicate on every redelivery;
 - a message that cannot be parsed goes to `deadletter` at once; one whose handler keeps failing goes
   there after `attempts` tries; either way the partition moves on. Dead letters leave through the
-  outbox, in the same transaction, so they cannot be lost either.
+  outbox, in the same transaction, so they cannot be lost either;
+- a consumer made with `skip_unknown` skips (and counts) a well-formed event of a type this code does
+  not know, instead of dead-lettering it: a topic another service adds types to (the notifier on
+  `cases.events`) needs no release of the consumer first.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from gridloop.plumbing import PlumbingTables
 from gridloop.rawsql import Raw, Tx, after_commit, in_list, insert_sql, savepoint, statement
 from gridloop.redelivery import Place, is_redelivery
 from schemas.envelope import CloudEvent, new_event_id
-from schemas.events import DeadLetter, EventData, parse_data
+from schemas.events import DeadLetter, EventData, UnknownEventType, parse_data
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +141,7 @@ class IdempotentConsumer:
         after_commit: Callable[[], None] | None = None,
         plain_sql: bool = False,
         on_begin: Callable[[Any, Sequence[Incoming]], None] | None = None,
+        skip_unknown: bool = False,
     ) -> None:
         self.group = group
         self.topics = topics
@@ -157,6 +161,7 @@ class IdempotentConsumer:
         # run first in every batch transaction, outside any savepoint, with the batch's parsed events
         # (the router takes the routing locks of the areas they fall in)
         self.on_begin = on_begin
+        self.skip_unknown = skip_unknown
 
     def subscribe(
         self,
@@ -237,11 +242,21 @@ class IdempotentConsumer:
         """
         parsed: list[Incoming] = []
         dead: list[tuple[_Raw, str, int]] = []
+        skipped: Counter[tuple[str, str]] = Counter()
         for raw in raws:
             try:
                 parsed.append(parse_record(raw))
+            except UnknownEventType as exc:
+                if not self.skip_unknown:
+                    dead.append((raw, f"unparseable: {exc}", 1))
+                    continue
+                skipped[(raw.topic, str(exc))] += 1
             except Exception as exc:
                 dead.append((raw, f"unparseable: {exc}", 1))
+        for (topic, event_type), n in skipped.items():
+            # counted at once: a skipped record has no effect a rollback could undo
+            log.info("%s: skipped %d %s of an unknown type %s", self.group, n, topic, event_type)
+            metrics.events_skipped.labels(self.group, event_type).inc(n)
         try:
             outcome = self._apply(raws, parsed, list(dead), careful=False)
         except Exception as exc:

@@ -140,3 +140,22 @@ calendar_confirmed_until = Gauge(
     " (later years are estimated); alert before it comes.",
     registry=REGISTRY,
 )
+events_skipped = Counter(
+    "gridloop_events_skipped",
+    "Events of a type this code does not know, skipped (not dead-lettered) by a consumer that allows it.",
+    ["group", "type"],
+    registry=REGISTRY,
+)
+notifications = Counter(
+    "gridloop_notifications",
+    "Notification deliveries by channel kind (the Apprise scheme) and outcome: sent, retry (an attempt "
+    "failed, another follows), failed (gave up), unrouted (a rule matched but its channel has no URL).",
+    ["channel_kind", "outcome"],
+    registry=REGISTRY,
+)
+notification_latency = Histogram(
+    "gridloop_notification_latency_seconds",
+    "Event time to notification sent.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0),
+    registry=REGISTRY,
+)

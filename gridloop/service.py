@@ -106,9 +106,11 @@ class Runtime:
         replays: Mapping[str, Handler] | None = None,
         plain_sql: bool = False,
         on_begin: Callable[[Any, Sequence[Incoming]], None] | None = None,
+        skip_unknown: bool = False,
     ) -> IdempotentConsumer:
         """Declare an idempotent consumer group on the broker (`plain_sql`: its handlers take a Tx;
-        `on_begin`: run first in every batch transaction, with its parsed events)."""
+        `on_begin`: run first in every batch transaction, with its parsed events; `skip_unknown`:
+        events of types this code does not know are skipped and counted, not dead-lettered)."""
         consumer = IdempotentConsumer(
             group=group,
             topics=topics,
@@ -121,6 +123,7 @@ class Runtime:
             after_commit=self.relay.wake,
             plain_sql=plain_sql,
             on_begin=on_begin,
+            skip_unknown=skip_unknown,
         )
         consumer.subscribe(
             self.broker,

@@ -17,9 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gridloop.net import IPNetwork, parse_networks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ServiceName = Literal["reporter", "router", "closer"]
-SERVICES: tuple[ServiceName, ...] = ("reporter", "router", "closer")
-DEFAULT_PORTS: dict[str, int] = {"reporter": 8001, "router": 8002, "closer": 8003}
+ServiceName = Literal["reporter", "router", "closer", "notifier"]
+SERVICES: tuple[ServiceName, ...] = ("reporter", "router", "closer", "notifier")
+DEFAULT_PORTS: dict[str, int] = {"reporter": 8001, "router": 8002, "closer": 8003, "notifier": 8004}
 
 
 class Settings(BaseSettings):
@@ -60,11 +60,13 @@ class Settings(BaseSettings):
     reporter_database_url: str | None = Field(None, description="The reporter's database.")
     router_database_url: str | None = Field(None, description="The router's database.")
     closer_database_url: str | None = Field(None, description="The closer's database.")
+    notifier_database_url: str | None = Field(None, description="The notifier's database.")
     var_dir: Path = Field(REPO_ROOT / "var", description="Where SQLite files, broker data and logs live.")
     host: str = Field("127.0.0.1", description="Address the HTTP services bind to.")
     reporter_port: int = 8001
     router_port: int = 8002
     closer_port: int = 8003
+    notifier_port: int = 8004
     public_base_url: str = Field(
         "http://127.0.0.1:8001", description="Public URL of the reporter; QR codes point here."
     )

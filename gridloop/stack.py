@@ -307,6 +307,7 @@ class Stack:
                 "GRIDLOOP_REPORTER_PORT": str(self.settings.reporter_port),
                 "GRIDLOOP_ROUTER_PORT": str(self.settings.router_port),
                 "GRIDLOOP_CLOSER_PORT": str(self.settings.closer_port),
+                "GRIDLOOP_NOTIFIER_PORT": str(self.settings.notifier_port),
                 "GRIDLOOP_HOST": self.settings.host,
                 # the stack's own choice, so a service never disagrees with the stack that checked it
                 "GRIDLOOP_DEV": "1" if self.settings.dev_mode else "0",

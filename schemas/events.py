@@ -99,6 +99,11 @@ class CaseOpened(EventData):
         "working",
         description="The SLA clock: working hours, or calendar time (around the clock, 24 小时处置).",
     )
+    street_id: str | None = Field(None, description="The case's street (its centre is the supervisor).")
+    grid_id: str | None = Field(None, description="The case's grid, when known.")
+    place_name: str | None = Field(
+        None, description="The place's registered name (from the report code, never the rider's words)."
+    )
 
 
 class CaseReportMerged(EventData):

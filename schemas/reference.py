@@ -52,6 +52,10 @@ StationKind = Literal["grid_station", "centre", "specialised"]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$")]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 -]{2,23}$")]
+NotifyUrl = Annotated[
+    str,
+    StringConstraints(pattern=r"^([a-z][a-z0-9+.-]{1,20}://\S+|env:[A-Z_][A-Z0-9_]{0,63})$", max_length=500),
+]
 
 OVERLAP_EPSILON_DEG2 = 1e-10
 """Grids may share borders; an intersection larger than this (about 1 m²) is an overlap."""
@@ -188,6 +192,12 @@ class Station(_Ref):
     grid_ids: list[Slug] = Field(default_factory=list)
     street_id: Slug
     phone: Phone | None = None
+    notify_url: NotifyUrl | None = Field(
+        None,
+        description="The station's default notification channel (the notifier's `station`, `centre` and "
+        "`duty` channels): an Apprise URL (wecombot://, dingtalk://, mailto://, json://), or "
+        "`env:NAME` to read it from an environment variable, so a robot key stays out of the data files.",
+    )
 
     def name(self, lang: str = "zh") -> str:
         """The display name in ``zh`` (default) or ``en``."""

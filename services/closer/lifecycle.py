@@ -351,6 +351,9 @@ class Lifecycle:
             ack_due=case.ack_due,
             resolve_due=case.resolve_due,
             clock=clock_of(case),
+            street_id=case.street_id,
+            grid_id=case.grid_id,
+            place_name=case.place_name,
         )
         event = make_event("case.opened", opened, source=SERVICE, subject=case.case_id, time=now)
         action = "triage" if case.triage else "opened"

@@ -168,7 +168,7 @@ def test_outbox_row_commits_with_the_state_change(db: Database) -> None:
     assert row["event_id"] == event.id and row["sent_at"] is None
 
 
-@pytest.mark.parametrize("service", ["reporter", "router", "closer"])
+@pytest.mark.parametrize("service", ["reporter", "router", "closer", "notifier"])
 def test_migrations_create_the_models_tables(db_url: str, service: str) -> None:
     """`db upgrade` builds exactly the tables the models declare, and is safe to run twice."""
     migrate.upgrade(service, db_url)
@@ -228,7 +228,7 @@ def test_group_commit_keeps_each_answer_its_own(db: Database) -> None:
         assert sorted(r.event_id for r in conn.execute(select(APPLIED.c.event_id))) == ["a", "b", "c"]
 
 
-@pytest.mark.parametrize("service", ["reporter", "router", "closer"])
+@pytest.mark.parametrize("service", ["reporter", "router", "closer", "notifier"])
 def test_migrations_match_the_models(db_url: str, service: str) -> None:
     """After `db upgrade` Alembic finds nothing to add or drop: columns and indexes as the models say."""
     from alembic.autogenerate import compare_metadata

@@ -1,4 +1,5 @@
-"""`gridloop up` as a new user runs it: banner, a working rider code, and Ctrl-C leaves nothing behind."""
+"""`gridloop up` as a new user runs it: banner, a working rider code, the station's notification printed,
+and Ctrl-C leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ def _ignore_sigint() -> None:
 
 
 def test_up_prints_working_urls_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    """The printed rider code takes a report that shows in the printed station's queue; SIGINT cleans up,
-    even sent to an `up` started with SIGINT ignored."""
-    ports = {s: free_port() for s in ("REPORTER", "ROUTER", "CLOSER")}
+    """The printed rider code takes a report that shows in the printed station's queue; an urgent one
+    prints the station's notification in the terminal; SIGINT cleans up, even sent to an `up` started
+    with SIGINT ignored."""
+    ports = {s: free_port() for s in ("REPORTER", "ROUTER", "CLOSER", "NOTIFIER")}
     # as on a fresh machine: no dev flag from the suite; `up` with its demo data runs as a dev stack
     dropped = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "GRIDLOOP_DEV")
     env = {k: v for k, v in os.environ.items() if k not in dropped}
@@ -62,7 +64,8 @@ def test_up_prints_working_urls_and_ctrl_c_stops_everything(tmp_path: Path) -> N
         base, code = rider.groups()
         assert "█" in text  # the QR in the terminal
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) >= 4  # broker + three services
+        assert len(children) >= 5  # broker + four services
+        assert f"failed: http://127.0.0.1:{ports['NOTIFIER']}/api/v1/deliveries" in text
 
         r = httpx.post(
             f"{base}/api/v1/reports",
@@ -77,6 +80,25 @@ def test_up_prints_working_urls_and_ctrl_c_stops_everything(tmp_path: Path) -> N
             return any(i["description"] == "飞线充电 from up" for i in items)
 
         wait_for(queued, timeout=30, what="the report in the printed station's queue")
+
+        urgent = httpx.post(
+            f"{base}/api/v1/reports",
+            json={
+                "code": code,
+                "category": "manhole_cover",
+                "danger_now": True,
+                "description": "井盖 from up",
+            },
+        )
+        assert urgent.status_code == 202, urgent.text
+        wait_for(
+            lambda: "🔔 通知 【紧急】新案件 · 井盖缺失或破损" in out.read_text(),
+            timeout=30,
+            what="the station's notification printed",
+        )
+        printed = out.read_text().split("🔔", 1)[1]
+        assert "网格站：" in printed and "/console/cases/c_" in printed
+        assert "from up" not in printed  # the rider's words stay out of notifications
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -89,11 +89,11 @@ def test_topics_wait_for_the_brokers_replication_needs(kafka_bootstrap: str, top
 
 
 def test_db_upgrade_demo_and_staff(tmp_path: Path) -> None:
-    """`db upgrade` migrates three databases; `demo load` and `staff add` fill them."""
+    """`db upgrade` migrates the four databases; `demo load` and `staff add` fill them."""
     env = {"GRIDLOOP_VAR_DIR": str(tmp_path), "GRIDLOOP_STAFF_PASSWORD": "s3cret-pass"}
     up = run(["db", "upgrade"], env)
     assert up.returncode == 0, up.stderr
-    assert {p.name for p in tmp_path.glob("*.db")} == {"reporter.db", "router.db", "closer.db"}
+    assert {p.name for p in tmp_path.glob("*.db")} == {"reporter.db", "router.db", "closer.db", "notifier.db"}
     demo = run(["demo", "load"], env)
     assert demo.returncode == 0 and "places with codes" in demo.stdout
     added = run(["staff", "add", "wang", "--role", "staff", "--station", "yh-s1"], env)
@@ -107,7 +107,7 @@ def test_db_upgrade_demo_and_staff(tmp_path: Path) -> None:
     assert row[0] == "staff" and row[1] == "yh-s1" and row[2].startswith("$argon2id$")
 
 
-@pytest.mark.parametrize("command", [["reporter"], ["router"], ["closer"], ["up", "--no-demo"]])
+@pytest.mark.parametrize("command", [["reporter"], ["router"], ["closer"], ["notifier"], ["up", "--no-demo"]])
 def test_production_refuses_a_known_secret(command: list[str], tmp_path: Path) -> None:
     """Outside dev mode a service (and `gridloop up`) stops at once with a message naming the problem."""
     env = {

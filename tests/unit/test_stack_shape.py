@@ -90,11 +90,12 @@ def test_replicas_of_overrides_the_count_of_some_services_behind_the_same_entrie
         "reporter": 2,
         "router": 1,
         "closer": 1,
+        "notifier": 2,
     }
     entries = [arg for arg in stack.proxy_command() if "=" in arg]
     assert entries == [
         f"127.0.0.1:{settings.port(s)}=" + ",".join(f"127.0.0.1:{p}" for p in stack.replica_ports[s])
-        for s in ("reporter", "router", "closer")
+        for s in ("reporter", "router", "closer", "notifier")
     ]
     assert [name for name, _ in stack._targets(("reporter", "router", "closer"), None)] == [
         "reporter-0",
@@ -113,6 +114,7 @@ def test_replicas_of_overrides_the_count_of_some_services_behind_the_same_entrie
         "reporter": 1,
         "router": 2,
         "closer": 1,
+        "notifier": 1,
     }
     # every override 1: one process per service on its usual port, no entry
     plain = Stack(settings=settings, database="postgres", replicas=1, replicas_of={"router": 1})
@@ -124,7 +126,7 @@ def test_replicas_of_is_checked_like_replicas() -> None:
     assert shape_problems(
         "postgres", None, 3, 2, "auto", ["postgresql://h/db"] * 3, {"routr": 1, "closer": 0}
     ) == [
-        "replicas_of names no service: routr (services: reporter, router, closer)",
+        "replicas_of names no service: routr (services: reporter, router, closer, notifier)",
         "--brokers and --replicas must be at least 1",
     ]
     assert shape_problems("sqlite", None, 1, 1, "auto", ["sqlite:///x.db"], {"router": 2}) == [

@@ -1,0 +1,136 @@
+"""The notifier's HTTP API: a test send, the deliveries (the failed list for admins), and a retry."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from gridloop.clock import utcnow
+from gridloop.errors import ApiError
+from services.notifier import channels, deliveries
+from services.notifier.context import Admin, Ctx, Overseer
+from services.notifier.models import Delivery
+
+router = APIRouter(tags=["notifications"])
+
+TEST_TITLE = "GridLoop 测试通知"
+TEST_BODY = (
+    "这是一条测试通知：此渠道可以收到网格站的案件提醒。\n"
+    "A test notification: this channel receives GridLoop alerts."
+)
+
+
+class TestSend(BaseModel):
+    """A channel to try, and optionally the words to send."""
+
+    url: str = Field(min_length=4, max_length=500, description="An Apprise URL (wecombot://, json://, …).")
+    title: str = Field(TEST_TITLE, max_length=200)
+    body: str = Field(TEST_BODY, max_length=2000)
+
+
+class TestSent(BaseModel):
+    """What Apprise said."""
+
+    sent: bool
+    channel: str = Field(description="The URL with its secrets hidden.")
+    error: str | None = None
+
+
+class DeliveryOut(BaseModel):
+    """One delivery as admins see it (the channel's secrets hidden)."""
+
+    id: int
+    event_id: str
+    event_type: str
+    case_id: str
+    rule_id: str
+    target: str
+    channel_kind: str
+    channel: str
+    title: str
+    status: str
+    attempts: int
+    last_error: str | None
+    event_time: datetime
+    created_at: datetime
+    next_attempt_at: datetime
+    sent_at: datetime | None
+    digest_size: int | None
+
+    @classmethod
+    def of(cls, d: Delivery) -> DeliveryOut:
+        """The API form of a row."""
+        return cls(
+            id=d.id or 0,
+            event_id=d.event_id,
+            event_type=d.event_type,
+            case_id=d.case_id,
+            rule_id=d.rule_id,
+            target=d.target,
+            channel_kind=d.channel_kind,
+            channel=channels.masked(d.channel),
+            title=d.title,
+            status=d.status,
+            attempts=d.attempts,
+            last_error=d.last_error,
+            event_time=d.event_time,
+            created_at=d.created_at,
+            next_attempt_at=d.next_attempt_at,
+            sent_at=d.sent_at,
+            digest_size=d.digest_size,
+        )
+
+
+class DeliveryList(BaseModel):
+    """Deliveries, newest first."""
+
+    items: list[DeliveryOut]
+
+
+@router.post("/api/v1/notify/test", response_model=TestSent)
+async def test_send(body: TestSend, ctx: Ctx, _who: Admin) -> TestSent:
+    """Send a test message to an Apprise URL now (admins); the answer says whether it went."""
+    if not channels.is_sendable(body.url):
+        raise ApiError(
+            422, "bad_channel", "Not a URL Apprise can send to.", {"channel": channels.masked(body.url)}
+        )
+    ok, error = await asyncio.to_thread(channels.send, body.url, body.title, body.body)
+    return TestSent(sent=ok, channel=channels.masked(body.url), error=error or None)
+
+
+@router.get("/api/v1/deliveries", response_model=DeliveryList)
+async def list_deliveries(
+    ctx: Ctx,
+    _who: Overseer,
+    status: Annotated[Literal["pending", "sent", "failed"] | None, Query()] = "failed",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> DeliveryList:
+    """Deliveries in one state, newest first (default: the failed ones, for admins and supervisors)."""
+
+    def read() -> list[DeliveryOut]:
+        with ctx.runtime.db.session() as session:
+            return [DeliveryOut.of(d) for d in deliveries.listed(session, status, limit)]
+
+    return DeliveryList(items=await asyncio.to_thread(read))
+
+
+@router.post("/api/v1/deliveries/{delivery_id}/retry", response_model=DeliveryOut)
+async def retry_delivery(delivery_id: int, ctx: Ctx, _who: Admin) -> DeliveryOut:
+    """Put a failed delivery back to pending, due now (admins): after fixing a channel's URL or key."""
+
+    def work() -> DeliveryOut | None:
+        with ctx.runtime.db.session(write=True) as session:
+            found = deliveries.retry(session, delivery_id, utcnow())
+            return DeliveryOut.of(found) if found is not None else None
+
+    out = await asyncio.to_thread(work)
+    if out is None:
+        raise ApiError(404, "not_found", "No such delivery.")
+    if out.status != "pending":
+        raise ApiError(409, "not_failed", f"The delivery is {out.status}, not failed.")
+    ctx.sender.wake()
+    return out

@@ -1,0 +1,173 @@
+"""The notifier's Kafka entry points: `cases.events` become deliveries; `staff.events` keep token state.
+
+Each runs inside the consumer's batch transaction (group ``notifier``). A case event first updates
+what the notifier knows of the case (``case_info``: category, place, station, deadlines, common
+issue), then is matched against the rules; each channel it resolves to gets one delivery row, with
+its message rendered now. Event types this code does not parse are skipped by the consumer
+(`skip_unknown`); a parsed type without a case id is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlmodel import Session
+
+from gridloop import metrics
+from gridloop.clock import as_utc, utcnow
+from gridloop.consumer import Incoming
+from gridloop.rawsql import after_commit
+from schemas.events import (
+    REGISTRY,
+    CaseOpened,
+    CaseReportMerged,
+    CaseTransitioned,
+    StaffTokensRevoked,
+)
+from schemas.reference import Jurisdiction
+from services.notifier import channels, deliveries
+from services.notifier.config import NotifierConfig
+from services.notifier.messages import case_link, render
+from services.notifier.models import CaseInfo, Delivery, StaffToken
+from services.notifier.rules import Rule, Signal, routes
+
+log = logging.getLogger(__name__)
+
+CASE_EVENTS = tuple(name for name in REGISTRY if name.startswith(("case.", "topic.")))
+"""The `cases.events` types the notifier parses (newer ones are skipped until this code knows them)."""
+
+
+def _remember(info: CaseInfo | None, item: Incoming) -> tuple[CaseInfo | None, bool]:
+    """The case as known after this event, and whether the event made it a common issue."""
+    d = item.data
+    if isinstance(d, CaseOpened):
+        info = info or CaseInfo(case_id=d.case_id, station_id=d.station_id)
+        info.category, info.station_id, info.priority = d.category, d.station_id, d.priority
+        info.street_id, info.place_name, info.clock = d.street_id, d.place_name, d.clock
+        info.status, info.ack_due, info.resolve_due = d.status.value, d.ack_due, d.resolve_due
+        info.version = d.version
+        return info, False
+    case_id = getattr(d, "case_id", None)
+    if not isinstance(case_id, str):
+        return None, False
+    station_id = getattr(d, "station_id", None)
+    info = info or CaseInfo(case_id=case_id, station_id=station_id or "")
+    if isinstance(station_id, str) and station_id:
+        info.station_id = station_id
+    became = False
+    if isinstance(d, CaseReportMerged):
+        became = d.common_issue and not info.common_issue
+        info.common_issue = info.common_issue or d.common_issue
+        info.status, info.clock, info.version = d.status.value, d.clock, d.version
+    elif isinstance(d, CaseTransitioned):
+        info.status, info.clock, info.version = d.status.value, d.clock, d.version
+        info.ack_due = d.ack_due or info.ack_due
+        info.resolve_due = d.resolve_due or info.resolve_due
+    return info, became
+
+
+def signal_of(info: CaseInfo, item: Incoming, became_common: bool) -> Signal:
+    """What the rules see of this event (from the event and what is known of its case)."""
+    d = item.data
+    return Signal(
+        event=item.event.name,
+        event_id=item.event.id,
+        case_id=info.case_id,
+        time=as_utc(item.event.time),
+        station_id=info.station_id,
+        category=info.category,
+        street_id=info.street_id,
+        place_name=info.place_name,
+        priority=info.priority,  # type: ignore[arg-type]
+        clock=info.clock,  # type: ignore[arg-type]
+        status=info.status,
+        became_common_issue=became_common,
+        distinct_riders=int(getattr(d, "distinct_riders", 0) or 0),
+        deadline=getattr(d, "deadline", None),
+        ack_due=as_utc(info.ack_due) if info.ack_due else None,
+        resolve_due=as_utc(info.resolve_due) if info.resolve_due else None,
+        duty_station_id=getattr(d, "duty_station_id", None),
+    )
+
+
+class Handlers:
+    """Case events to deliveries, by the rules; staff token state."""
+
+    def __init__(
+        self,
+        rules: list[Rule],
+        jurisdiction: Jurisdiction,
+        config: NotifierConfig,
+        console_base: str,
+        on_new: Callable[[], None] | None = None,
+    ) -> None:
+        self.rules = rules
+        self.jurisdiction = jurisdiction
+        self.config = config
+        self.console_base = console_base
+        self.on_new = on_new  # wakes the sender once the batch committed
+
+    def on_case_event(self, session: Session, item: Incoming) -> None:
+        """A case event: remember the case, match the rules, record one delivery per channel."""
+        case_id = getattr(item.data, "case_id", None)
+        known = session.get(CaseInfo, case_id) if isinstance(case_id, str) else None
+        info, became_common = _remember(known, item)
+        if info is None:
+            return
+        session.add(info)
+        signal = signal_of(info, item, became_common)
+        now = utcnow()
+        unrouted: list[str] = []
+        added = 0
+        for rule_id, channel in routes(self.rules, signal):
+            target = channels.resolve(channel, signal, self.jurisdiction, self.config.fallback_url)
+            if target is None:
+                unrouted.append(channel)
+                continue
+            message = render(signal, self.jurisdiction, self.console_base, self.config.english)
+            delivery = Delivery(
+                event_id=signal.event_id,
+                event_type=signal.event,
+                case_id=signal.case_id,
+                rule_id=rule_id,
+                channel=target.url,
+                channel_kind=channels.kind_of(target.url),
+                target=target.label,
+                title=message.title,
+                body=message.body,
+                link=case_link(self.console_base, signal.case_id),
+                event_time=signal.time,
+                created_at=now,
+                next_attempt_at=now + timedelta(seconds=self.config.hold_seconds),
+            )
+            if deliveries.add(session, delivery):
+                added += 1
+                session.flush()  # two roles resolving to one URL in this event: the second sees the first
+
+        def count() -> None:
+            for channel in unrouted:
+                log.warning("%s %s: channel %s has no URL; not sent", signal.event, signal.case_id, channel)
+                metrics.notifications.labels(channel, "unrouted").inc()
+            if added and self.on_new:
+                self.on_new()
+
+        after_commit(session, count)
+
+    def on_tokens_revoked(self, session: Session, item: Incoming) -> None:
+        """`staff.tokens_revoked`: keep the account's newest token state."""
+        d = item.data
+        assert isinstance(d, StaffTokensRevoked)
+        row = session.get(StaffToken, d.username)
+        if row is None:
+            session.add(
+                StaffToken(username=d.username, token_version=d.token_version, active=d.active, at=d.at)
+            )
+            return
+        newer = d.token_version > row.token_version or (
+            d.token_version == row.token_version and as_utc(d.at) > as_utc(row.at)
+        )
+        if newer:
+            row.token_version, row.active, row.at = d.token_version, d.active, d.at
+            session.add(row)
