@@ -2,3 +2,4 @@
 CREATE DATABASE reporter;
 CREATE DATABASE router;
 CREATE DATABASE closer;
+CREATE DATABASE notifier;

@@ -20,13 +20,14 @@ from sqlalchemy import create_engine, make_url, text
 from gridloop import migrate
 from gridloop.clock import FrozenClock
 from gridloop.db import normalize_url
+from gridloop.settings import SERVICES as ALL_SERVICES
 from tests.db.test_closer_api import act, frozen, login, open_case, running
 from tests.support.databases import new_pg_database
 
 pytestmark = [pytest.mark.postgres]
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "deploy" / "README.md"
-SERVICES = ("reporter", "router", "closer")
+SERVICES = ALL_SERVICES  # every service database, as the runbook loops over them
 closer_app = contextmanager(running)
 
 
@@ -114,7 +115,8 @@ def test_backup_lose_everything_restore_and_the_queue_answers(
     env["BACKUP_DIR"] = str(backups)
     env["PG_MAINTENANCE_URL"] = libpq(pg_server_url)
     run_block("backup", env)
-    assert sorted(p.name for p in backups.iterdir()) == ["closer.dump", "reporter.dump", "router.dump"]
+    assert sorted(p.name for p in backups.iterdir()) == sorted(f"{s}.dump" for s in SERVICES)
+    assert len(SERVICES) == 4
 
     admin = create_engine(normalize_url(pg_server_url), isolation_level="AUTOCOMMIT")
     heads = {service: revision(url) for service, url in urls.items()}

@@ -137,7 +137,7 @@ def test_amtool_checks_the_alertmanager_config_and_routes() -> None:
     rules = [
         r for g in yaml.safe_load((PROM / "rules" / "alerts.yml").read_text())["groups"] for r in g["rules"]
     ]
-    assert len(rules) == 8
+    assert len(rules) == 9
     for rule in rules:
         labels = [f"alertname={rule['alert']}", f"severity={rule['labels']['severity']}"]
         routed = subprocess.run(
@@ -224,7 +224,8 @@ def scraped_stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[tuple[Stack,
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_real_prometheus_scrapes_all_targets_and_evaluates_rules(scraped_stack: tuple[Stack, str]) -> None:
-    """All three targets are up, the alert rules are loaded, and a recording rule has a result."""
+    """All four targets (reporter, router, closer, notifier) are up, the alert rules are loaded, and a
+    recording rule has a result."""
     stack, prom = scraped_stack
 
     def query(expr: str) -> list[dict[str, object]]:
@@ -234,10 +235,10 @@ def test_real_prometheus_scrapes_all_targets_and_evaluates_rules(scraped_stack: 
         return result
 
     wait_for(
-        lambda: len([r for r in query('up{job=~"gridloop-.*"} == 1')]) == 3,
+        lambda: len([r for r in query('up{job=~"gridloop-.*"} == 1')]) == 4,
         timeout=60,
         every=1,
-        what="three targets up",
+        what="four targets up",
     )
     from gridloop.demo import DEMO_PLACES
     from schemas.reference import load_places
@@ -262,4 +263,4 @@ def test_real_prometheus_scrapes_all_targets_and_evaluates_rules(scraped_stack: 
     }
     wait_for(lambda: query("gridloop:consumer_lag:max"), timeout=60, every=1, what="consumer lag recorded")
     rules = httpx.get(f"{prom}/api/v1/rules", params={"type": "alert"}).json()["data"]["groups"]
-    assert len([r for g in rules for r in g["rules"]]) == 8
+    assert len([r for g in rules for r in g["rules"]]) == 9

@@ -25,9 +25,7 @@ from gridloop.settings import (
 )
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-# the notifier (issue 16) is not in deploy/ yet: its compose replicas, database, scrape job and edge
-# upstream come with the lead's deploy change, and then this line goes (the tests below cover it)
-DEPLOYED = tuple(s for s in SERVICES if s != "notifier")
+DEPLOYED = SERVICES
 COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 
 
@@ -426,7 +424,7 @@ def test_the_edge_speaks_tls_and_forwards_the_client() -> None:
             assert headers["X-Forwarded-For"] == "$proxy_add_x_forwarded_for"
             assert headers["X-Forwarded-Proto"] == "https"
             assert named(location[2] or [], "proxy_pass")
-    assert ports == ["8001", "8002", "8003"]
+    assert ports == ["8001", "8002", "8003", "8004"]
     assert edge["ports"] == [f"127.0.0.1:{p}:{p}" for p in ports]
 
 

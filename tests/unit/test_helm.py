@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from gridloop.cli import build_parser
+from gridloop.settings import SERVICES as ALL_SERVICES
 from gridloop.settings import Settings, unsafe_settings
 from schemas.reference import load_jurisdiction
 from services.closer.config import CloserConfig
@@ -26,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VALUES = CHART / "ci" / "default-values.yaml"
 PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
 RULES = ROOT / "deploy" / "prometheus" / "rules"
-SERVICES = ("closer", "reporter", "router")
-PORTS = {"reporter": 8001, "router": 8002, "closer": 8003}
+SERVICES = tuple(sorted(ALL_SERVICES))  # every service is deployed: a values entry each
+PORTS = {"reporter": 8001, "router": 8002, "closer": 8003, "notifier": 8004}
 # the oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest with schemas
 KUBE_VERSIONS = ("1.25.0", kubernetes_validate.utils.latest_version())
 
@@ -87,13 +88,13 @@ def test_rendered_objects_match_the_kubernetes_schemas(helm: Path, values: Path,
     kinds = sorted(o["kind"] for o in objects)
     if values == DEFAULT_VALUES:
         assert kinds == sorted(
-            ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job"] * 3
+            ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job"] * len(SERVICES)
             + ["Job", "Secret", "Secret", "ServiceAccount"]
         )
         assert custom == []
     else:
         assert kinds == sorted(
-            ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job"] * 3
+            ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job"] * len(SERVICES)
             + ["Job", "Ingress", "ServiceAccount", "ServiceMonitor", "PrometheusRule"]
         )
         monitor = by_kind(custom, "ServiceMonitor")[FULLNAME]
@@ -219,7 +220,7 @@ def test_pods_run_locked_down(helm: Path) -> None:
     for values in (DEFAULT_VALUES, PRODUCTION_VALUES):
         objects = render(helm, "-f", str(values))
         pods = list(containers(objects))
-        assert len(pods) == 7  # three services, three migrations, the topics
+        assert len(pods) == 2 * len(SERVICES) + 1  # each service and its migration, the topics
         for pod, container in pods:
             assert pod["automountServiceAccountToken"] is False
             assert pod["securityContext"]["runAsUser"] == 1000
@@ -562,6 +563,7 @@ def test_monitoring_scrapes_every_replica_under_the_rules_job_names(helm: Path, 
     ]
     assert sorted(s["metadata"]["labels"]["gridloop/job"] for s in selected) == [
         "gridloop-closer",
+        "gridloop-notifier",
         "gridloop-reporter",
         "gridloop-router",
     ]
