@@ -8,6 +8,7 @@ import html
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -16,7 +17,7 @@ from sqlmodel import select
 
 from gridloop import demo, migrate
 from gridloop.brokers.ports import free_port
-from gridloop.clock import FrozenClock
+from gridloop.clock import FrozenClock, utcnow
 from gridloop.settings import Settings
 from services.closer.app import build as build_closer
 from services.closer.cli import load_demo_staff
@@ -50,6 +51,11 @@ class Pair:
     client: TestClient
     port: int
 
+    def dispose(self) -> None:
+        """Close both database pools."""
+        self.closer.state.closer.runtime.db.dispose()
+        self.notifier.state.notifier.runtime.db.dispose()
+
 
 @pytest.fixture
 def clock() -> Iterator[FrozenClock]:
@@ -57,35 +63,42 @@ def clock() -> Iterator[FrozenClock]:
     yield from frozen(MONDAY_9)
 
 
-@pytest.fixture
-def pair(tmp_path: Path, clock: FrozenClock) -> Iterator[Pair]:
-    """Both apps on their own SQLite files; the closer's GRIDLOOP_NOTIFIER_URL names the notifier's port."""
+def make_pair(var_dir: Path, **settings: Any) -> Pair:
+    """Both apps on their own SQLite files; the closer's GRIDLOOP_NOTIFIER_URL names the notifier's
+    port (`settings`: more of the shared settings)."""
     port = free_port()
-    urls = {s: f"sqlite:///{tmp_path / (s + '.db')}" for s in ("closer", "notifier")}
+    urls = {s: f"sqlite:///{var_dir / (s + '.db')}" for s in ("closer", "notifier")}
     for service, url in urls.items():
         migrate.upgrade(service, url)
-    settings = Settings(
-        var_dir=tmp_path,
+    shared = Settings(
+        var_dir=var_dir,
         closer_database_url=urls["closer"],
         notifier_database_url=urls["notifier"],
         KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
         jwt_secret=SECRET,
         notifier_url=f"http://127.0.0.1:{port}",
+        **settings,
     )
-    closer = build_closer(settings, CloserConfig())
+    closer = build_closer(shared, CloserConfig())
     load_demo_staff(closer.state.closer.runtime.db, closer.state.closer.jurisdiction)
     # one attempt, no hold: the first send's failure lists the delivery as failed
-    notifier = build_notifier(settings, NotifierConfig(fallback_url=DEAD, hold_seconds=0, max_attempts=1))
-    yield Pair(closer, notifier, TestClient(closer, base_url="https://testserver"), port)
-    closer.state.closer.runtime.db.dispose()
-    notifier.state.notifier.runtime.db.dispose()
+    notifier = build_notifier(shared, NotifierConfig(fallback_url=DEAD, hold_seconds=0, max_attempts=1))
+    return Pair(closer, notifier, TestClient(closer, base_url="https://testserver"), port)
+
+
+@pytest.fixture
+def pair(tmp_path: Path, clock: FrozenClock) -> Iterator[Pair]:
+    """The closer and the notifier on SQLite, disposed after the test."""
+    p = make_pair(tmp_path)
+    yield p
+    p.dispose()
 
 
 def fail_one(pair: Pair) -> tuple[str, Delivery]:
     """A real case in the closer whose urgent-case notification the notifier failed to send."""
     case_id = open_case(pair.closer, priority="urgent")
     parts = pair.notifier.state.notifier
-    Fed(parts.runtime.db, parts.config).feed(opened(case_id, at=MONDAY_9))
+    Fed(parts.runtime.db, parts.config).feed(opened(case_id, at=utcnow()))
     parts.sender.tick()
     (row,) = deliveries(pair)
     assert (row.status, row.attempts, row.case_id) == ("failed", 1, case_id)
@@ -120,11 +133,12 @@ def test_admin_sees_the_failed_list_and_retries_it_off_the_list(pair: Pair) -> N
         body = page.text
         assert body.count("data-delivery=") == 1 and f'data-delivery="{row.id}"' in body
         assert '<a href="/console/notifications" aria-current="page">通知</a>' in body
-        assert f'<a href="/console/cases/{case_id}">{case_id}</a>' in body
-        assert "<td>json</td>" in body and "<code>json://robot:****@127.0.0.1:9/hook?method=POST&amp;" in body
+        assert f'<td data-label="案件"><a href="/console/cases/{case_id}">{case_id}</a></td>' in body
+        assert '<td data-label="渠道类型">json</td>' in body
+        assert '<td data-label="渠道"><code>json://robot:****@127.0.0.1:9/hook?method=POST&amp;' in body
         assert "s3cret-key" not in body
-        assert "<td>case.opened</td>" in body and "<td>1</td>" in body
-        assert row.last_error and f"<td>{html.escape(row.last_error)}</td>" in body
+        assert '<td data-label="事件">case.opened</td>' in body and '<td data-label="尝试次数">1</td>' in body
+        assert row.last_error and f'<td data-label="最后的错误">{html.escape(row.last_error)}</td>' in body
         assert body.count(f'action="/console/notifications/{row.id}/retry"') == 1
         csrf = csrf_of(body)
 
