@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8001", description="Public URL of the reporter; QR codes point here."
     )
     closer_public_url: str = Field("http://127.0.0.1:8003", description="Public URL of the closer.")
+    notifier_url: str | None = Field(
+        None,
+        description="Where the closer reaches the notifier's API (the console's 通知 page); default "
+        "http://127.0.0.1:<notifier_port>. With replicas: the notifier's entry (proxy or service).",
+    )
     jurisdiction_dir: Path = Field(
         REPO_ROOT / "data" / "jurisdictions", description="Reference data: grids, stations, categories."
     )
@@ -155,6 +160,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.var_dir / f'{service}.db'}"
+
+    def notifier_base_url(self) -> str:
+        """The notifier's base URL as the closer calls it: the setting, else its port on loopback."""
+        return (self.notifier_url or f"http://127.0.0.1:{self.notifier_port}").rstrip("/")
 
     def port(self, service: str) -> int:
         """HTTP port of one service."""

@@ -314,6 +314,8 @@ class Stack:
                 "GRIDLOOP_COOKIE_SECURE": "true" if self.settings.cookie_secure else "false",
                 "GRIDLOOP_PUBLIC_BASE_URL": self.settings.public_base_url,
                 "GRIDLOOP_CLOSER_PUBLIC_URL": self.settings.closer_public_url,
+                # the closer's console calls the notifier here: the entry, so any replica answers
+                "GRIDLOOP_NOTIFIER_URL": self.url("notifier"),
                 "GRIDLOOP_JURISDICTION_DIR": str(self.settings.jurisdiction_dir),
                 "GRIDLOOP_REDRIVE_AFTER_SECONDS": str(self.settings.redrive_after_seconds),
                 "GRIDLOOP_TOPIC_PREFIX": self.settings.topic_prefix,

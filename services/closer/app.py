@@ -25,6 +25,7 @@ from services.closer.calendar import Calendar
 from services.closer.cli import demo_accounts
 from services.closer.config import CloserConfig, calendar_dir, get_config
 from services.closer.console import duty as duty_page
+from services.closer.console import notifications as notifications_page
 from services.closer.console import overview as overview_page
 from services.closer.console import routes as console
 from services.closer.context import Closer
@@ -110,6 +111,7 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     app.include_router(duty_api.router)
     app.include_router(console.router)
     app.include_router(duty_page.router)
+    app.include_router(notifications_page.router)
     app.include_router(overview_api.router)
     app.include_router(overview_page.router)
     console.mount_static(app)

@@ -122,15 +122,18 @@ async def list_deliveries(
 async def retry_delivery(delivery_id: int, ctx: Ctx, _who: Admin) -> DeliveryOut:
     """Put a failed delivery back to pending, due now (admins): after fixing a channel's URL or key."""
 
-    def work() -> DeliveryOut | None:
+    def work() -> tuple[DeliveryOut | None, bool]:
         with ctx.runtime.db.session(write=True) as session:
+            before = session.get(Delivery, delivery_id)
+            # read before the change: a row already pending (retried twice) is not failed either
+            was_failed = before is not None and before.status == deliveries.FAILED
             found = deliveries.retry(session, delivery_id, utcnow())
-            return DeliveryOut.of(found) if found is not None else None
+            return (DeliveryOut.of(found) if found is not None else None), was_failed
 
-    out = await asyncio.to_thread(work)
+    out, was_failed = await asyncio.to_thread(work)
     if out is None:
         raise ApiError(404, "not_found", "No such delivery.")
-    if out.status != "pending":
+    if not was_failed:
         raise ApiError(409, "not_failed", f"The delivery is {out.status}, not failed.")
     ctx.sender.wake()
     return out

@@ -63,6 +63,11 @@ def test_replicas_run_on_loopback_ports_behind_entries_that_links_point_at(tmp_p
     assert env["GRIDLOOP_TRUSTED_PROXIES"] == "10.0.0.0/8,127.0.0.1/32"
     assert env["GRIDLOOP_PUBLIC_BASE_URL"] == stack.url("reporter")
     assert env["GRIDLOOP_CLOSER_PUBLIC_URL"] == stack.url("closer")
+    # the closer's console reaches the notifier through its entry, never one replica
+    assert (
+        stack.service_env("closer")["GRIDLOOP_NOTIFIER_URL"] == f"http://127.0.0.1:{settings.notifier_port}"
+    )
+    assert stack.replica_url("notifier", 1) != stack.url("notifier")
     assert (stack.proc_name("closer", 1), stack.proc_name(PROXY)) == ("closer-1", "proxy")
     single = Stack(settings=settings)
     assert single.proc_name("closer") == "closer" and single.replica_url("closer") == single.url("closer")
