@@ -481,3 +481,14 @@ def test_every_replica_is_scraped_and_proxied() -> None:
         assert servers == [[f"{name}:{port}", "resolve"] for name in names]
         assert named(upstreams[service], "zone")  # `resolve` needs the group in shared memory
     assert named(nginx_http(), "resolver")[0][1][0] == "127.0.0.11"  # Docker's DNS
+
+
+def test_the_console_reaches_the_notifier_inside() -> None:
+    """The closer asks the notifier (the console's 通知 page) by the name both notifier replicas carry
+    on the inside network, not through the edge's TLS port."""
+    stack = stack_from(REQUIRED)
+    replicas = replicas_of(stack["services"])
+    for name in replicas["closer"]:
+        assert stack["services"][name]["environment"]["GRIDLOOP_NOTIFIER_URL"] == "http://notifier:8004"
+    for name in replicas["notifier"]:
+        assert stack["services"][name]["networks"] == {"default": {"aliases": ["notifier"]}}

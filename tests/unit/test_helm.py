@@ -120,6 +120,14 @@ def test_rendered_objects_match_the_kubernetes_schemas(helm: Path, values: Path,
 # --- the services ---------------------------------------------------------------------------------
 
 
+def test_every_service_knows_the_notifiers_address(helm: Path) -> None:
+    """GRIDLOOP_NOTIFIER_URL names the notifier's Service and port (the console's 通知 page calls it)."""
+    objects = render(helm, "-f", str(DEFAULT_VALUES))
+    for name, deployment in by_kind(objects, "Deployment").items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert env_of(container)["GRIDLOOP_NOTIFIER_URL"] == f"http://{FULLNAME}-notifier:8004", name
+
+
 def test_each_service_has_a_deployment_service_hpa_and_pdb(helm: Path) -> None:
     """Reporter, router and closer each run `gridloop <service>` on their port, probed on /readyz and
     /healthz, with resources, a Service, an HPA on the Deployment and a PodDisruptionBudget."""
