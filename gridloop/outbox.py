@@ -157,6 +157,7 @@ class OutboxRelay:
         """Rows found on the broker at takeovers and marked sent without sending (tests, logs)."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._producer: AIOKafkaProducer | None = None
         self.connected = False
         self._producer_lock = asyncio.Lock()
@@ -169,16 +170,17 @@ class OutboxRelay:
 
     async def start(self) -> None:
         """Start relaying in the background."""
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.service}")
 
     async def stop(self) -> None:
         """Stop relaying and give leadership up; unsent rows stay in the outbox for the next leader."""
+        self._stopping = True
         if self._task:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # bounded, and the loop checks _stopping: Python 3.11's wait_for can swallow a
+            # cancellation that arrives as the awaited call finishes
+            await asyncio.wait({self._task}, timeout=10.0)
         await self._close_producer()
         await asyncio.to_thread(self.leadership.release)
 
@@ -225,7 +227,7 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         backoff = 0.2
-        while True:
+        while not self._stopping:
             try:
                 sent = await self.drain_once()
                 backoff = 0.2

@@ -39,6 +39,8 @@ from gridloop.settings import Settings, get_settings, refuse_unsafe
 
 log = logging.getLogger(__name__)
 LAG_DEADLINE = 60.0
+STOP_DEADLINE = 10.0
+"""Longest wait for the background tasks at stop (each is cancelled first)."""
 """Longest wait for one lag measurement (the admin client's own timeouts are 5–30 s)."""
 
 
@@ -91,6 +93,7 @@ class Runtime:
         self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self.broker_started = False
+        self.stopping = False
 
     def leadership(self, role: str) -> Leadership:
         """This process's leadership of `role` for the service database (one per role, released at stop)."""
@@ -149,7 +152,7 @@ class Runtime:
     async def _start_broker(self) -> None:
         # intake must work while the broker is down, so the broker is started in the background
         backoff = 0.5
-        while True:
+        while not self.stopping:  # also ends a loop whose cancellation was swallowed (see stop)
             try:
                 await self.broker.start()
                 self.broker_started = True
@@ -223,13 +226,20 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop background work, the broker and the relay; close the database pool."""
+        self.stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        if self._tasks:
+            # bounded: a task that swallowed its cancellation (Python 3.11's wait_for can, when the
+            # awaited call finishes at the same moment) must not keep the process from stopping
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_DEADLINE)
+            for task in stuck:
+                log.warning(
+                    "%s: %s did not stop within %g s; left behind",
+                    self.service,
+                    task.get_name(),
+                    STOP_DEADLINE,
+                )
         self._tasks.clear()
         try:
             await self.broker.stop()
