@@ -189,10 +189,12 @@ def setup(
     root.setLevel(level.upper())
     for name, quiet in QUIET.items():
         logging.getLogger(name).setLevel(quiet)
-    # uvicorn runs with log_config=None: its loggers keep no handler of their own and reach ours
+    # uvicorn runs with log_config=None: its loggers keep no handler of their own and reach ours, at
+    # the root's level (a uvicorn configured earlier in the process, as in tests, set its own)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+        logging.getLogger(name).setLevel(logging.NOTSET)
     # the access log is ours (gridloop.access): shown whatever the level, when GRIDLOOP_ACCESS_LOG is on
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
     logging.captureWarnings(True)

@@ -18,12 +18,13 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from gridloop.cli import load_demo
 from gridloop.demo import DEMO_PLACES
+from gridloop.settings import SERVICES as ALL_SERVICES
 from gridloop.stack import PROXY, Stack
 from schemas.reference import load_places
 from tests.support.stacks import stack_settings, staff_token, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
-SERVICES = ("reporter", "router", "closer")
+SERVICES = ALL_SERVICES  # every service runs as two replicas, the notifier too
 
 
 def topic_shape(bootstrap: str, topic: str) -> tuple[set[int], str]:

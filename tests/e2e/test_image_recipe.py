@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from gridloop.brokers import free_port
+from gridloop.settings import SERVICES
 from tests.support.stacks import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -68,7 +69,7 @@ def test_the_image_recipe_installs_from_the_lock_and_serves(
         )
         assert done.returncode == 0, done.stderr
     migrated = subprocess.run([*cli, "db", "upgrade"], env=env, cwd=tmp_path, capture_output=True, text=True)
-    assert migrated.stdout.count("migrated") == 3
+    assert migrated.stdout.count("migrated") == len(SERVICES)  # every service database
     reporter = subprocess.Popen([*cli, "reporter"], env=env, cwd=tmp_path, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, timeout=60)
