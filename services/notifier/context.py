@@ -7,12 +7,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from gridloop import revocations
 from gridloop.service import Runtime
 from gridloop.tokens import Principal, bearer_principal, require_role
 from schemas.cases import Role
 from schemas.reference import Jurisdiction
 from services.notifier.config import NotifierConfig
-from services.notifier.models import StaffToken
 from services.notifier.rules import Rule
 from services.notifier.sender import Sender
 
@@ -31,9 +31,7 @@ class Notifier:
     def token_current(self, principal: Principal) -> bool:
         """The account's newest `staff.tokens_revoked` state (from `staff.events`) leaves this token valid;
         an account never revoked has no row."""
-        with self.runtime.db.session() as session:
-            row = session.get(StaffToken, principal.username)
-        return row is None or (row.active and principal.version >= row.token_version)
+        return revocations.token_current(self.runtime.db, principal)
 
     def principal(self, request: Request, *roles: Role) -> Principal:
         """The staff caller, with one of the roles (a revoked token is 401, another role 403)."""

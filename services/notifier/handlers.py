@@ -15,10 +15,10 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
-from gridloop import metrics
+from gridloop import metrics, revocations
 from gridloop.clock import as_utc, utcnow
 from gridloop.consumer import Incoming
-from gridloop.rawsql import after_commit
+from gridloop.rawsql import Raw, after_commit
 from schemas.events import (
     REGISTRY,
     CaseOpened,
@@ -30,7 +30,7 @@ from schemas.reference import Jurisdiction
 from services.notifier import channels, deliveries
 from services.notifier.config import NotifierConfig
 from services.notifier.messages import case_link, render
-from services.notifier.models import CaseInfo, Delivery, StaffToken
+from services.notifier.models import CaseInfo, Delivery
 from services.notifier.rules import Rule, Signal, routes
 
 log = logging.getLogger(__name__)
@@ -159,15 +159,4 @@ class Handlers:
         """`staff.tokens_revoked`: keep the account's newest token state."""
         d = item.data
         assert isinstance(d, StaffTokensRevoked)
-        row = session.get(StaffToken, d.username)
-        if row is None:
-            session.add(
-                StaffToken(username=d.username, token_version=d.token_version, active=d.active, at=d.at)
-            )
-            return
-        newer = d.token_version > row.token_version or (
-            d.token_version == row.token_version and as_utc(d.at) > as_utc(row.at)
-        )
-        if newer:
-            row.token_version, row.active, row.at = d.token_version, d.active, d.at
-            session.add(row)
+        revocations.tokens_revoked(Raw(session), d)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request, Response
 from sqlmodel import Session
 
+from gridloop import revocations
 from gridloop.groupcommit import GroupCommit
 from gridloop.net import client_address
 from gridloop.rawsql import Tx
@@ -24,7 +25,7 @@ from services.reporter.credentials import (
     tracking_key_matches,
     valid_rider_token,
 )
-from services.reporter.models import Report, StaffToken
+from services.reporter.models import Report
 from services.reporter.ratelimit import RateLimits, client_ref_for
 from services.reporter.reports import IntakeContext, ReportAccepted, ReportIn, accept_report, rider_ref_for
 from services.reporter.vapid import VapidKeys
@@ -155,9 +156,7 @@ class Reporter:
     def token_current(self, principal: Principal) -> bool:
         """The TokenCheck of the admin API: the account's newest `staff.tokens_revoked` state (from
         `staff.events`) leaves this token valid; an account never revoked has no row."""
-        with self.runtime.db.session() as session:
-            row = session.get(StaffToken, principal.username)
-        return row is None or (row.active and principal.version >= row.token_version)
+        return revocations.token_current(self.runtime.db, principal)
 
     def principal(self, request: Request, *roles: Role) -> Principal:
         """The staff caller of an admin route, with one of the roles (a revoked token is 401)."""

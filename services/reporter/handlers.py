@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gridloop import revocations
 from gridloop.consumer import Handler, Incoming
 from gridloop.rawsql import Raw, Tx, after_commit
 from schemas.events import (
@@ -20,7 +21,7 @@ from schemas.events import (
     CaseUpdatedPublic,
     StaffTokensRevoked,
 )
-from services.reporter import conversation, push, readmodel, staff_tokens
+from services.reporter import conversation, push, readmodel
 
 TRANSITIONS = tuple(
     name.removeprefix("case.")
@@ -84,7 +85,7 @@ def on_staff_tokens_revoked(session: Tx, item: Incoming) -> None:
     """`staff.tokens_revoked`: an account's older tokens (or all, when disabled) stop working here."""
     data = item.data
     assert isinstance(data, StaffTokensRevoked)
-    staff_tokens.tokens_revoked(Raw(session), data)
+    revocations.tokens_revoked(Raw(session), data)
 
 
 def handlers(wake_push: Callable[[], None] | None = None) -> dict[str, Handler]:

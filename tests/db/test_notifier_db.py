@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from gridloop import metrics, migrate
+from gridloop import metrics, migrate, revocations
 from gridloop.clock import FrozenClock, SystemClock, set_clock
+from gridloop.consumer import Incoming
 from gridloop.db import Database
 from gridloop.leader import Leadership
+from gridloop.tokens import Principal
 from schemas.cases import CaseStatus
 from schemas.envelope import CloudEvent
+from schemas.events import StaffTokensRevoked, make_event
 from services.notifier.config import NotifierConfig
 from services.notifier.deliveries import Backoff
+from services.notifier.handlers import Handlers
 from services.notifier.models import Base, CaseInfo, Delivery
 from services.notifier.sender import Sender
-from tests.support.notifier import T0, Fed, merged, opened, transitioned
+from tests.support.notifier import CONSOLE, RULES, T0, Fed, J, merged, opened, transitioned
 
 SINK = "json://127.0.0.1:9/hook"
 
@@ -190,3 +194,26 @@ def test_a_flood_to_one_channel_is_one_grouped_message(db: Database, clock: Froz
     assert body.count("/console/cases/C-1") == 7
     assert {(d.status, d.digest_size) for d in rows(db)} == {("sent", 7)}
     assert metric("sent") - sent0 == 7
+
+
+def test_a_revoked_token_is_refused_after_staff_events(db: Database) -> None:
+    """`staff.tokens_revoked` keeps the account's newest state (the shared gridloop.revocations rule):
+    older tokens and those of a disabled account are refused, a replayed older event changes nothing."""
+    handlers = Handlers(RULES, J, NotifierConfig(fallback_url=SINK, hold_seconds=0), CONSOLE)
+
+    def revoked(version: int, active: bool, at: datetime) -> None:
+        data = StaffTokensRevoked(username="yh-s1", token_version=version, active=active, at=at)
+        event = make_event("staff.tokens_revoked", data, source="closer", subject="yh-s1", time=at)
+        with db.session(write=True) as session:
+            handlers.on_tokens_revoked(session, Incoming(event, data, "staff.events", 0, 0, "yh-s1"))
+
+    def current(version: int) -> bool:
+        return revocations.token_current(db, Principal("yh-s1", "staff", ("yh-s1",), version=version))
+
+    assert current(0)  # never revoked: no row
+    revoked(2, True, T0)
+    assert (current(1), current(2)) == (False, True)
+    revoked(1, True, T0 + timedelta(minutes=1))  # an older version, however late: no change
+    assert (current(1), current(2)) == (False, True)
+    revoked(2, False, T0 + timedelta(minutes=2))  # disabled at the same version, later
+    assert current(2) is False

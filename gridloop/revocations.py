@@ -1,17 +1,21 @@
-"""The reporter's copy of the staff accounts' token state, kept from `staff.events`.
+"""A service's copy of the staff accounts' token state, kept from `staff.events`.
 
-The closer owns the accounts; the reporter takes staff bearer tokens on its admin API, so it keeps,
-per username, the newest `staff.tokens_revoked` it has seen (the highest token version; on a tie the
-later one), and `Reporter.token_current` refuses tokens with a lower `ver` or of an inactive account.
+The closer owns the accounts; a service that takes staff bearer tokens (the reporter's admin API, the
+notifier's) keeps, per username in its own `staff_token` table, the newest `staff.tokens_revoked` it
+has seen (the highest token version; on a tie the later one), and `token_current` refuses tokens with
+a lower `ver` or of an inactive account.
 """
 
 from __future__ import annotations
 
 from gridloop.clock import as_utc
+from gridloop.db import Database
 from gridloop.rawsql import Raw, read_ts, statement
+from gridloop.tokens import Principal
 from schemas.events import StaffTokensRevoked
 
 _ONE = statement("SELECT token_version, at FROM staff_token WHERE username = :username")
+_STATE = statement("SELECT token_version, active FROM staff_token WHERE username = :username")
 _INSERT = statement(
     "INSERT INTO staff_token (username, token_version, active, at) VALUES (:username, :version, :active, :at)"
 )
@@ -40,3 +44,11 @@ def tokens_revoked(raw: Raw, data: StaffTokensRevoked) -> bool:
     if newer:
         raw.run(_UPDATE, params)
     return newer
+
+
+def token_current(db: Database, principal: Principal) -> bool:
+    """The account's newest `staff.tokens_revoked` state leaves this token valid (the TokenCheck of a
+    service's staff routes); an account never revoked has no row."""
+    with db.session() as session:
+        row = Raw(session).first(_STATE, {"username": principal.username})
+    return row is None or (bool(row[1]) and principal.version >= int(row[0]))
