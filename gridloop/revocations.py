@@ -8,11 +8,26 @@ a lower `ver` or of an inactive account.
 
 from __future__ import annotations
 
+from sqlalchemy import Boolean, Column, DateTime, Integer, MetaData, String, Table
+
 from gridloop.clock import as_utc
 from gridloop.db import Database
 from gridloop.rawsql import Raw, read_ts, statement
 from gridloop.tokens import Principal
 from schemas.events import StaffTokensRevoked
+
+
+def define_staff_token(metadata: MetaData) -> Table:
+    """Add the `staff_token` table (the newest `staff.tokens_revoked` per account) to a service's metadata."""
+    return Table(
+        "staff_token",
+        metadata,
+        Column("username", String(80), primary_key=True),
+        Column("token_version", Integer, nullable=False, default=0),
+        Column("active", Boolean, nullable=False, default=True),
+        Column("at", DateTime(timezone=True), nullable=False),
+    )
+
 
 _ONE = statement("SELECT token_version, at FROM staff_token WHERE username = :username")
 _STATE = statement("SELECT token_version, active FROM staff_token WHERE username = :username")

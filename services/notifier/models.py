@@ -14,6 +14,7 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from gridloop.plumbing import define_plumbing
+from gridloop.revocations import define_staff_token
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; BigInteger elsewhere (as gridloop.plumbing)
 _Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -27,6 +28,7 @@ class Base(SQLModel, registry=registry()):
 
 
 PLUMBING = define_plumbing(Base.metadata)
+STAFF_TOKEN = define_staff_token(Base.metadata)
 
 
 class Delivery(Base, table=True):
@@ -81,14 +83,3 @@ class CaseInfo(Base, table=True):
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
     version: int = 0
-
-
-class StaffToken(Base, table=True):
-    """The newest `staff.tokens_revoked` per account: the APIs refuse tokens older than it."""
-
-    __tablename__ = "staff_token"
-
-    username: str = Field(primary_key=True, max_length=80)
-    token_version: int = 0
-    active: bool = True
-    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

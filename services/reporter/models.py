@@ -9,6 +9,7 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from gridloop.plumbing import define_plumbing
+from gridloop.revocations import define_staff_token
 
 
 class Base(SQLModel, registry=registry()):
@@ -16,6 +17,7 @@ class Base(SQLModel, registry=registry()):
 
 
 PLUMBING = define_plumbing(Base.metadata)
+STAFF_TOKEN = define_staff_token(Base.metadata)
 
 
 def _ts(nullable: bool = False) -> Column[datetime]:
@@ -207,18 +209,6 @@ class ApiKey(Base, table=True):
     created_by: str = Field(max_length=80)
     created_at: datetime = Field(sa_column=_ts())
     revoked_at: datetime | None = Field(default=None, sa_column=_ts(True))
-
-
-class StaffToken(Base, table=True):
-    """The newest `staff.tokens_revoked` state of a staff account: its token version and whether it is
-    active (tokens with a lower `ver`, or of an inactive account, are refused on the admin API)."""
-
-    __tablename__ = "staff_token"
-
-    username: str = Field(primary_key=True, max_length=80)
-    token_version: int = 0
-    active: bool = True
-    at: datetime = Field(sa_column=_ts())
 
 
 class PushSubscription(Base, table=True):
