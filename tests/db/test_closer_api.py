@@ -1235,7 +1235,12 @@ def listen(app: FastAPI, station: str | None, into: list[str]) -> asyncio.Task[N
 
     async def run() -> None:
         async for chunk in stream.queue_events(
-            ctx.runtime.db, ctx.poller, station, None, poll, never_disconnected
+            ctx.runtime.db,
+            ctx.poller,
+            frozenset({station}) if station else None,
+            None,
+            poll,
+            never_disconnected,
         ):
             into.append(chunk)
 

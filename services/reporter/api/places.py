@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from gridloop.errors import ApiError
+from gridloop.scope import can_see
 from services.reporter import place_codes, qr
 from services.reporter.api.reports import json_body_doc, read_model
 from services.reporter.context import Admin, AdminOrSupervisor, Ctx, Staff
@@ -102,15 +103,19 @@ async def create_place(ctx: Ctx, _who: Admin, request: Request) -> dict[str, Any
 
 @router.get("/api/v1/places", response_model=PlaceList)
 async def list_places(
-    ctx: Ctx, _who: AdminOrSupervisor, station_id: Annotated[str | None, Query()] = None
+    ctx: Ctx, who: AdminOrSupervisor, station_id: Annotated[str | None, Query()] = None
 ) -> dict[str, Any]:
-    """Places, optionally of one station."""
+    """Places of the caller's streets (gridloop/scope.py), optionally of one station."""
 
     def work(session: Session) -> list[dict[str, Any]]:
         query = select(Place).order_by(col(Place.place_id))
         if station_id:
             query = query.where(Place.station_id == station_id)
-        return [place_codes.place_json(p) for p in session.exec(query)]
+        return [
+            place_codes.place_json(p)
+            for p in session.exec(query)
+            if can_see(who, ctx.jurisdiction, p.station_id)
+        ]
 
     return {"items": await ctx.read(work)}
 
@@ -128,18 +133,19 @@ async def issue_code(ctx: Ctx, _who: Admin, request: Request) -> dict[str, Any]:
 @router.get("/api/v1/codes", response_model=CodeList)
 async def list_codes(
     ctx: Ctx,
-    _who: AdminOrSupervisor,
+    who: AdminOrSupervisor,
     station_id: Annotated[str | None, Query()] = None,
     place_id: Annotated[str | None, Query()] = None,
     include_inactive: Annotated[bool, Query()] = False,
 ) -> dict[str, Any]:
-    """Codes with their places."""
+    """Codes with their places, of the caller's streets (gridloop/scope.py)."""
 
     def work(session: Session) -> list[dict[str, Any]]:
         rows = place_codes.list_codes(session, station_id, place_id, include_inactive)
         return [
             {**place_codes.code_json(r.code, ctx.base_url), "place": place_codes.place_json(r.place)}
             for r in rows
+            if can_see(who, ctx.jurisdiction, r.place.station_id)
         ]
 
     return {"items": await ctx.read(work)}
@@ -200,7 +206,7 @@ async def code_image(
 @router.get("/api/v1/stations/{station_id}/codes/sheet", response_class=HTMLResponse)
 async def code_sheet(ctx: Ctx, who: Staff, station_id: str) -> HTMLResponse:
     """The printable A4 sheet of a station's active codes (open it and print)."""
-    if station_id not in ctx.jurisdiction.stations or not who.can_see_station(station_id):
+    if station_id not in ctx.jurisdiction.stations or not can_see(who, ctx.jurisdiction, station_id):
         raise ApiError(404, "not_found", "No such station.")
     rows = await ctx.read(lambda s: place_codes.list_codes(s, station_id=station_id))
     return HTMLResponse(qr.render_sheet(rows, station_id, ctx.jurisdiction, ctx.base_url))
