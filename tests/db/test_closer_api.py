@@ -122,6 +122,7 @@ def open_case(
     submitted_at: datetime = MONDAY_9,
     decision: Decision = "open",
     case_id: str | None = None,
+    grid_id: str = "yh-g1",
     **routed: Any,
 ) -> str:
     """Feed the intake a router decision, as the consumer would; returns the case id (`routed`: more
@@ -133,7 +134,7 @@ def open_case(
         decision=decision,
         category=category,
         station_id=station,
-        grid_id="yh-g1",
+        grid_id=grid_id,
         location=Location(lat=31.335, lon=121.515),
         place_name="开鲁新村一村北门",
         description="井盖破损 <script>alert(1)</script>",
@@ -645,9 +646,107 @@ def test_authorisation_matrix(app: FastAPI, client: TestClient, clock: FrozenClo
         client.get(f"/api/v1/cases/{cid}", headers={"Authorization": f"Bearer {none_alg}"}).status_code == 401
     )
 
+    street_matrix(app, client, cid)
+
     clock.advance(timedelta(hours=8, seconds=1))
     r = client.get(f"/api/v1/cases/{cid}", headers=s1)
     assert r.status_code == 401 and r.json()["error"]["code"] == "token_expired"
+
+
+def ids(client: TestClient, who: dict[str, str], **params: str) -> set[str]:
+    """The case ids of a queue list."""
+    r = client.get(
+        "/api/v1/queue", params={"status": "all", **params} if "view" not in params else params, headers=who
+    )
+    assert r.status_code == 200, r.text
+    return {c["case_id"] for c in r.json()["items"]}
+
+
+def street_matrix(app: FastAPI, client: TestClient, yh: str) -> None:
+    """Street scoping (issue 17): 殷行's centre gets 404 on 彭浦's cases and never lists or counts them;
+    the city account sees both streets; staff stay on their station; a street change revokes tokens."""
+    pp = open_case(app, station="pp-s1", grid_id="pp-g1")
+    pp_triage = open_case(app, station="pp-centre", grid_id="pp-g1", category="other", decision="triage")
+    pp_back = open_case(app, station="pp-s2", grid_id="pp-g1")
+    pp_watched = open_case(app, station="pp-s3", grid_id="pp-g1")
+    yh_watched = open_case(app, station="yh-s2")
+    with app.state.closer.runtime.db.session(write=True) as s:
+        s.execute(
+            text('UPDATE "case" SET supervised = :t WHERE case_id IN (:a, :b)'),
+            {"t": True, "a": pp_watched, "b": yh_watched},
+        )
+    ps2 = login(client, "pp-s2")
+    assert act(client, ps2, pp_back, "return", reason="wrong_area").status_code == 200
+    centre, pp_centre, city, s1 = (login(client, u) for u in ("yh-centre", "pp-centre", "city", "yh-s1"))
+
+    # another street's case is 404, exactly like another station's for staff
+    for path in (f"/api/v1/cases/{pp}", f"/api/v1/cases/{pp}/timeline", f"/api/v1/cases/{pp}/messages"):
+        r = client.get(path, headers=centre)
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
+        assert client.get(path, headers=city).status_code == 200
+        assert client.get(path, headers=pp_centre).status_code == 200
+    r = act(client, centre, pp, "acknowledge", version=1)
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
+    photo = client.post(
+        f"/api/v1/cases/{pp}/transitions",
+        data={"action": "resolve", "version": "1"},
+        files={"photo": ("after.jpg", jpeg_with_gps(), "image/jpeg")},
+        headers=centre,
+    )
+    assert (photo.status_code, photo.json()["error"]["code"]) == (404, "not_found")
+    said = client.post(
+        f"/api/v1/cases/{pp}/messages", json={"kind": "note", "text": "看一下", "version": 1}, headers=centre
+    )
+    assert (said.status_code, said.json()["error"]["code"]) == (404, "not_found")
+    for params in ({"station": "pp-s1"}, {"street": "pengpu"}, {"street": "nowhere"}):
+        assert client.get("/api/v1/queue", params=params, headers=centre).status_code == 404
+        assert client.get("/api/v1/queue/stream", params=params, headers=centre).status_code == 404
+
+    # the lists: 殷行's centre has none of 彭浦's cases; 彭浦's centre none of 殷行's; city has both
+    pp_all, yh_all = {pp, pp_triage, pp_back, pp_watched}, {yh, yh_watched}
+    assert ids(client, centre) == yh_all
+    assert ids(client, pp_centre) == pp_all
+    assert ids(client, city) == pp_all | yh_all
+    assert ids(client, city, street="pengpu") == pp_all
+    assert ids(client, centre, view="triage") == set()
+    assert ids(client, city, view="triage") == ids(client, pp_centre, view="triage") == {pp_triage}
+    assert ids(client, centre, view="returns") == set()
+    assert ids(client, city, view="returns") == ids(client, pp_centre, view="returns") == {pp_back}
+    assert ids(client, centre, view="supervision") == {yh_watched}
+    assert ids(client, pp_centre, view="supervision") == {pp_watched}
+    assert ids(client, city, view="supervision") == {pp_watched, yh_watched}
+    # staff unchanged: their own station only
+    assert ids(client, s1) == {yh}
+    assert client.get(f"/api/v1/cases/{pp}", headers=s1).status_code == 404
+
+    # the numbers: counts and the overview count only the caller's street
+    counts = client.get("/api/v1/queue/counts", headers=centre).json()
+    assert sum(counts["states"].values()) == 2
+    assert sum(client.get("/api/v1/queue/counts", headers=city).json()["states"].values()) == 6
+    yh_view = client.get("/api/v1/overview", headers=centre).json()
+    assert (yh_view["open"], yh_view["today"]["reports"], yh_view["today"]["opened"]) == (2, 2, 2)
+    assert {s["station_id"] for s in yh_view["stations"]} <= {
+        s.id for s in app.state.closer.jurisdiction.stations_of("yinhang")
+    }
+    assert client.get("/api/v1/overview", headers=pp_centre).json()["open"] == 4
+    assert client.get("/api/v1/overview", headers=city).json()["open"] == 6
+    assert client.get("/api/v1/overview", params={"street": "pengpu"}, headers=centre).status_code == 404
+    csv = client.get(
+        "/api/v1/cases/export.csv", params={"from": "2026-01-01", "to": "2026-12-31"}, headers=centre
+    )
+    assert csv.status_code == 200 and yh in csv.text and pp not in csv.text
+    csv = client.get(
+        "/api/v1/cases/export.csv", params={"from": "2026-01-01", "to": "2026-12-31"}, headers=city
+    )
+    assert yh in csv.text and pp in csv.text
+
+    # a token issued before a street change is refused (the version unchanged: the streets differ)
+    with app.state.closer.runtime.db.session(write=True) as s:
+        s.execute(text("UPDATE staff SET streets = 'pengpu' WHERE username = 'yh-centre'"))
+    r = client.get("/api/v1/queue", headers=centre)
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "token_revoked")
+    moved = login(client, "yh-centre")
+    assert ids(client, moved) == pp_all
 
 
 def test_admin_manages_accounts_and_disabling_ends_tokens(app: FastAPI, client: TestClient) -> None:
