@@ -15,7 +15,7 @@ from sqlmodel import select
 from gridloop import net
 from gridloop.errors import ApiError
 from gridloop.net import address_key
-from gridloop.scope import Scope, account_streets, can_see, visible_stations
+from gridloop.scope import Scope, account_streets, can_see, narrow, visible_stations
 from gridloop.service import Runtime
 from gridloop.settings import Settings, derive_key
 from gridloop.tokens import Principal, read_token
@@ -120,7 +120,7 @@ class Closer:
         picked = frozenset(s.id for s in self.jurisdiction.stations_of(street))
         if visible is not None and not picked & visible:
             raise ApiError(404, "not_found", "No such street.")
-        return picked if visible is None else picked & visible
+        return narrow(visible, picked)
 
 
 def closer(request: Request) -> Closer:

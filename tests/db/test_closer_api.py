@@ -12,6 +12,7 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import threading
 import time
 import uuid
@@ -1590,3 +1591,120 @@ def test_case_detail_shows_no_rider_secret(app: FastAPI, client: TestClient) -> 
     detail = client.get(f"/api/v1/cases/{cid}", headers=login(client, "yh-s1"))
     assert detail.status_code == 200
     assert rider_ref not in detail.text and detail.json()["reports"][0]["rider"] == rider_ref[-6:]
+
+
+def test_streets_of_accounts(
+    app: FastAPI,
+    client: TestClient,
+    clock: FrozenClock,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The admin API and `gridloop staff add` take streets (an unknown one: a clear 422, exit 2); an
+    admin manages its own streets' accounts only; a street change revokes the account's tokens; an
+    old supervisor with neither streets nor stations gets the default street, with a warning."""
+    yh, pp = open_case(app), open_case(app, station="pp-s1", grid_id="pp-g1")
+    admin = login(client, "admin")
+    body = {"username": "zhao.li", "password": "long-enough-pw", "role": "supervisor", "streets": ["nowhere"]}
+    r = client.post("/api/v1/staff", json=body, headers=admin)
+    assert r.status_code == 422 and r.json()["error"] == {
+        "code": "unknown_street",
+        "message": "No such street: nowhere (streets: yinhang, pengpu).",
+        "details": {"field": "streets"},
+    }
+    made = client.post("/api/v1/staff", json={**body, "streets": ["pengpu"]}, headers=admin)
+    assert made.status_code == 200 and made.json()["streets"] == ["pengpu"]
+    answer = sign_in(client, "zhao.li", "long-enough-pw").json()
+    assert (answer["role"], answer["stations"], answer["streets"]) == ("supervisor", [], ["pengpu"])
+    zhao = {"Authorization": f"Bearer {answer['access_token']}"}
+    assert ids(client, zhao) == {pp}
+
+    # a street change revokes: the old token is refused, a new one sees the new street
+    assert (
+        client.post("/api/v1/staff", json={**body, "streets": ["yinhang"]}, headers=admin).status_code == 200
+    )
+    assert client.get("/api/v1/queue", headers=zhao).json()["error"]["code"] == "token_revoked"
+    zhao = {"Authorization": f"Bearer {sign_in(client, 'zhao.li', 'long-enough-pw').json()['access_token']}"}
+    assert ids(client, zhao) == {yh}
+
+    # an admin of 彭浦 manages 彭浦's accounts only; a city account is made on the command line
+    pp_admin = {"username": "pp.admin", "password": "long-enough-pw", "role": "admin", "streets": ["pengpu"]}
+    assert client.post("/api/v1/staff", json=pp_admin, headers=admin).status_code == 200
+    ppa = {"Authorization": f"Bearer {sign_in(client, 'pp.admin', 'long-enough-pw').json()['access_token']}"}
+    r = client.post(
+        "/api/v1/staff", json={**body, "username": "wu.fang", "streets": ["yinhang"]}, headers=ppa
+    )
+    assert (r.status_code, r.json()["error"]["message"]) == (
+        403,
+        "An admin manages the accounts of its own streets only.",
+    )
+    r = client.post("/api/v1/staff", json={**body, "streets": ["pengpu"]}, headers=ppa)  # 殷行's zhao.li
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
+    assert client.post("/api/v1/staff/yh-s1/disable", headers=ppa).status_code == 404
+    assert client.post("/api/v1/staff/yh-s1/unlock", headers=ppa).status_code == 404
+    r = client.post(
+        "/api/v1/staff", json={**pp_admin, "username": "town", "role": "city", "streets": []}, headers=ppa
+    )
+    assert r.status_code == 403
+    names = [s["username"] for s in client.get("/api/v1/staff", headers=ppa).json()["staff"]]
+    assert names == ["pp-centre", "pp-gas", *(f"pp-s{i}" for i in range(1, 10)), "pp.admin"]
+
+    # an account from before streets: a supervisor with no station and no street
+    with app.state.closer.runtime.db.session(write=True) as s:
+        staff_accounts.add_staff(s, "old.sup", "long-enough-pw", "supervisor", [])
+    caplog.set_level(logging.WARNING, logger="services.closer.context")
+    old = sign_in(client, "old.sup", "long-enough-pw").json()
+    assert old["streets"] == ["yinhang"]
+    assert [r.getMessage() for r in caplog.records if r.name == "services.closer.context"] == [
+        "staff old.sup (supervisor) has no street and no station: it sees the default street yinhang; "
+        "give it one (`gridloop staff add old.sup --role supervisor --street <street>`)"
+    ]
+    assert ids(client, {"Authorization": f"Bearer {old['access_token']}"}) == {yh}
+
+    # the command line: an unknown street is refused before anything is written
+    monkeypatch.setattr(closer_cli, "_database", lambda: Database(db_url, Base.metadata))
+    args = {
+        "username": "sun.yu",
+        "password": "long-enough-pw",
+        "role": "supervisor",
+        "station": None,
+        "name": None,
+    }
+    assert closer_cli.cmd_staff_add(argparse.Namespace(**args, street=["nowhere"])) == 2
+    assert capsys.readouterr().err == "error: unknown street: nowhere (streets: yinhang, pengpu)\n"
+    assert sign_in(client, "sun.yu", "long-enough-pw").status_code == 401
+    clock.advance(timedelta(seconds=1))  # the wait after the failed sign-in
+    assert closer_cli.cmd_staff_add(argparse.Namespace(**args, street=["pengpu"])) == 0
+    assert capsys.readouterr().out == "sun.yu: supervisor (no station) · pengpu\n"
+    assert sign_in(client, "sun.yu", "long-enough-pw").json()["streets"] == ["pengpu"]
+    city = {**args, "username": "town", "role": "city"}
+    assert closer_cli.cmd_staff_add(argparse.Namespace(**city, street=None)) == 0
+    assert capsys.readouterr().out == "town: city (no station) · every street\n"
+
+
+def test_console_shows_the_street_and_city_picks_one(app: FastAPI, client: TestClient) -> None:
+    """The console names the signed-in account's street; a city account picks a street on the queue
+    and the overview; 殷行's centre never sees 彭浦's case there."""
+    yh, pp = open_case(app), open_case(app, station="pp-s1", grid_id="pp-g1")
+    assert console_sign_in(client, "yh-centre", demo.DEMO_PASSWORD).status_code == 303
+    page = client.get("/console/queue").text
+    assert '<span class="street" id="my-street">殷行街道</span>' in page
+    assert yh in page and pp not in page and 'id="filter-street"' not in page
+    assert "彭浦" not in page.split('name="station"')[1].split("</select>")[0]  # its own stations to pick
+    overview = client.get("/overview").text
+    assert "殷行街道" in overview and "彭浦新村街道" not in overview
+
+    assert console_sign_in(client, "city", demo.DEMO_PASSWORD).status_code == 303
+    page = client.get("/console/queue").text
+    assert '<span class="street" id="my-street">全部街道</span>' in page and 'id="filter-street"' in page
+    assert yh in page and pp in page
+    picked = client.get("/console/queue", params={"street": "pengpu"}).text
+    assert pp in picked and yh not in picked
+    assert "/api/v1/queue/stream?street=pengpu" in picked
+    overview = client.get("/overview", params={"street": "pengpu"}).text
+    assert (
+        "<figcaption>彭浦新村街道</figcaption>" in overview
+        and "<figcaption>殷行街道</figcaption>" not in overview
+    )
