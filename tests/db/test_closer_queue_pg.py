@@ -24,7 +24,7 @@ from tests.support.databases import new_pg_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 N = 40_000
-STATIONS = ["yh-s1", "yh-s2", "yh-s3", "yh-s4", "yh-s5", "yh-centre"]
+STATIONS = ["yh-s1", "yh-s2", "yh-s3", "yh-s4", "yh-s5", "yh-centre", "pp-s1", "pp-s2", "pp-centre"]
 CATEGORIES = ["manhole_cover", "sanitation", "shared_bikes", "fire_lane_blocked", "other", "safety_hazard"]
 STATES = ["closed"] * 12 + [
     "new",
@@ -124,6 +124,10 @@ def assert_index_in_order(plan: dict[str, Any], index: str, ordered: bool = True
     assert index in used, (used, kinds)
 
 
+YINHANG = frozenset({"yh-s1", "yh-s2", "yh-s3", "yh-s4", "yh-s5", "yh-centre", "yh-gas"})
+"""殷行's stations: what its centre's supervisor sees (services/closer/scope.py)."""
+
+
 @pytest.mark.parametrize(
     ("name", "qfilter", "with_cursor", "index", "ordered"),
     [
@@ -165,6 +169,10 @@ def assert_index_in_order(plan: dict[str, Any], index: str, ordered: bool = True
         ("all stations (centre)", queue.QueueFilter(None), False, "ix_case_all_active", True),
         ("all stations, next page", queue.QueueFilter(None), True, "ix_case_all_active", True),
         ("returns to rule", queue.QueueFilter(None, view="returns"), False, "ix_case_all_status", True),
+        # street scoping (issue 17): a street's centre filters its stations on the all-stations walk
+        ("a street (its centre)", queue.QueueFilter(YINHANG), False, "ix_case_all_active", True),
+        ("a street, next page", queue.QueueFilter(YINHANG), True, "ix_case_all_active", True),
+        ("a street's returns", queue.QueueFilter(YINHANG, view="returns"), False, "ix_case_all_status", True),
     ],
 )
 def test_queue_queries_use_an_index_in_due_order(
