@@ -238,6 +238,11 @@ def _queue_params(request: Request, who: Principal, ctx: Closer) -> tuple[queue.
     return queue.QueueFilter(stations, status, category, view, duty_user), params
 
 
+def _one_station(f: queue.QueueFilter) -> str | None:
+    """The one station a queue shows (its rows then need no station column), else None."""
+    return next(iter(f.stations)) if f.stations is not None and len(f.stations) == 1 else None
+
+
 def _rows(
     ctx: Closer, f: queue.QueueFilter, cursor: str | None
 ) -> tuple[list[Any], str | None, dict[str, Any]]:
@@ -275,7 +280,7 @@ async def queue_page(request: Request) -> Response:
         next_cursor=next_cursor,
         counts=counts,
         f=f,
-        station=params.get("station"),
+        station=_one_station(f),
         street=params.get("street"),
         on_duty=on_duty,
         tz=ZoneInfo(ctx.config.work_timezone),
@@ -298,7 +303,7 @@ async def queue_rows(request: Request) -> Response:
         who = await user(request)
     except SignIn:
         return Response(status_code=401)
-    f, params = _queue_params(request, who, ctx)
+    f, _ = _queue_params(request, who, ctx)
     items, _cursor, counts = await asyncio.to_thread(_rows, ctx, f, None)
     return render(
         request,
@@ -306,7 +311,7 @@ async def queue_rows(request: Request) -> Response:
         items=items,
         counts=counts,
         f=f,
-        station=params.get("station"),
+        station=_one_station(f),
         **page_base(ctx, who),
     )
 
