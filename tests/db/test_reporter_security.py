@@ -459,3 +459,18 @@ def test_places_and_codes_are_scoped_to_the_callers_streets(
     }
     n = len(places)
     assert listed == {"yh": (n, n, 200), "pp": (0, 0, 404), "city": (n, n, 200), "old": (0, 0, 404)}
+
+    # changes: an admin of 彭浦 cannot place a code in 殷行, nor touch 殷行's codes (404: private)
+    pp_admin, yh_admin = auth("admin", ["pengpu"]), auth("admin", ["yinhang"])
+    p01 = places["yh-p01"]
+    new_place = {"name_zh": "新地点", "lat": p01.lat, "lon": p01.lon}
+    r = client.post("/api/v1/places", json=new_place, headers=pp_admin)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "outside_your_streets")
+    r = client.post("/api/v1/codes", json={"place_id": "yh-p01"}, headers=pp_admin)
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "unknown_place")
+    for action in ("deactivate", "replace"):
+        r = client.post(f"/api/v1/codes/{p01.code}/{action}", headers=pp_admin)
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "unknown_code")
+    assert client.post("/api/v1/codes", json={"place_id": "yh-p01"}, headers=yh_admin).status_code == 201
+    assert client.post("/api/v1/places", json=new_place, headers=yh_admin).status_code == 201
+    assert count(app, "SELECT count(*) FROM place") == n + 1

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from gridloop.errors import ApiError
-from gridloop.scope import can_see
+from gridloop.scope import can_see, visible_stations
 from services.reporter import place_codes, qr
 from services.reporter.api.reports import json_body_doc, read_model
 from services.reporter.context import Admin, AdminOrSupervisor, Ctx, Staff
@@ -86,13 +86,15 @@ class CodeReplaced(BaseModel):
 @router.post(
     "/api/v1/places", status_code=201, response_model=PlaceCreated, openapi_extra=json_body_doc(PlaceIn)
 )
-async def create_place(ctx: Ctx, _who: Admin, request: Request) -> dict[str, Any]:
-    """Create a place (its grid and station from its coordinates) and, by default, a code for it."""
+async def create_place(ctx: Ctx, who: Admin, request: Request) -> dict[str, Any]:
+    """Create a place (its grid and station from its coordinates) and, by default, a code for it;
+    403 for a point in a street the admin does not manage."""
     body = await read_model(request, PlaceIn, ctx.config.max_form_bytes)
     assert body is not None
+    allowed = visible_stations(who, ctx.jurisdiction)
 
     def work(session: Session) -> dict[str, Any]:
-        place, code = place_codes.create_place(session, ctx.jurisdiction, body)
+        place, code = place_codes.create_place(session, ctx.jurisdiction, body, allowed)
         return {
             **place_codes.place_json(place),
             "code": place_codes.code_json(code, ctx.base_url) if code else None,
@@ -121,12 +123,15 @@ async def list_places(
 
 
 @router.post("/api/v1/codes", status_code=201, response_model=CodeOut, openapi_extra=json_body_doc(CodeIn))
-async def issue_code(ctx: Ctx, _who: Admin, request: Request) -> dict[str, Any]:
-    """Issue a new report code for a place."""
+async def issue_code(ctx: Ctx, who: Admin, request: Request) -> dict[str, Any]:
+    """Issue a new report code for a place (of the admin's streets; another street's place is 404)."""
     body = await read_model(request, CodeIn, ctx.config.max_form_bytes)
     assert body is not None
+    allowed = visible_stations(who, ctx.jurisdiction)
     return await ctx.write(
-        lambda s: place_codes.code_json(place_codes.issue_code(s, body.place_id), ctx.base_url)
+        lambda s: place_codes.code_json(
+            place_codes.issue_code(s, body.place_id, allowed=allowed), ctx.base_url
+        )
     )
 
 
@@ -154,12 +159,13 @@ async def list_codes(
 @router.post(
     "/api/v1/codes/{code}/deactivate", response_model=CodeOut, openapi_extra=json_body_doc(CodeChange, False)
 )
-async def deactivate_code(ctx: Ctx, _who: Admin, code: str, request: Request) -> dict[str, Any]:
-    """Take a code out of use; scanning it shows a clear 'deactivated' page."""
+async def deactivate_code(ctx: Ctx, who: Admin, code: str, request: Request) -> dict[str, Any]:
+    """Take a code out of use; scanning it shows a clear 'deactivated' page (another street's: 404)."""
     body = await read_model(request, CodeChange, ctx.config.max_form_bytes, optional=True)
     note = body.note if body else None
+    allowed = visible_stations(who, ctx.jurisdiction)
     return await ctx.write(
-        lambda s: place_codes.code_json(place_codes.deactivate_code(s, code, note), ctx.base_url)
+        lambda s: place_codes.code_json(place_codes.deactivate_code(s, code, note, allowed), ctx.base_url)
     )
 
 
@@ -169,13 +175,14 @@ async def deactivate_code(ctx: Ctx, _who: Admin, code: str, request: Request) ->
     response_model=CodeReplaced,
     openapi_extra=json_body_doc(CodeChange, False),
 )
-async def replace_code(ctx: Ctx, _who: Admin, code: str, request: Request) -> dict[str, Any]:
-    """Replace a damaged code: the old one points riders to the new one."""
+async def replace_code(ctx: Ctx, who: Admin, code: str, request: Request) -> dict[str, Any]:
+    """Replace a damaged code: the old one points riders to the new one (another street's: 404)."""
     body = await read_model(request, CodeChange, ctx.config.max_form_bytes, optional=True)
     note = body.note if body else None
+    allowed = visible_stations(who, ctx.jurisdiction)
 
     def work(session: Session) -> dict[str, Any]:
-        old, new = place_codes.replace_code(session, code, note)
+        old, new = place_codes.replace_code(session, code, note, allowed)
         return {
             "old": place_codes.code_json(old, ctx.base_url),
             "new": place_codes.code_json(new, ctx.base_url),
