@@ -86,7 +86,6 @@ def _database() -> Database:
 
 def cmd_staff_add(args: argparse.Namespace) -> int:
     """Create or update a staff account (an existing one's tokens are revoked: a password reset)."""
-    from gridloop.scope import account_streets
     from schemas.reference import load_jurisdiction
     from services.closer.staff import add_staff, check_places
 
@@ -107,29 +106,36 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
         return 2
     finally:
         db.dispose()
-    held, defaulted = account_streets(args.role, stations, streets, j)
-    where = (
-        "every street"
-        if args.role == "city"
-        else ",".join(held) + (" (the default street)" if defaulted else "")
-    )
+    where = _where(args.role, stations, streets, j)
     print(f"{args.username}: {args.role} {','.join(stations) or '(no station)'} · {where}")
     return 0
 
 
+def _where(role: str, stations: list[str], streets: list[str], j: Jurisdiction) -> str:
+    """The streets an account sees, as `staff add` and `staff list` print them."""
+    from gridloop.scope import account_streets
+
+    if role == "city":
+        return "every street"
+    held, defaulted = account_streets(role, stations, streets, j)
+    return ",".join(held) + (" (the default street)" if defaulted else "")
+
+
 def cmd_staff_list(_args: argparse.Namespace) -> int:
-    """List the staff accounts."""
+    """List the staff accounts, each with the streets it sees."""
     from sqlmodel import col, select
 
+    from schemas.reference import load_jurisdiction
     from services.closer.models import Staff
 
+    j = load_jurisdiction(get_settings().jurisdiction_dir)
     db = _database()
     try:
         with db.session() as session:
             for s in session.exec(select(Staff).order_by(col(Staff.username))):
                 state = "active" if s.active else "disabled"
-                streets = ",".join(s.street_ids) or "(of its stations)"
-                print(f"{s.username:20} {s.role:10} {','.join(s.station_ids) or '-':20} {streets:20} {state}")
+                where = _where(s.role, s.station_ids, s.street_ids, j)
+                print(f"{s.username:20} {s.role:10} {','.join(s.station_ids) or '-':20} {where:20} {state}")
     finally:
         db.dispose()
     return 0

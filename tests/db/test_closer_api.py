@@ -1682,6 +1682,16 @@ def test_streets_of_accounts(
     city = {**args, "username": "town", "role": "city"}
     assert closer_cli.cmd_staff_add(argparse.Namespace(**city, street=None)) == 0
     assert capsys.readouterr().out == "town: city (no station) · every street\n"
+    assert closer_cli.cmd_staff_list(argparse.Namespace()) == 0
+    listed = {line.split()[0]: " ".join(line.split()[3:]) for line in capsys.readouterr().out.splitlines()}
+    assert [listed[n] for n in ("town", "sun.yu", "old.sup", "zhao.li", "admin", "pp-s1")] == [
+        "every street active",
+        "pengpu active",
+        "yinhang (the default street) active",
+        "yinhang active",
+        "yinhang,pengpu active",
+        "pengpu active",
+    ]
 
 
 def test_console_shows_the_street_and_city_picks_one(app: FastAPI, client: TestClient) -> None:
