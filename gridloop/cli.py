@@ -152,8 +152,8 @@ def print_banner(stack: Any) -> None:
         f"      place {first.name_zh} · code {first.code}" + (f" · {station.name_zh}" if station else ""),
         f"  Report API:                   POST {stack.url('reporter')}/api/v1/reports",
         f"  Staff console:                {stack.url('closer')}/console",
-        f"      sign in as {station.id if station else 'yh-s1'} / {demo.DEMO_PASSWORD}  (supervisor: "
-        f"yh-centre, admin: admin, same password)",
+        f"      sign in as {station.id if station else 'yh-s1'} / {demo.DEMO_PASSWORD}  (same password: "
+        "supervisors yh-centre (殷行), pp-centre (彭浦); admin: admin; every street: city)",
         f"  Queue API:                    {stack.url('closer')}/api/v1/queue  (bearer token from "
         f"POST /api/v1/auth/token)",
         f"  Route explain:                {stack.url('router')}/api/v1/route/explain?lat=31.33&lon=121.52"

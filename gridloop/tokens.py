@@ -26,10 +26,9 @@ class Principal:
     token_id: str = ""
     version: int = 0
     """The account's token version when the token was issued (claim `ver`); revocation raises it."""
-
-    def can_see_station(self, station_id: str) -> bool:
-        """Supervisors and admins see every station; staff only their own."""
-        return self.role in ("supervisor", "admin") or station_id in self.stations
+    streets: tuple[str, ...] = ()
+    """The streets the account belongs to (claim `streets`): what a supervisor or admin sees
+    (gridloop/scope.py decides, from these and the stations)."""
 
 
 TokenCheck = Callable[[Principal], bool]
@@ -69,6 +68,7 @@ def read_token(token: str, secret: str, current: TokenCheck | None = None) -> Pr
         tuple(claims.get("stations") or ()),
         str(claims.get("jti") or ""),
         int(claims.get("ver") or 0),
+        tuple(claims.get("streets") or ()),
     )
     if current is not None and not current(principal):
         raise ApiError(401, "token_revoked", "The token was revoked; sign in again.", headers=_CHALLENGE)

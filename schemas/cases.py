@@ -46,7 +46,8 @@ def highest(*priorities: Priority) -> Priority:
     return max(priorities, key=priority_rank)
 
 
-Role = Literal["staff", "supervisor", "admin"]
-ROLES: tuple[Role, ...] = ("staff", "supervisor", "admin")
-"""Staff roles: `staff` act on their own stations' cases, `supervisor` (the centre) on all, `admin`
-manages accounts, places and codes."""
+Role = Literal["staff", "supervisor", "admin", "city"]
+ROLES: tuple[Role, ...] = ("staff", "supervisor", "admin", "city")
+"""Staff roles: `staff` act on their own stations' cases, `supervisor` (the centre) on every station
+of their streets, `admin` manages accounts, places and codes of their streets, `city` supervises
+every street (a supervisor's actions, anywhere; no account management)."""

@@ -10,7 +10,9 @@ from sqlmodel import Session, col, select
 
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
+from gridloop.scope import can_see
 from gridloop.tokens import Principal
+from schemas.reference import Jurisdiction
 from services.closer import conversation, photostore, queue
 from services.closer.context import Closer
 from services.closer.lifecycle import facts
@@ -45,15 +47,18 @@ class TransitionBody(BaseModel):
 
 
 def actor(who: Principal) -> Actor:
-    """The table's actor for a signed-in role."""
-    return who.role
+    """The table's actor for a signed-in role: a city account acts as a supervisor (of any street)."""
+    return "supervisor" if who.role == "city" else who.role
 
 
-def load_visible(session: Session, who: Principal, case_id: str, lock: bool = False) -> Case:
-    """A case the caller may see; another station's case is 404, not 403 (its existence is private)."""
+def load_visible(
+    session: Session, who: Principal, case_id: str, lock: bool = False, *, j: Jurisdiction
+) -> Case:
+    """A case the caller may see (services/closer/scope.py); another station's or another street's
+    case is 404, not 403 (its existence is private)."""
     q = select(Case).where(Case.case_id == case_id)
     case = session.exec(q.with_for_update() if lock else q).first()
-    if case is None or not who.can_see_station(case.station_id):
+    if case is None or not can_see(who, j, case.station_id):
         raise ApiError(404, "not_found", "No such case.")
     return case
 
@@ -100,10 +105,12 @@ def take_action(
         # decoding an image costs memory and time: only for a visible case, at the version shown,
         # in a state where this caller may resolve it (the transaction below checks again)
         with ctx.runtime.db.session() as session:
-            _check_version(ctx, who, load_visible(session, who, case_id), body, require_allowed=True)
+            _check_version(
+                ctx, who, load_visible(session, who, case_id, j=ctx.jurisdiction), body, require_allowed=True
+            )
     new = photostore.prepare(photo) if photo else None
     with ctx.runtime.db.session(write=True) as session:
-        case = load_visible(session, who, case_id, lock=True)
+        case = load_visible(session, who, case_id, lock=True, j=ctx.jurisdiction)
         _check_version(ctx, who, case, body)
         now = utcnow()
         try:
@@ -140,9 +147,9 @@ def say(ctx: Closer, who: Principal, case_id: str, body: MessageBody) -> dict[st
     """Write a staff entry on a case in one transaction (station scoping, role, text and version
     checked first); the entry and the case's new version."""
     with ctx.runtime.db.session(write=True) as session:
-        case = load_visible(session, who, case_id, lock=True)
+        case = load_visible(session, who, case_id, lock=True, j=ctx.jurisdiction)
         try:
-            text = conversation.check_entry(body.kind, body.text, case.status, who.role)
+            text = conversation.check_entry(body.kind, body.text, case.status, actor(who))
         except conversation.Unacceptable as exc:
             raise ApiError(exc.status, exc.code, exc.message, {"field": "text"}) from exc
         check_fresh(ctx, who, case, body.version)

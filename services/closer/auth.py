@@ -33,10 +33,16 @@ def verify_password(password_hash: str, password: str) -> bool:
 
 
 def issue_token(
-    username: str, role: Role, stations: list[str], secret: str, ttl_seconds: int, version: int
+    username: str,
+    role: Role,
+    stations: list[str],
+    secret: str,
+    ttl_seconds: int,
+    version: int,
+    streets: list[str] | None = None,
 ) -> str:
     """A signed token that expires after ttl_seconds, carrying the account's token version (`ver`):
-    raising the version revokes it."""
+    raising the version revokes it; and its streets (gridloop.scope.account_streets)."""
     now = utcnow()
     claims = {
         "sub": username,
@@ -47,5 +53,6 @@ def issue_token(
         "jti": uuid.uuid4().hex,
         "iss": ISSUER,
         "ver": version,
+        "streets": streets or [],
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)

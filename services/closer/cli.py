@@ -10,7 +10,7 @@ import argparse
 import getpass
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -34,15 +34,19 @@ class DemoAccount:
     username: str
     role: str
     stations: list[str]
+    streets: list[str] = field(default_factory=list)
 
 
 def demo_accounts(j: Jurisdiction) -> list[DemoAccount]:
-    """One account per station (staff), one per centre (supervisor), and an admin."""
+    """One account per station (staff), one per centre (the supervisor of its street), an admin of
+    every street, and a `city` account that supervises them all."""
     accounts: list[DemoAccount] = []
     for station in j.stations.values():
         role = "supervisor" if station.kind == "centre" else "staff"
         accounts.append(DemoAccount(station.id, role, [station.id]))
-    accounts.append(DemoAccount("admin", "admin", []))
+    accounts.append(DemoAccount("admin", "admin", [], list(j.streets)))
+    # street scoping (issue 17): the city level sees every street
+    accounts.append(DemoAccount("city", "city", []))
     return accounts
 
 
@@ -57,12 +61,12 @@ def load_demo_staff(db: Database, j: Jurisdiction) -> list[DemoAccount]:
     with db.session(write=True) as session:
         for acc in accounts:
             if session.exec(select(Staff).where(Staff.username == acc.username)).first() is None:
-                add_staff(session, acc.username, DEMO_PASSWORD, acc.role, acc.stations)  # type: ignore[arg-type]
+                add_staff(session, acc.username, DEMO_PASSWORD, acc.role, acc.stations, streets=acc.streets)  # type: ignore[arg-type]
     return accounts
 
 
 def load_demo(settings: Settings, j: Jurisdiction) -> list[DemoAccount]:
-    """The closer's demo data: a staff account per station, a supervisor per centre, an admin."""
+    """The closer's demo data: a staff account per station, a supervisor per centre, an admin, city."""
     from gridloop.db import Database
     from services.closer.models import Base
 
@@ -82,34 +86,56 @@ def _database() -> Database:
 
 def cmd_staff_add(args: argparse.Namespace) -> int:
     """Create or update a staff account (an existing one's tokens are revoked: a password reset)."""
-    from services.closer.staff import add_staff
+    from schemas.reference import load_jurisdiction
+    from services.closer.staff import add_staff, check_places
 
+    j = load_jurisdiction(get_settings().jurisdiction_dir)
+    stations, streets = args.station or [], getattr(args, "street", None) or []
+    try:
+        check_places(j, args.role, stations, streets)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     password = args.password or os.environ.get("GRIDLOOP_STAFF_PASSWORD") or getpass.getpass("Password: ")
     db = _database()
     try:
         with db.session(write=True) as session:
-            add_staff(session, args.username, password, args.role, args.station or [], args.name or "")
+            add_staff(session, args.username, password, args.role, stations, args.name or "", streets)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         db.dispose()
-    print(f"{args.username}: {args.role} {','.join(args.station or []) or '(all stations)'}")
+    where = _where(args.role, stations, streets, j)
+    print(f"{args.username}: {args.role} {','.join(stations) or '(no station)'} · {where}")
     return 0
 
 
+def _where(role: str, stations: list[str], streets: list[str], j: Jurisdiction) -> str:
+    """The streets an account sees, as `staff add` and `staff list` print them."""
+    from gridloop.scope import account_streets
+
+    if role == "city":
+        return "every street"
+    held, defaulted = account_streets(role, stations, streets, j)
+    return ",".join(held) + (" (the default street)" if defaulted else "")
+
+
 def cmd_staff_list(_args: argparse.Namespace) -> int:
-    """List the staff accounts."""
+    """List the staff accounts, each with the streets it sees."""
     from sqlmodel import col, select
 
+    from schemas.reference import load_jurisdiction
     from services.closer.models import Staff
 
+    j = load_jurisdiction(get_settings().jurisdiction_dir)
     db = _database()
     try:
         with db.session() as session:
             for s in session.exec(select(Staff).order_by(col(Staff.username))):
                 state = "active" if s.active else "disabled"
-                print(f"{s.username:20} {s.role:10} {','.join(s.station_ids) or '(all stations)':20} {state}")
+                where = _where(s.role, s.station_ids, s.street_ids, j)
+                print(f"{s.username:20} {s.role:10} {','.join(s.station_ids) or '-':20} {where:20} {state}")
     finally:
         db.dispose()
     return 0
@@ -238,6 +264,11 @@ def add_parser(
     add.add_argument("username")
     add.add_argument("--role", choices=list(ROLES), default="staff")
     add.add_argument("--station", action="append", help="a station id (repeatable)")
+    add.add_argument(
+        "--street",
+        action="append",
+        help="a street id a supervisor or admin belongs to (repeatable; default: its stations' streets)",
+    )
     add.add_argument("--name")
     add.add_argument("--password", help="default: GRIDLOOP_STAFF_PASSWORD or a prompt")
     add.set_defaults(func=cmd_staff_add)

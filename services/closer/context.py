@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from sqlmodel import select
 from gridloop import net
 from gridloop.errors import ApiError
 from gridloop.net import address_key
+from gridloop.scope import Scope, account_streets, can_see, narrow, visible_stations
 from gridloop.service import Runtime
 from gridloop.settings import Settings, derive_key
 from gridloop.tokens import Principal, read_token
@@ -25,6 +27,7 @@ from services.closer.models import Staff
 from services.closer.poller import TimelinePoller
 
 SESSION_COOKIE = "gl_session"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,23 +52,38 @@ class Closer:
 
     def token_current(self, who: Principal) -> bool:
         """The closer's TokenCheck: the account is active, its token version is the token's `ver`
-        and its role and stations are the token's (one lookup on the unique username index; no
+        and its role, stations and streets are the token's (one lookup on the unique username index; no
         cache, so a revocation holds from the next request on)."""
         with self.runtime.db.session() as session:
-            row = session.exec(
-                select(Staff.active, Staff.token_version, Staff.role, Staff.stations).where(
-                    Staff.username == who.username
-                )
-            ).first()
+            row = session.exec(select(Staff).where(Staff.username == who.username)).first()
         if row is None:
             return False
-        active, version, role, stations = row
+        held, _ = account_streets(row.role, row.station_ids, row.street_ids, self.jurisdiction)
         return (
-            bool(active)
-            and version == who.version
-            and role == who.role
-            and stations == ",".join(who.stations)
+            bool(row.active)
+            and row.token_version == who.version
+            and row.role == who.role
+            and row.stations == ",".join(who.stations)
+            and held == who.streets
         )
+
+    def signed_in_streets(
+        self, username: str, role: str, stations: list[str], streets: list[str]
+    ) -> list[str]:
+        """The streets a new token of this account carries; an old supervisor or admin with neither
+        streets nor stations gets the default street, with a warning to give it one."""
+        held, defaulted = account_streets(role, stations, streets, self.jurisdiction)
+        if defaulted:
+            log.warning(
+                "staff %s (%s) has no street and no station: it sees the default street %s; give it one "
+                "(`gridloop staff add %s --role %s --street <street>`)",
+                username,
+                role,
+                held[0],
+                username,
+                role,
+            )
+        return list(held)
 
     def csrf_token(self, who: Principal) -> str:
         """The CSRF token of a console session: bound to the session's token id, unforgeable."""
@@ -77,16 +95,32 @@ class Closer:
             raise ApiError(403, "csrf_failed", "The form is stale or forged; reload the page.")
 
     def station_scope(self, who: Principal, station: str | None) -> str | None:
-        """The station a request is about (None: all, for supervisors); 404 for one not theirs."""
+        """The one station a request names (None: every station the caller sees, for supervisors and
+        city); 404 for one outside the caller's scope (services/closer/scope.py)."""
         if station is None:
             if who.role == "staff":
                 if len(who.stations) != 1:
                     raise ApiError(422, "station_required", "Name the station.")
                 return who.stations[0]
             return None
-        if station not in self.jurisdiction.stations or not who.can_see_station(station):
+        if station not in self.jurisdiction.stations or not can_see(who, self.jurisdiction, station):
             raise ApiError(404, "not_found", "No such station.")
         return station
+
+    def scope(self, who: Principal, station: str | None, street: str | None = None) -> Scope:
+        """The stations a request covers: the one it names, else those of the street it names (a
+        filter for a city account), else every station the caller sees; 404 outside the caller's scope."""
+        if station is not None:
+            return frozenset({self.station_scope(who, station) or station})
+        visible = visible_stations(who, self.jurisdiction)
+        if street is None:
+            return visible
+        if street not in self.jurisdiction.streets:
+            raise ApiError(404, "not_found", "No such street.")
+        picked = frozenset(s.id for s in self.jurisdiction.stations_of(street))
+        if visible is not None and not picked & visible:
+            raise ApiError(404, "not_found", "No such street.")
+        return narrow(visible, picked)
 
 
 def closer(request: Request) -> Closer:

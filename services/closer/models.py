@@ -255,11 +255,21 @@ class Staff(Base, table=True):
         default=0, description="Raised by disable, password change and logout: older tokens are revoked."
     )
     created_at: datetime = Field(sa_column=_ts())
+    streets: str = Field(
+        default="",
+        max_length=400,
+        description="Comma-separated street ids (issue 17); empty: the streets of its stations.",
+    )
 
     @property
     def station_ids(self) -> list[str]:
         """The stations this account works for."""
         return [s for s in self.stations.split(",") if s]
+
+    @property
+    def street_ids(self) -> list[str]:
+        """The streets this account was given explicitly (gridloop.scope.account_streets decides)."""
+        return [s for s in self.streets.split(",") if s]
 
 
 class LoginThrottle(Base, table=True):

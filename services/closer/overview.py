@@ -101,12 +101,21 @@ def local_midnight(now: datetime, tz: str) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def snapshot(session: Session, j: Jurisdiction, now: datetime, tz: str) -> Snapshot:
-    """Compute the overview from the closer's database."""
+def snapshot(
+    session: Session, j: Jurisdiction, now: datetime, tz: str, stations: frozenset[str] | None = None
+) -> Snapshot:
+    """Compute the overview from the closer's database, of `stations` (the caller's scope, from
+    services/closer/scope.py; None: every station)."""
     today = local_midnight(now, tz)
     day_ago = now - timedelta(hours=24)
-    open_cases = list(session.exec(select(Case).where(col(Case.status).in_(OPEN))))
-    rows: dict[str, StationRow] = {s.id: StationRow(s.id, s.name_zh) for s in j.stations.values()}
+
+    def scoped(q: Any) -> Any:
+        return q if stations is None else q.where(queue.in_scope(col(Case.station_id), stations))
+
+    open_cases = list(session.exec(scoped(select(Case).where(col(Case.status).in_(OPEN)))))
+    rows: dict[str, StationRow] = {
+        s.id: StationRow(s.id, s.name_zh) for s in j.stations.values() if stations is None or s.id in stations
+    }
     by_grid: Counter[str] = Counter()
     places: dict[tuple[float, float], dict[str, Any]] = {}
     for c in open_cases:
@@ -135,24 +144,27 @@ def snapshot(session: Session, j: Jurisdiction, now: datetime, tz: str) -> Snaps
             spot["cases"] += 1
             spot["common"] = spot["common"] or c.common_issue
     hot = [s for s in places.values() if s["cases"] >= HOT_SPOT_CASES or s["common"]]
-    recent = list(
-        session.exec(select(CaseReport.submitted_at).where(col(CaseReport.submitted_at) >= day_ago))
-    )
+    intake = select(CaseReport.submitted_at).where(col(CaseReport.submitted_at) >= day_ago)
+    if stations is not None:
+        intake = intake.join(Case, col(Case.case_id) == col(CaseReport.case_id))
+    recent = list(session.exec(scoped(intake)))
     hours: Counter[datetime] = Counter()
     for at in recent:
         hours[as_utc(at).replace(minute=0, second=0, microsecond=0)] += 1
     first_hour = as_utc(now).replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
-    intake = [
+    by_hour = [
         (first_hour + timedelta(hours=i), hours.get(first_hour + timedelta(hours=i), 0)) for i in range(24)
     ]
     reports_today = sum(1 for at in recent if as_utc(at) >= today)
     opened_today = session.exec(
-        select(func.count()).select_from(Case).where(col(Case.opened_at) >= today)
+        scoped(select(func.count()).select_from(Case).where(col(Case.opened_at) >= today))
     ).one()
     week = list(
         session.exec(
-            select(Case.category, Case.submitted_at, Case.closed_at).where(
-                col(Case.closed_at) >= now - timedelta(days=7)
+            scoped(
+                select(Case.category, Case.submitted_at, Case.closed_at).where(
+                    col(Case.closed_at) >= now - timedelta(days=7)
+                )
             )
         )
     )
@@ -176,7 +188,7 @@ def snapshot(session: Session, j: Jurisdiction, now: datetime, tz: str) -> Snaps
             (r for r in rows.values() if r.open or _street_of(j, r.station_id) in busy_streets),
             key=lambda r: (-r.red, -r.yellow, -r.open, r.station_id),
         ),
-        intake_by_hour=intake,
+        intake_by_hour=by_hour,
         close_hours_by_category=close_hours,
         open_by_grid=dict(by_grid),
         hot_spots=sorted(hot, key=lambda s: -s["cases"])[:20],
@@ -200,14 +212,20 @@ def _heat(n: int, most: int) -> str:
 
 
 def street_maps_svg(
-    j: Jurisdiction, open_by_grid: dict[str, int], hot: list[dict[str, Any]], lang: str = "zh"
+    j: Jurisdiction,
+    open_by_grid: dict[str, int],
+    hot: list[dict[str, Any]],
+    lang: str = "zh",
+    streets: list[str] | None = None,
 ) -> Markup:
-    """One map per street (streets lie kilometres apart), busiest street first."""
-    streets = sorted(
-        j.streets.values(), key=lambda st: -sum(open_by_grid.get(g.id, 0) for g in j.grids_of(st.id))
+    """One map per street (of `streets`, the caller's; None: all; they lie kilometres apart), busiest
+    street first."""
+    shown = sorted(
+        (st for st in j.streets.values() if streets is None or st.id in streets),
+        key=lambda st: -sum(open_by_grid.get(g.id, 0) for g in j.grids_of(st.id)),
     )
     parts = []
-    for street in streets:
+    for street in shown:
         grids = j.grids_of(street.id)
         ids = {g.id for g in grids}
         mine = [h for h in hot if h.get("grid_id") in ids]
@@ -289,7 +307,7 @@ def bars_svg(values: list[tuple[str, float]], width: int = 560, height: int = 16
     return Markup("".join(parts))
 
 
-def current(ctx: Closer) -> Snapshot:
-    """The overview now, from the closer's database."""
+def current(ctx: Closer, stations: frozenset[str] | None = None) -> Snapshot:
+    """The overview now of `stations` (the caller's scope; None: every station), from the database."""
     with ctx.runtime.db.session() as session:
-        return snapshot(session, ctx.jurisdiction, utcnow(), ctx.config.work_timezone)
+        return snapshot(session, ctx.jurisdiction, utcnow(), ctx.config.work_timezone, stations)

@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 from gridloop.db import Database
 from gridloop.logs import detached
 from services.closer.models import TimelineEntry
+from services.closer.queue import in_scope
 
 # ids can commit out of order on PostgreSQL; look back this many ids and skip the ones already sent
 LOOKBACK = 200
@@ -44,9 +45,9 @@ class Change:
     prev_station_id: str | None
     version: int | None
 
-    def concerns(self, station: str | None) -> bool:
-        """Whether a stream of this station (None: every station) shows it."""
-        return station is None or station in (self.station_id, self.prev_station_id)
+    def concerns(self, stations: frozenset[str] | None) -> bool:
+        """Whether a stream of these stations (None: every station) shows it."""
+        return stations is None or self.station_id in stations or self.prev_station_id in stations
 
     def data(self) -> dict[str, Any]:
         """The `change` event's data."""
@@ -65,12 +66,17 @@ def last_id(session: Session) -> int:
     return int(session.exec(select(func.max(TimelineEntry.id))).one() or 0)
 
 
-def changes_since(session: Session, station: str | None, after: int, limit: int = PAGE) -> list[Change]:
-    """Timeline rows after an id (minus the look-back), for one station or all, oldest first."""
+def changes_since(
+    session: Session, stations: frozenset[str] | None, after: int, limit: int = PAGE
+) -> list[Change]:
+    """Timeline rows after an id (minus the look-back), for some stations or all, oldest first."""
     q = select(TimelineEntry).where(col(TimelineEntry.id) > max(after - LOOKBACK, 0))
-    if station is not None:
+    if stations is not None:
         q = q.where(
-            or_(col(TimelineEntry.station_id) == station, col(TimelineEntry.prev_station_id) == station)
+            or_(
+                in_scope(col(TimelineEntry.station_id), stations),
+                in_scope(col(TimelineEntry.prev_station_id), stations),
+            )
         )
     rows = session.exec(q.order_by(col(TimelineEntry.id)).limit(limit + LOOKBACK))
     return [
@@ -87,8 +93,8 @@ def is_full(rows: list[Change], limit: int = PAGE) -> bool:
 class Subscription:
     """One open stream's inbox: the changes of its station, pushed by the poller from any thread."""
 
-    def __init__(self, station: str | None) -> None:
-        self.station = station
+    def __init__(self, stations: frozenset[str] | None) -> None:
+        self.stations = stations
         self.overflowed = False
         self._loop = asyncio.get_running_loop()
         self._inbox: list[Change] = []
@@ -96,7 +102,7 @@ class Subscription:
 
     def push(self, changes: list[Change]) -> None:
         """Hand over changes (the ones of this station) on the stream's own loop."""
-        mine = [c for c in changes if c.concerns(self.station)]
+        mine = [c for c in changes if c.concerns(self.stations)]
         if not mine:
             return
         try:
@@ -137,12 +143,12 @@ class TimelinePoller:
         self._seen: set[int] = set()
         self._recent: deque[Change] = deque(maxlen=LOOKBACK)
 
-    def subscribe(self, station: str | None, after: int) -> Subscription:
+    def subscribe(self, stations: frozenset[str] | None, after: int) -> Subscription:
         """A new stream that has read the timeline up to `after` itself; the poller starts if idle.
 
         Rows the poller handed out since the stream's own read are replayed to it (the stream skips
         the ones it has)."""
-        sub = Subscription(station)
+        sub = Subscription(stations)
         with self._lock:
             if not self._subscriptions:
                 # idle until now: start from what this stream has read

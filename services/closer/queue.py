@@ -36,11 +36,20 @@ STAFF_VIEWS = ("queue", "duty")
 class QueueFilter:
     """What a queue request asks for."""
 
-    station: str | None = None  # None: every station (supervisors)
+    stations: frozenset[str] | None = (
+        None  # the caller's scope (services/closer/scope.py); None: every station
+    )
     status: str = "open"  # "open" (the SLA clock runs), "all", or one state
     category: str | None = None
     view: str = "queue"
     duty_username: str | None = None  # the duty view: also the cases this account got on duty
+
+
+def in_scope(column: Any, stations: frozenset[str]) -> ColumnElement[bool]:
+    """`column` is one of the stations (an equality for one station: the station index's plan)."""
+    if len(stations) == 1:
+        return column == next(iter(stations))
+    return column.in_(sorted(stations))
 
 
 def encode_cursor(case_row: Case) -> str:
@@ -73,15 +82,21 @@ def queue_statement(
     if f.view == "duty":
         # out of hours (值班): what went to this station or account on duty, whichever station owns it
         mine: list[ColumnElement[bool]]
-        if f.station is None:  # a supervisor's every station: whatever went to duty
+        if f.stations is None:  # every station (city): whatever went to duty
             mine = [col(Case.duty_station_id).is_not(None), col(Case.duty_username).is_not(None)]
+        elif f.duty_username is None:  # a supervisor's streets: what went to their duty stations or accounts
+            mine = [
+                in_scope(col(Case.duty_station_id), f.stations),
+                and_(col(Case.duty_username).is_not(None), in_scope(col(Case.station_id), f.stations)),
+            ]
         else:
-            mine = [col(Case.duty_station_id) == f.station]
-            if f.duty_username:
-                mine.append(col(Case.duty_username) == f.duty_username)
+            mine = [
+                in_scope(col(Case.duty_station_id), f.stations),
+                col(Case.duty_username) == f.duty_username,
+            ]
         q = q.where(or_(*mine))
-    elif f.station is not None:
-        q = q.where(Case.station_id == f.station)
+    elif f.stations is not None:
+        q = q.where(in_scope(col(Case.station_id), f.stations))
     if f.category:
         q = q.where(Case.category == f.category)
     nulls_possible = True
@@ -127,16 +142,16 @@ def page(session: Session, f: QueueFilter, cursor: str | None, limit: int) -> tu
     return rows, (encode_cursor(rows[-1]) if more and rows else None)
 
 
-def counts(session: Session, station: str | None, now: datetime) -> dict[str, Any]:
+def counts(session: Session, stations: frozenset[str] | None, now: datetime) -> dict[str, Any]:
     """Cases per state (open ones), and how many of the active ones are yellow or red."""
     by_state = select(Case.status, func.count()).where(col(Case.status).in_(OPEN))
     colours = select(
         func.count(case((col(Case.due_at) <= now, 1))),
         func.count(case((and_(col(Case.warn_at) <= now, col(Case.due_at) > now), 1))),
     ).where(col(Case.is_active).is_(True))
-    if station is not None:
-        by_state = by_state.where(Case.station_id == station)
-        colours = colours.where(Case.station_id == station)
+    if stations is not None:
+        by_state = by_state.where(in_scope(col(Case.station_id), stations))
+        colours = colours.where(in_scope(col(Case.station_id), stations))
     states: dict[str, int] = {s.value: 0 for s in OPEN}
     for status, n in session.exec(by_state.group_by(Case.status)).all():
         states[status] = int(n)
@@ -259,7 +274,7 @@ EXPORT_BATCH = 500
 
 
 def export_statement(
-    station: str | None,
+    stations: frozenset[str] | None,
     start: datetime,
     end: datetime,
     after: tuple[datetime, str] | None = None,
@@ -268,8 +283,8 @@ def export_statement(
     """Cases submitted in [start, end), oldest first; `after` (submitted_at, case_id) continues from
     the last row of the previous batch (the ix_case_submitted index serves the order)."""
     q = select(Case).where(col(Case.submitted_at) >= start, col(Case.submitted_at) < end)
-    if station is not None:
-        q = q.where(Case.station_id == station)
+    if stations is not None:
+        q = q.where(in_scope(col(Case.station_id), stations))
     if after is not None:
         at, case_id = after
         q = q.where(
@@ -304,14 +319,16 @@ def csv_text(rows: Iterable[Case], header: bool = False) -> str:
     return out.getvalue()
 
 
-def export_csv(db: Database, station: str | None, start: datetime, end: datetime) -> Iterator[str]:
+def export_csv(
+    db: Database, stations: frozenset[str] | None, start: datetime, end: datetime
+) -> Iterator[str]:
     """The CSV of an export, one chunk per batch of rows; each batch is its own short read (a
     streaming response pulls the next chunk only when the last one was sent)."""
     yield csv_text((), header=True)
     after: tuple[datetime, str] | None = None
     while True:
         with db.session() as session:
-            rows = list(session.exec(export_statement(station, start, end, after, EXPORT_BATCH)))
+            rows = list(session.exec(export_statement(stations, start, end, after, EXPORT_BATCH)))
         if rows:
             yield csv_text(rows)
         if len(rows) < EXPORT_BATCH:

@@ -1,19 +1,26 @@
-"""Which stations an account sees: the one rule every staff-facing query filters by."""
+"""Which stations an account sees: the closer's name for the one rule (gridloop/scope.py, which the
+reporter uses too); every staff-facing query and 404 check goes through it."""
 
 from __future__ import annotations
 
-from gridloop.tokens import Principal
-from schemas.reference import Jurisdiction
+from gridloop.scope import (
+    OVERSEERS,
+    Scope,
+    account_streets,
+    can_see,
+    narrow,
+    oversees,
+    visible_stations,
+    visible_streets,
+)
 
-
-def visible_stations(who: Principal, j: Jurisdiction) -> frozenset[str] | None:
-    """The stations whose cases (and figures, topics) `who` may see; None means every station."""
-    if who.role == "staff":
-        return frozenset(s for s in who.stations if s in j.stations)
-    return None
-
-
-def can_see(who: Principal, j: Jurisdiction, station_id: str | None) -> bool:
-    """`who` may see a case (or topic) of this station; a station outside their scope is a 404."""
-    visible = visible_stations(who, j)
-    return visible is None or (station_id is not None and station_id in visible)
+__all__ = [
+    "OVERSEERS",
+    "Scope",
+    "account_streets",
+    "can_see",
+    "narrow",
+    "oversees",
+    "visible_stations",
+    "visible_streets",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from gridloop.outbox import add_event
 from gridloop.topics import STAFF_EVENTS
 from schemas.cases import ROLES, Role
 from schemas.events import StaffTokensRevoked, make_event
+from schemas.reference import Jurisdiction
 from services.closer import throttle
 from services.closer.auth import hash_password, verify_password
 from services.closer.models import PLUMBING, Staff
@@ -61,10 +62,16 @@ def revoke(session: Session, staff: Staff, now: datetime) -> None:
 
 
 def add_staff(
-    session: Session, username: str, password: str, role: Role, stations: list[str], display_name: str = ""
+    session: Session,
+    username: str,
+    password: str,
+    role: Role,
+    stations: list[str],
+    display_name: str = "",
+    streets: list[str] | None = None,
 ) -> Staff:
-    """Create an account, or reset an existing one's password, role and stations (which revokes
-    its tokens)."""
+    """Create an account, or reset an existing one's password, role, stations and streets (which
+    revokes its tokens)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
     if len(password) < 8:
@@ -76,6 +83,7 @@ def add_staff(
     staff.password_hash = hash_password(password)
     staff.role = role
     staff.stations = ",".join(stations)
+    staff.streets = ",".join(streets or [])
     staff.display_name = display_name or username
     staff.active = True
     session.add(staff)
@@ -83,6 +91,19 @@ def add_staff(
     if existing:
         revoke(session, staff, utcnow())
     return staff
+
+
+def check_places(j: Jurisdiction, role: str, stations: list[str], streets: list[str]) -> None:
+    """ValueError naming what is wrong with an account's stations and streets: unknown ids, grid
+    a city account tied to a street (it sees every street)."""
+    unknown = [s for s in stations if s not in j.stations]
+    if unknown:
+        raise ValueError(f"unknown station: {', '.join(unknown)}")
+    strange = [s for s in streets if s not in j.streets]
+    if strange:
+        raise ValueError(f"unknown street: {', '.join(strange)} (streets: {', '.join(j.streets)})")
+    if role == "city" and (stations or streets):
+        raise ValueError("a city account sees every street: give it no station and no street")
 
 
 def demo_password_accounts(db: Database, usernames: Collection[str]) -> list[str]:
@@ -132,6 +153,8 @@ class SignedIn:
     role: Role
     stations: list[str]
     version: int
+    streets: list[str] = field(default_factory=list)
+    """The streets given explicitly (the token carries gridloop.scope.account_streets of them)."""
 
 
 QUEUE_SECONDS = 3.0  # how long an attempt queues behind the checks under way before it is 429
@@ -161,7 +184,7 @@ def check_password(db: Database, username: str, password: str, address: str | No
             staff = session.exec(select(Staff).where(Staff.username == username)).first()
             usable = staff is not None and staff.active
             found = (
-                SignedIn(staff.username, staff.role, staff.station_ids, staff.token_version)  # type: ignore[arg-type]
+                SignedIn(staff.username, staff.role, staff.station_ids, staff.token_version, staff.street_ids)  # type: ignore[arg-type]
                 if staff is not None and usable
                 else None
             )
@@ -196,7 +219,7 @@ def change_password(db: Database, username: str, current: str, new: str, address
             raise bad_credentials()
         staff.password_hash = hash_password(new)
         revoke(session, staff, utcnow())
-        return SignedIn(staff.username, staff.role, staff.station_ids, staff.token_version)  # type: ignore[arg-type]
+        return SignedIn(staff.username, staff.role, staff.station_ids, staff.token_version, staff.street_ids)  # type: ignore[arg-type]
 
 
 def sign_out(db: Database, username: str, version: int) -> int:

@@ -36,7 +36,7 @@ def unsent(changes: list[Change], sent: set[int]) -> list[Change]:
 async def queue_events(
     db: Database,
     poller: TimelinePoller,
-    station: str | None,
+    stations: frozenset[str] | None,
     start_after: int | None,
     poll_seconds: float,
     disconnected: Callable[[], Any],
@@ -55,19 +55,20 @@ async def queue_events(
 
     def fetch(after: int) -> list[Change]:
         with db.session() as s:
-            return changes_since(s, station, after)
+            return changes_since(s, stations, after)
 
     cursor = start_after if start_after is not None else await asyncio.to_thread(newest)
     rows = await asyncio.to_thread(fetch, cursor)
     # what existed when the stream began is history, not news
     sent = {r.id for r in rows if r.id <= cursor}
-    yield "retry: 2000\n\n" + sse("hello", {"station": station, "last_id": cursor}, cursor)
+    one = next(iter(stations)) if stations is not None and len(stations) == 1 else None
+    yield "retry: 2000\n\n" + sse("hello", {"station": one, "last_id": cursor}, cursor)
     sub = None
     try:
         # start-up: what came after Last-Event-ID, page by page; the poller takes over after the last
         while True:
             if not is_full(rows):
-                sub = poller.subscribe(station, max([cursor, *(r.id for r in rows)]))
+                sub = poller.subscribe(stations, max([cursor, *(r.id for r in rows)]))
             for change in unsent(rows, sent):
                 cursor = max(cursor, change.id)
                 yield sse("change", change.data(), change.id)

@@ -52,7 +52,7 @@ def admin(request: Request) -> Principal:
 
 def admin_or_supervisor(request: Request) -> Principal:
     """The caller of a listing open to admins and the centre's supervisors (bearer token)."""
-    return notifier_parts(request).principal(request, "admin", "supervisor")
+    return notifier_parts(request).principal(request, "admin", "supervisor", "city")
 
 
 Ctx = Annotated[Notifier, Depends(notifier_parts)]

@@ -193,7 +193,7 @@ def admin(request: Request) -> Principal:
 
 def admin_or_supervisor(request: Request) -> Principal:
     """The caller of a listing open to admins and supervisors (bearer token)."""
-    return reporter(request).principal(request, "admin", "supervisor")
+    return reporter(request).principal(request, "admin", "supervisor", "city")
 
 
 def staff(request: Request) -> Principal:

@@ -97,13 +97,18 @@ def code_json(row: ReportCode, base_url: str) -> dict[str, object]:
     }
 
 
-def create_place(session: Session, j: Jurisdiction, body: PlaceIn) -> tuple[Place, ReportCode | None]:
-    """Store a place in the grid its coordinates fall in, and (by default) a code for it."""
+def create_place(
+    session: Session, j: Jurisdiction, body: PlaceIn, allowed: frozenset[str] | None = None
+) -> tuple[Place, ReportCode | None]:
+    """Store a place in the grid its coordinates fall in, and (by default) a code for it; `allowed`:
+    the stations the caller manages (gridloop/scope.py; None: every station)."""
     grid = j.grid_at(body.lat, body.lon)
     if grid is None:
         raise ApiError(
             422, "outside_jurisdiction", "The point is in no grid of the jurisdiction.", {"lat": body.lat}
         )
+    if allowed is not None and grid.station_id not in allowed:
+        raise ApiError(403, "outside_your_streets", "The point is in a street you do not manage.")
     place_id = body.place_id or f"p-{secrets.token_hex(4)}"
     if not _PLACE_ID.match(place_id):
         raise ApiError(422, "invalid", "place_id: lower-case letters, digits, - and _ only.")
@@ -125,10 +130,12 @@ def create_place(session: Session, j: Jurisdiction, body: PlaceIn) -> tuple[Plac
     return place, code
 
 
-def issue_code(session: Session, place_id: str, rng: random.Random | None = None) -> ReportCode:
-    """A fresh code for an active place (404 for an unknown one)."""
+def issue_code(
+    session: Session, place_id: str, rng: random.Random | None = None, allowed: frozenset[str] | None = None
+) -> ReportCode:
+    """A fresh code for an active place (404 for an unknown one, or one outside `allowed`)."""
     place = session.get(Place, place_id)
-    if place is None or not place.active:
+    if place is None or not place.active or (allowed is not None and place.station_id not in allowed):
         raise ApiError(404, "unknown_place", f"No place {place_id!r}.")
     for _ in range(20):  # 29^7 codes: a collision is rare, two in a row rarer still
         candidate = codes.new_code(rng)
@@ -155,20 +162,23 @@ def lookup_code(session: Session, raw: str) -> CodeLookup:
     return CodeLookup(code, place)
 
 
-def _code(session: Session, raw: str) -> ReportCode:
+def _code(session: Session, raw: str, allowed: frozenset[str] | None = None) -> ReportCode:
     try:
         code = codes.validate(raw)
     except codes.CodeError as exc:
         raise ApiError(422, "check_the_code" if exc.reason == "check" else "bad_code", exc.message) from exc
     row = session.get(ReportCode, code)
-    if row is None:
-        raise ApiError(404, "unknown_code", "No place has this report code.")
+    place = session.get(Place, row.place_id) if row is not None and allowed is not None else None
+    if row is None or (allowed is not None and (place is None or place.station_id not in allowed)):
+        raise ApiError(404, "unknown_code", "No place has this report code.")  # another street's: private
     return row
 
 
-def deactivate_code(session: Session, raw: str, note: str | None = None) -> ReportCode:
+def deactivate_code(
+    session: Session, raw: str, note: str | None = None, allowed: frozenset[str] | None = None
+) -> ReportCode:
     """Take a code out of use (again is harmless); riders scanning it get the deactivated page."""
-    row = _code(session, raw)
+    row = _code(session, raw, allowed)
     if row.active:
         row.active = False
         row.deactivated_at = utcnow()
@@ -177,9 +187,11 @@ def deactivate_code(session: Session, raw: str, note: str | None = None) -> Repo
     return row
 
 
-def replace_code(session: Session, raw: str, note: str | None = None) -> tuple[ReportCode, ReportCode]:
+def replace_code(
+    session: Session, raw: str, note: str | None = None, allowed: frozenset[str] | None = None
+) -> tuple[ReportCode, ReportCode]:
     """Deactivate a damaged code and issue its successor for the same place, in one transaction."""
-    old = _code(session, raw)
+    old = _code(session, raw, allowed)
     if old.replaced_by:
         raise ApiError(
             409,

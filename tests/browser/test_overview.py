@@ -95,8 +95,9 @@ def test_overview_page_in_chromium_refreshes_live(busy_stack: Stack, browser: An
         page.wait_for_url("**/console/queue**")
         page.click('a[href="/overview"]')
         page.wait_for_selector("svg.gridmap")
-        assert page.locator("figure.street").count() == 2  # one map per street
-        assert page.locator("svg.gridmap polygon").count() == 14  # 5 grids of 殷行 + 9 of 彭浦新村
+        # 殷行's centre sees its own street only (street scoping, issue 17): one map, 殷行's 5 grids
+        assert page.locator("figure.street").count() == 1
+        assert page.locator("svg.gridmap polygon").count() == 5
         assert page.locator("table.stations tbody tr").count() >= 5
         assert page.locator("svg.chart rect").count() >= 24
         before = int(page.inner_text("#n-reports"))

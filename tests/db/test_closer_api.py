@@ -12,6 +12,7 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import threading
 import time
 import uuid
@@ -122,6 +123,7 @@ def open_case(
     submitted_at: datetime = MONDAY_9,
     decision: Decision = "open",
     case_id: str | None = None,
+    grid_id: str = "yh-g1",
     **routed: Any,
 ) -> str:
     """Feed the intake a router decision, as the consumer would; returns the case id (`routed`: more
@@ -133,7 +135,7 @@ def open_case(
         decision=decision,
         category=category,
         station_id=station,
-        grid_id="yh-g1",
+        grid_id=grid_id,
         location=Location(lat=31.335, lon=121.515),
         place_name="开鲁新村一村北门",
         description="井盖破损 <script>alert(1)</script>",
@@ -645,9 +647,107 @@ def test_authorisation_matrix(app: FastAPI, client: TestClient, clock: FrozenClo
         client.get(f"/api/v1/cases/{cid}", headers={"Authorization": f"Bearer {none_alg}"}).status_code == 401
     )
 
+    street_matrix(app, client, cid)
+
     clock.advance(timedelta(hours=8, seconds=1))
     r = client.get(f"/api/v1/cases/{cid}", headers=s1)
     assert r.status_code == 401 and r.json()["error"]["code"] == "token_expired"
+
+
+def ids(client: TestClient, who: dict[str, str], **params: str) -> set[str]:
+    """The case ids of a queue list."""
+    r = client.get(
+        "/api/v1/queue", params={"status": "all", **params} if "view" not in params else params, headers=who
+    )
+    assert r.status_code == 200, r.text
+    return {c["case_id"] for c in r.json()["items"]}
+
+
+def street_matrix(app: FastAPI, client: TestClient, yh: str) -> None:
+    """Street scoping (issue 17): 殷行's centre gets 404 on 彭浦's cases and never lists or counts them;
+    the city account sees both streets; staff stay on their station; a street change revokes tokens."""
+    pp = open_case(app, station="pp-s1", grid_id="pp-g1")
+    pp_triage = open_case(app, station="pp-centre", grid_id="pp-g1", category="other", decision="triage")
+    pp_back = open_case(app, station="pp-s2", grid_id="pp-g1")
+    pp_watched = open_case(app, station="pp-s3", grid_id="pp-g1")
+    yh_watched = open_case(app, station="yh-s2")
+    with app.state.closer.runtime.db.session(write=True) as s:
+        s.execute(
+            text('UPDATE "case" SET supervised = :t WHERE case_id IN (:a, :b)'),
+            {"t": True, "a": pp_watched, "b": yh_watched},
+        )
+    ps2 = login(client, "pp-s2")
+    assert act(client, ps2, pp_back, "return", reason="wrong_area").status_code == 200
+    centre, pp_centre, city, s1 = (login(client, u) for u in ("yh-centre", "pp-centre", "city", "yh-s1"))
+
+    # another street's case is 404, exactly like another station's for staff
+    for path in (f"/api/v1/cases/{pp}", f"/api/v1/cases/{pp}/timeline", f"/api/v1/cases/{pp}/messages"):
+        r = client.get(path, headers=centre)
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
+        assert client.get(path, headers=city).status_code == 200
+        assert client.get(path, headers=pp_centre).status_code == 200
+    r = act(client, centre, pp, "acknowledge", version=1)
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
+    photo = client.post(
+        f"/api/v1/cases/{pp}/transitions",
+        data={"action": "resolve", "version": "1"},
+        files={"photo": ("after.jpg", jpeg_with_gps(), "image/jpeg")},
+        headers=centre,
+    )
+    assert (photo.status_code, photo.json()["error"]["code"]) == (404, "not_found")
+    said = client.post(
+        f"/api/v1/cases/{pp}/messages", json={"kind": "note", "text": "看一下", "version": 1}, headers=centre
+    )
+    assert (said.status_code, said.json()["error"]["code"]) == (404, "not_found")
+    for params in ({"station": "pp-s1"}, {"street": "pengpu"}, {"street": "nowhere"}):
+        assert client.get("/api/v1/queue", params=params, headers=centre).status_code == 404
+        assert client.get("/api/v1/queue/stream", params=params, headers=centre).status_code == 404
+
+    # the lists: 殷行's centre has none of 彭浦's cases; 彭浦's centre none of 殷行's; city has both
+    pp_all, yh_all = {pp, pp_triage, pp_back, pp_watched}, {yh, yh_watched}
+    assert ids(client, centre) == yh_all
+    assert ids(client, pp_centre) == pp_all
+    assert ids(client, city) == pp_all | yh_all
+    assert ids(client, city, street="pengpu") == pp_all
+    assert ids(client, centre, view="triage") == set()
+    assert ids(client, city, view="triage") == ids(client, pp_centre, view="triage") == {pp_triage}
+    assert ids(client, centre, view="returns") == set()
+    assert ids(client, city, view="returns") == ids(client, pp_centre, view="returns") == {pp_back}
+    assert ids(client, centre, view="supervision") == {yh_watched}
+    assert ids(client, pp_centre, view="supervision") == {pp_watched}
+    assert ids(client, city, view="supervision") == {pp_watched, yh_watched}
+    # staff unchanged: their own station only
+    assert ids(client, s1) == {yh}
+    assert client.get(f"/api/v1/cases/{pp}", headers=s1).status_code == 404
+
+    # the numbers: counts and the overview count only the caller's street
+    counts = client.get("/api/v1/queue/counts", headers=centre).json()
+    assert sum(counts["states"].values()) == 2
+    assert sum(client.get("/api/v1/queue/counts", headers=city).json()["states"].values()) == 6
+    yh_view = client.get("/api/v1/overview", headers=centre).json()
+    assert (yh_view["open"], yh_view["today"]["reports"], yh_view["today"]["opened"]) == (2, 2, 2)
+    assert {s["station_id"] for s in yh_view["stations"]} <= {
+        s.id for s in app.state.closer.jurisdiction.stations_of("yinhang")
+    }
+    assert client.get("/api/v1/overview", headers=pp_centre).json()["open"] == 4
+    assert client.get("/api/v1/overview", headers=city).json()["open"] == 6
+    assert client.get("/api/v1/overview", params={"street": "pengpu"}, headers=centre).status_code == 404
+    csv = client.get(
+        "/api/v1/cases/export.csv", params={"from": "2026-01-01", "to": "2026-12-31"}, headers=centre
+    )
+    assert csv.status_code == 200 and yh in csv.text and pp not in csv.text
+    csv = client.get(
+        "/api/v1/cases/export.csv", params={"from": "2026-01-01", "to": "2026-12-31"}, headers=city
+    )
+    assert yh in csv.text and pp in csv.text
+
+    # a token issued before a street change is refused (the version unchanged: the streets differ)
+    with app.state.closer.runtime.db.session(write=True) as s:
+        s.execute(text("UPDATE staff SET streets = 'pengpu' WHERE username = 'yh-centre'"))
+    r = client.get("/api/v1/queue", headers=centre)
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "token_revoked")
+    moved = login(client, "yh-centre")
+    assert ids(client, moved) == pp_all
 
 
 def test_admin_manages_accounts_and_disabling_ends_tokens(app: FastAPI, client: TestClient) -> None:
@@ -1235,7 +1335,12 @@ def listen(app: FastAPI, station: str | None, into: list[str]) -> asyncio.Task[N
 
     async def run() -> None:
         async for chunk in stream.queue_events(
-            ctx.runtime.db, ctx.poller, station, None, poll, never_disconnected
+            ctx.runtime.db,
+            ctx.poller,
+            frozenset({station}) if station else None,
+            None,
+            poll,
+            never_disconnected,
         ):
             into.append(chunk)
 
@@ -1486,3 +1591,130 @@ def test_case_detail_shows_no_rider_secret(app: FastAPI, client: TestClient) -> 
     detail = client.get(f"/api/v1/cases/{cid}", headers=login(client, "yh-s1"))
     assert detail.status_code == 200
     assert rider_ref not in detail.text and detail.json()["reports"][0]["rider"] == rider_ref[-6:]
+
+
+def test_streets_of_accounts(
+    app: FastAPI,
+    client: TestClient,
+    clock: FrozenClock,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The admin API and `gridloop staff add` take streets (an unknown one: a clear 422, exit 2); an
+    admin manages its own streets' accounts only; a street change revokes the account's tokens; an
+    old supervisor with neither streets nor stations gets the default street, with a warning."""
+    yh, pp = open_case(app), open_case(app, station="pp-s1", grid_id="pp-g1")
+    admin = login(client, "admin")
+    body = {"username": "zhao.li", "password": "long-enough-pw", "role": "supervisor", "streets": ["nowhere"]}
+    r = client.post("/api/v1/staff", json=body, headers=admin)
+    assert r.status_code == 422 and r.json()["error"] == {
+        "code": "unknown_street",
+        "message": "No such street: nowhere (streets: yinhang, pengpu).",
+        "details": {"field": "streets"},
+    }
+    made = client.post("/api/v1/staff", json={**body, "streets": ["pengpu"]}, headers=admin)
+    assert made.status_code == 200 and made.json()["streets"] == ["pengpu"]
+    answer = sign_in(client, "zhao.li", "long-enough-pw").json()
+    assert (answer["role"], answer["stations"], answer["streets"]) == ("supervisor", [], ["pengpu"])
+    zhao = {"Authorization": f"Bearer {answer['access_token']}"}
+    assert ids(client, zhao) == {pp}
+
+    # a street change revokes: the old token is refused, a new one sees the new street
+    assert (
+        client.post("/api/v1/staff", json={**body, "streets": ["yinhang"]}, headers=admin).status_code == 200
+    )
+    assert client.get("/api/v1/queue", headers=zhao).json()["error"]["code"] == "token_revoked"
+    zhao = {"Authorization": f"Bearer {sign_in(client, 'zhao.li', 'long-enough-pw').json()['access_token']}"}
+    assert ids(client, zhao) == {yh}
+
+    # an admin of 彭浦 manages 彭浦's accounts only; a city account is made on the command line
+    pp_admin = {"username": "pp.admin", "password": "long-enough-pw", "role": "admin", "streets": ["pengpu"]}
+    assert client.post("/api/v1/staff", json=pp_admin, headers=admin).status_code == 200
+    ppa = {"Authorization": f"Bearer {sign_in(client, 'pp.admin', 'long-enough-pw').json()['access_token']}"}
+    r = client.post(
+        "/api/v1/staff", json={**body, "username": "wu.fang", "streets": ["yinhang"]}, headers=ppa
+    )
+    assert (r.status_code, r.json()["error"]["message"]) == (
+        403,
+        "An admin manages the accounts of its own streets only.",
+    )
+    r = client.post("/api/v1/staff", json={**body, "streets": ["pengpu"]}, headers=ppa)  # 殷行's zhao.li
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
+    assert client.post("/api/v1/staff/yh-s1/disable", headers=ppa).status_code == 404
+    assert client.post("/api/v1/staff/yh-s1/unlock", headers=ppa).status_code == 404
+    r = client.post(
+        "/api/v1/staff", json={**pp_admin, "username": "town", "role": "city", "streets": []}, headers=ppa
+    )
+    assert r.status_code == 403
+    names = [s["username"] for s in client.get("/api/v1/staff", headers=ppa).json()["staff"]]
+    assert names == ["pp-centre", "pp-gas", *(f"pp-s{i}" for i in range(1, 10)), "pp.admin"]
+
+    # an account from before streets: a supervisor with no station and no street
+    with app.state.closer.runtime.db.session(write=True) as s:
+        staff_accounts.add_staff(s, "old.sup", "long-enough-pw", "supervisor", [])
+    caplog.set_level(logging.WARNING, logger="services.closer.context")
+    old = sign_in(client, "old.sup", "long-enough-pw").json()
+    assert old["streets"] == ["yinhang"]
+    assert [r.getMessage() for r in caplog.records if r.name == "services.closer.context"] == [
+        "staff old.sup (supervisor) has no street and no station: it sees the default street yinhang; "
+        "give it one (`gridloop staff add old.sup --role supervisor --street <street>`)"
+    ]
+    assert ids(client, {"Authorization": f"Bearer {old['access_token']}"}) == {yh}
+
+    # the command line: an unknown street is refused before anything is written
+    monkeypatch.setattr(closer_cli, "_database", lambda: Database(db_url, Base.metadata))
+    args = {
+        "username": "sun.yu",
+        "password": "long-enough-pw",
+        "role": "supervisor",
+        "station": None,
+        "name": None,
+    }
+    assert closer_cli.cmd_staff_add(argparse.Namespace(**args, street=["nowhere"])) == 2
+    assert capsys.readouterr().err == "error: unknown street: nowhere (streets: yinhang, pengpu)\n"
+    assert sign_in(client, "sun.yu", "long-enough-pw").status_code == 401
+    clock.advance(timedelta(seconds=1))  # the wait after the failed sign-in
+    assert closer_cli.cmd_staff_add(argparse.Namespace(**args, street=["pengpu"])) == 0
+    assert capsys.readouterr().out == "sun.yu: supervisor (no station) · pengpu\n"
+    assert sign_in(client, "sun.yu", "long-enough-pw").json()["streets"] == ["pengpu"]
+    city = {**args, "username": "town", "role": "city"}
+    assert closer_cli.cmd_staff_add(argparse.Namespace(**city, street=None)) == 0
+    assert capsys.readouterr().out == "town: city (no station) · every street\n"
+    assert closer_cli.cmd_staff_list(argparse.Namespace()) == 0
+    listed = {line.split()[0]: " ".join(line.split()[3:]) for line in capsys.readouterr().out.splitlines()}
+    assert [listed[n] for n in ("town", "sun.yu", "old.sup", "zhao.li", "admin", "pp-s1")] == [
+        "every street active",
+        "pengpu active",
+        "yinhang (the default street) active",
+        "yinhang active",
+        "yinhang,pengpu active",
+        "pengpu active",
+    ]
+
+
+def test_console_shows_the_street_and_city_picks_one(app: FastAPI, client: TestClient) -> None:
+    """The console names the signed-in account's street; a city account picks a street on the queue
+    and the overview; 殷行's centre never sees 彭浦's case there."""
+    yh, pp = open_case(app), open_case(app, station="pp-s1", grid_id="pp-g1")
+    assert console_sign_in(client, "yh-centre", demo.DEMO_PASSWORD).status_code == 303
+    page = client.get("/console/queue").text
+    assert '<span class="street" id="my-street">殷行街道</span>' in page
+    assert yh in page and pp not in page and 'id="filter-street"' not in page
+    assert "彭浦" not in page.split('name="station"')[1].split("</select>")[0]  # its own stations to pick
+    overview = client.get("/overview").text
+    assert "殷行街道" in overview and "彭浦新村街道" not in overview
+
+    assert console_sign_in(client, "city", demo.DEMO_PASSWORD).status_code == 303
+    page = client.get("/console/queue").text
+    assert '<span class="street" id="my-street">全部街道</span>' in page and 'id="filter-street"' in page
+    assert yh in page and pp in page
+    picked = client.get("/console/queue", params={"street": "pengpu"}).text
+    assert pp in picked and yh not in picked
+    assert "/api/v1/queue/stream?street=pengpu" in picked
+    overview = client.get("/overview", params={"street": "pengpu"}).text
+    assert (
+        "<figcaption>彭浦新村街道</figcaption>" in overview
+        and "<figcaption>殷行街道</figcaption>" not in overview
+    )

@@ -24,7 +24,7 @@ from tests.support.databases import new_pg_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 N = 40_000
-STATIONS = ["yh-s1", "yh-s2", "yh-s3", "yh-s4", "yh-s5", "yh-centre"]
+STATIONS = ["yh-s1", "yh-s2", "yh-s3", "yh-s4", "yh-s5", "yh-centre", "pp-s1", "pp-s2", "pp-centre"]
 CATEGORIES = ["manhole_cover", "sanitation", "shared_bikes", "fire_lane_blocked", "other", "safety_hazard"]
 STATES = ["closed"] * 12 + [
     "new",
@@ -124,22 +124,44 @@ def assert_index_in_order(plan: dict[str, Any], index: str, ordered: bool = True
     assert index in used, (used, kinds)
 
 
+YINHANG = frozenset({"yh-s1", "yh-s2", "yh-s3", "yh-s4", "yh-s5", "yh-centre", "yh-gas"})
+"""殷行's stations: what its centre's supervisor sees (services/closer/scope.py)."""
+
+
 @pytest.mark.parametrize(
     ("name", "qfilter", "with_cursor", "index", "ordered"),
     [
-        ("station queue (open)", queue.QueueFilter("yh-s3"), False, "ix_case_active_queue", True),
-        ("station queue, next page", queue.QueueFilter("yh-s3"), True, "ix_case_active_queue", True),
-        ("one state", queue.QueueFilter("yh-s2", status="resolved"), False, "ix_case_queue", True),
+        (
+            "station queue (open)",
+            queue.QueueFilter(frozenset({"yh-s3"})),
+            False,
+            "ix_case_active_queue",
+            True,
+        ),
+        (
+            "station queue, next page",
+            queue.QueueFilter(frozenset({"yh-s3"})),
+            True,
+            "ix_case_active_queue",
+            True,
+        ),
+        (
+            "one state",
+            queue.QueueFilter(frozenset({"yh-s2"}), status="resolved"),
+            False,
+            "ix_case_queue",
+            True,
+        ),
         (
             "category",
-            queue.QueueFilter("yh-s1", category="sanitation"),
+            queue.QueueFilter(frozenset({"yh-s1"}), category="sanitation"),
             False,
             "ix_case_active_category",
             True,
         ),
         (
             "category and state",
-            queue.QueueFilter("yh-s1", status="dispatched", category="sanitation"),
+            queue.QueueFilter(frozenset({"yh-s1"}), status="dispatched", category="sanitation"),
             False,
             "ix_case_status_category",
             False,
@@ -147,6 +169,10 @@ def assert_index_in_order(plan: dict[str, Any], index: str, ordered: bool = True
         ("all stations (centre)", queue.QueueFilter(None), False, "ix_case_all_active", True),
         ("all stations, next page", queue.QueueFilter(None), True, "ix_case_all_active", True),
         ("returns to rule", queue.QueueFilter(None, view="returns"), False, "ix_case_all_status", True),
+        # street scoping (issue 17): a street's centre filters its stations on the all-stations walk
+        ("a street (its centre)", queue.QueueFilter(YINHANG), False, "ix_case_all_active", True),
+        ("a street, next page", queue.QueueFilter(YINHANG), True, "ix_case_all_active", True),
+        ("a street's returns", queue.QueueFilter(YINHANG, view="returns"), False, "ix_case_all_status", True),
     ],
 )
 def test_queue_queries_use_an_index_in_due_order(
@@ -165,7 +191,7 @@ def test_queue_queries_use_an_index_in_due_order(
 
 def test_pages_match_a_full_sort(db: Database) -> None:
     """Cursor pages over the real data equal one big sorted read (no gaps, no repeats)."""
-    f = queue.QueueFilter("yh-s4")
+    f = queue.QueueFilter(frozenset({"yh-s4"}))
     with db.session() as s:
         expected = [
             c.case_id
@@ -203,5 +229,5 @@ def test_scheduler_and_counts_queries_use_indexes(db: Database) -> None:
         )
         assert_index_in_order(plan_of(conn, closing), "ix_case_confirm_due", ordered=False)
     with db.session() as s:
-        counts = queue.counts(s, "yh-s1", NOW)
+        counts = queue.counts(s, frozenset({"yh-s1"}), NOW)
         assert sum(counts["states"].values()) > 1000

@@ -162,7 +162,9 @@ def current_token(apps: Apps, username: str) -> str:
     ctx = apps.closer.state.closer
     with ctx.runtime.db.session() as session:
         staff = session.exec(select(Staff).where(Staff.username == username)).one()
-        who = SignedIn(staff.username, staff.role, staff.stations.split(","), staff.token_version)
+        who = SignedIn(
+            staff.username, staff.role, staff.stations.split(","), staff.token_version, staff.street_ids
+        )
     return new_token(ctx, who)
 
 

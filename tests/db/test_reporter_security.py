@@ -434,3 +434,43 @@ def test_limits_key_on_the_forwarded_address_behind_a_trusted_proxy(db_url: str,
         assert [asyncio.run(post("198.51.100.1", f"203.0.113.{n}")) for n in (20, 21)] == [202, 429]
     finally:
         app.state.reporter.runtime.db.dispose()
+
+
+def test_places_and_codes_are_scoped_to_the_callers_streets(
+    reporter: tuple[FastAPI, dict[str, Place]],
+) -> None:
+    """The reporter filters places, codes and code sheets by gridloop/scope.py, from the token's
+    streets: the demo places are all 殷行's, so 彭浦's supervisor sees none and gets 404 on a sheet."""
+    app, places = reporter
+    client = TestClient(app)
+
+    def auth(role: str, streets: list[str] | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {staff_token('boss', role=role, streets=streets)}"}
+
+    yh, pp, city = auth("supervisor", ["yinhang"]), auth("supervisor", ["pengpu"]), auth("city", [])
+    old = auth("supervisor", None)  # a token from before streets: fails closed
+    listed = {
+        name: (
+            len(client.get("/api/v1/places", headers=h).json()["items"]),
+            len(client.get("/api/v1/codes", headers=h).json()["items"]),
+            client.get("/api/v1/stations/yh-s1/codes/sheet", headers=h).status_code,
+        )
+        for name, h in (("yh", yh), ("pp", pp), ("city", city), ("old", old))
+    }
+    n = len(places)
+    assert listed == {"yh": (n, n, 200), "pp": (0, 0, 404), "city": (n, n, 200), "old": (0, 0, 404)}
+
+    # changes: an admin of 彭浦 cannot place a code in 殷行, nor touch 殷行's codes (404: private)
+    pp_admin, yh_admin = auth("admin", ["pengpu"]), auth("admin", ["yinhang"])
+    p01 = places["yh-p01"]
+    new_place = {"name_zh": "新地点", "lat": p01.lat, "lon": p01.lon}
+    r = client.post("/api/v1/places", json=new_place, headers=pp_admin)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "outside_your_streets")
+    r = client.post("/api/v1/codes", json={"place_id": "yh-p01"}, headers=pp_admin)
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "unknown_place")
+    for action in ("deactivate", "replace"):
+        r = client.post(f"/api/v1/codes/{p01.code}/{action}", headers=pp_admin)
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "unknown_code")
+    assert client.post("/api/v1/codes", json={"place_id": "yh-p01"}, headers=yh_admin).status_code == 201
+    assert client.post("/api/v1/places", json=new_place, headers=yh_admin).status_code == 201
+    assert count(app, "SELECT count(*) FROM place") == n + 1

@@ -145,10 +145,17 @@ def apply_event(app: FastAPI, name: str, data: EventData, key: str) -> None:
         handlers()[name](session, item)
 
 
-def staff_token(username: str, role: str = "admin", version: int = 0, secret: str = REPORTER_SECRET) -> str:
-    """A staff bearer token as the closer issues it, with the account's token version (claim `ver`)."""
+def staff_token(
+    username: str,
+    role: str = "admin",
+    version: int = 0,
+    secret: str = REPORTER_SECRET,
+    streets: list[str] | None = None,
+) -> str:
+    """A staff bearer token as the closer issues it, with the account's token version (claim `ver`)
+    and, given, its streets (claim `streets`)."""
     now = int(datetime.now(UTC).timestamp())
-    claims = {
+    claims: dict[str, object] = {
         "sub": username,
         "role": role,
         "stations": [],
@@ -158,4 +165,6 @@ def staff_token(username: str, role: str = "admin", version: int = 0, secret: st
         "iss": ISSUER,
         "ver": version,
     }
+    if streets is not None:
+        claims["streets"] = streets
     return str(jwt.encode(claims, secret, algorithm=ALGORITHM))

@@ -13,6 +13,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
 from gridloop.errors import ApiError
+from gridloop.scope import account_streets
 from services.closer.auth import issue_token
 from services.closer.context import Closer, Ctx, Who, client_address
 from services.closer.staff import SignedIn, change_password, check_password, sign_out
@@ -28,6 +29,7 @@ class TokenAnswer(BaseModel):
     expires_in: int
     role: str
     stations: list[str]
+    streets: list[str] = Field(description="The streets the account sees (empty for `city`: all).")
 
 
 class PasswordBody(BaseModel):
@@ -52,9 +54,15 @@ async def login(ctx: Closer, request: Request, username: str, password: str) -> 
 
 
 def new_token(ctx: Closer, who: SignedIn) -> str:
-    """A token for a signed-in account, at its current token version."""
+    """A token for a signed-in account, at its current token version, with its streets."""
     return issue_token(
-        who.username, who.role, who.stations, ctx.secret, ctx.settings.token_ttl_seconds, who.version
+        who.username,
+        who.role,
+        who.stations,
+        ctx.secret,
+        ctx.settings.token_ttl_seconds,
+        who.version,
+        ctx.signed_in_streets(who.username, who.role, who.stations, who.streets),
     )
 
 
@@ -66,6 +74,7 @@ def token_answer(ctx: Closer, who: SignedIn) -> TokenAnswer:
         expires_in=ctx.settings.token_ttl_seconds,
         role=who.role,
         stations=who.stations,
+        streets=list(account_streets(who.role, who.stations, who.streets, ctx.jurisdiction)[0]),
     )
 
 

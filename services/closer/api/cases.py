@@ -19,6 +19,7 @@ from gridloop.tokens import Principal, read_token
 from schemas.cases import ClockMode
 from services.closer import actions, queue, stream
 from services.closer.context import Ctx, Reader, Who, session_token
+from services.closer.scope import oversees
 
 router = APIRouter(tags=["cases"])
 
@@ -206,7 +207,7 @@ class BulkAnswer(BaseModel):
 def _view_allowed(who: Principal, view: str) -> None:
     if view not in queue.VIEWS:
         raise ApiError(422, "invalid_view", f"view must be one of {', '.join(queue.VIEWS)}.")
-    if view not in queue.STAFF_VIEWS and who.role not in ("supervisor", "admin"):
+    if view not in queue.STAFF_VIEWS and not oversees(who):
         raise ApiError(403, "forbidden", "Only the centre's supervisors see this list.")
 
 
@@ -215,6 +216,9 @@ async def get_queue(
     ctx: Ctx,
     who: Reader,
     station: str | None = Query(None, max_length=40),
+    street: str | None = Query(
+        None, max_length=40, description="Only this street's stations (a city filter)."
+    ),
     status: str = Query("open", max_length=20, description="'open' (default), 'all', or one state."),
     category: str | None = Query(None, max_length=40),
     view: str = Query(
@@ -229,28 +233,35 @@ async def get_queue(
     """A station's cases, most urgent first (by due time), paginated by cursor."""
     queue.check_status(status)
     _view_allowed(who, view)
-    scope = ctx.station_scope(who, station)
-    f = queue.QueueFilter(scope, status, category or None, view, who.username if view == "duty" else None)
+    named = ctx.station_scope(who, station)
+    stations = ctx.scope(who, station, street)
+    # grid staff's duty list also holds what they got on duty themselves; an overseer's is their streets'
+    duty_user = who.username if view == "duty" and who.role == "staff" else None
+    f = queue.QueueFilter(stations, status, category or None, view, duty_user)
 
     def work() -> dict[str, Any]:
         with ctx.runtime.db.session() as session:
             rows, next_cursor = queue.page(session, f, cursor, limit)
         now = utcnow()
-        return {"station": scope, "items": queue.as_list(rows, now), "next_cursor": next_cursor}
+        return {"station": named, "items": queue.as_list(rows, now), "next_cursor": next_cursor}
 
     return await asyncio.to_thread(work)
 
 
 @router.get("/api/v1/queue/counts", response_model=QueueCounts)
 async def get_counts(
-    ctx: Ctx, who: Reader, station: str | None = Query(None, max_length=40)
+    ctx: Ctx,
+    who: Reader,
+    station: str | None = Query(None, max_length=40),
+    street: str | None = Query(None, max_length=40),
 ) -> dict[str, Any]:
-    """Open cases per state, and how many are yellow and red."""
-    scope = ctx.station_scope(who, station)
+    """Open cases per state, and how many are yellow and red (of the caller's stations or streets)."""
+    named = ctx.station_scope(who, station)
+    stations = ctx.scope(who, station, street)
 
     def work() -> dict[str, Any]:
         with ctx.runtime.db.session() as session:
-            return {"station": scope, **queue.counts(session, scope, utcnow())}
+            return {"station": named, **queue.counts(session, stations, utcnow())}
 
     return await asyncio.to_thread(work)
 
@@ -261,11 +272,16 @@ async def get_counts(
     responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}},
 )
 async def queue_stream(
-    request: Request, ctx: Ctx, who: Reader, station: str | None = Query(None, max_length=40)
+    request: Request,
+    ctx: Ctx,
+    who: Reader,
+    station: str | None = Query(None, max_length=40),
+    street: str | None = Query(None, max_length=40),
 ) -> StreamingResponse:
-    """Live changes to a station's queue as server-sent events (`change`, with the case id and state);
-    an `end` event (with the reason) closes it once the token is revoked or expired."""
-    scope = ctx.station_scope(who, station)
+    """Live changes to a station's queue (or the caller's streets') as server-sent events (`change`,
+    with the case id and state); an `end` event (with the reason) closes it once the token is revoked
+    or expired."""
+    scope = ctx.scope(who, station, street)
     last = request.headers.get("Last-Event-ID")
     start = int(last) if last and last.isdigit() else None
     token = session_token(request, allow_cookie=True) or ""
@@ -304,18 +320,20 @@ async def export_csv(
     start: date = Query(alias="from", description="First day (local date), inclusive."),
     end: date = Query(alias="to", description="Last day (local date), inclusive."),
     station: str | None = Query(None, max_length=40),
+    street: str | None = Query(None, max_length=40),
 ) -> StreamingResponse:
-    """Cases submitted in a date range as CSV (UTF-8 with BOM)."""
+    """Cases submitted in a date range as CSV (UTF-8 with BOM), of the caller's stations or streets."""
     if end < start:
         raise ApiError(422, "invalid_range", "'to' is before 'from'.")
     if (end - start).days > 366:
         raise ApiError(422, "invalid_range", "Export at most a year at a time.")
-    scope = ctx.station_scope(who, station)
+    named = ctx.station_scope(who, station)
+    scope = ctx.scope(who, station, street)
     tz = ZoneInfo(ctx.config.work_timezone)
     lo = datetime.combine(start, time(0), tz)
     hi = datetime.combine(end + timedelta(days=1), time(0), tz)
 
-    name = f"cases-{scope or 'all'}-{start.isoformat()}-{end.isoformat()}.csv"
+    name = f"cases-{named or street or 'all'}-{start.isoformat()}-{end.isoformat()}.csv"
     # a sync iterator: Starlette pulls each chunk (one batch query) in a worker thread
     return StreamingResponse(
         queue.export_csv(ctx.runtime.db, scope, lo, hi),
@@ -330,7 +348,7 @@ async def get_case(ctx: Ctx, who: Reader, case_id: str) -> dict[str, Any]:
 
     def work() -> dict[str, Any]:
         with ctx.runtime.db.session() as session:
-            case = actions.load_visible(session, who, case_id)
+            case = actions.load_visible(session, who, case_id, j=ctx.jurisdiction)
             return actions.detail_view(ctx, session, who, case, utcnow())
 
     return await asyncio.to_thread(work)
@@ -342,7 +360,7 @@ async def get_timeline(ctx: Ctx, who: Reader, case_id: str) -> dict[str, Any]:
 
     def work() -> list[dict[str, Any]]:
         with ctx.runtime.db.session() as session:
-            actions.load_visible(session, who, case_id)
+            actions.load_visible(session, who, case_id, j=ctx.jurisdiction)
             return actions.timeline(session, case_id)
 
     return {"case_id": case_id, "timeline": await asyncio.to_thread(work)}
@@ -354,7 +372,7 @@ async def get_messages(ctx: Ctx, who: Reader, case_id: str) -> dict[str, Any]:
 
     def work() -> list[dict[str, Any]]:
         with ctx.runtime.db.session() as session:
-            actions.load_visible(session, who, case_id)
+            actions.load_visible(session, who, case_id, j=ctx.jurisdiction)
             return actions.messages(session, case_id, ctx.settings.public_base_url)
 
     return {"case_id": case_id, "messages": await asyncio.to_thread(work)}

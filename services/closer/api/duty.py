@@ -20,6 +20,7 @@ from gridloop.errors import ApiError
 from gridloop.tokens import Principal
 from services.closer import duty, dutystore
 from services.closer.context import Closer, Ctx, Reader, Who
+from services.closer.scope import visible_streets
 
 router = APIRouter(tags=["duty"])
 MAX_CSV = 1_000_000
@@ -86,18 +87,22 @@ def _street(ctx: Closer, street: str) -> None:
         raise ApiError(404, "not_found", "No such street.")
 
 
-def may_edit(ctx: Closer, who: Principal, street: str) -> None:
-    """Raise unless the caller may change this street's roster (403 staff, 404 another street's)."""
+def _visible_street(ctx: Closer, who: Principal, street: str) -> None:
+    """404 for a street that is unknown or outside the caller's scope (services/closer/scope.py)."""
     _street(ctx, street)
-    if who.role == "admin":
-        return
-    if who.role != "supervisor":
+    if street not in visible_streets(who, ctx.jurisdiction):
+        raise ApiError(404, "not_found", "No such street.")
+
+
+def may_edit(ctx: Closer, who: Principal, street: str) -> None:
+    """Raise unless the caller may change this street's roster (403 staff, 404 another street's):
+    a supervisor or admin of the street, or a city account."""
+    _street(ctx, street)
+    if who.role == "staff":
         raise ApiError(
             403, "forbidden", "Only a supervisor of the street or an admin changes its duty roster."
         )
-    stations = ctx.jurisdiction.stations
-    if not any(s in stations and stations[s].street_id == street for s in who.stations):
-        raise ApiError(404, "not_found", "No such street.")
+    _visible_street(ctx, who, street)
 
 
 def _refused(exc: duty.RosterError) -> ApiError:
@@ -106,8 +111,8 @@ def _refused(exc: duty.RosterError) -> ApiError:
 
 @router.get("/api/v1/duty/{street}", response_model=RosterView)
 async def get_roster(ctx: Ctx, who: Reader, street: str) -> dict[str, Any]:
-    """Who is on duty for a street now, and its shifts not over yet (any signed-in account)."""
-    _street(ctx, street)
+    """Who is on duty for a street now, and its shifts not over yet (any account of the street)."""
+    _visible_street(ctx, who, street)
     now = utcnow()
 
     def work() -> dict[str, Any]:

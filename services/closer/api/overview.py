@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from services.closer import overview
@@ -75,6 +75,10 @@ class Overview(BaseModel):
 
 
 @router.get("/api/v1/overview", response_model=Overview)
-async def overview_json(ctx: Ctx, who: Reader) -> dict[str, Any]:
-    """The overview's numbers as JSON (a bearer token or the console's session)."""
-    return (await asyncio.to_thread(overview.current, ctx)).as_json()
+async def overview_json(
+    ctx: Ctx, who: Reader, street: str | None = Query(None, max_length=40, description="A city filter.")
+) -> dict[str, Any]:
+    """The overview's numbers as JSON (a bearer token or the console's session), of the caller's
+    stations and streets only (services/closer/scope.py)."""
+    stations = ctx.scope(who, None, street)
+    return (await asyncio.to_thread(overview.current, ctx, stations)).as_json()

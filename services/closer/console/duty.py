@@ -18,17 +18,15 @@ from services.closer import duty, dutystore
 from services.closer.api.duty import MAX_CSV, add_roster, may_edit
 from services.closer.console.routes import form_csrf, page_base, render, user
 from services.closer.context import Closer, closer
+from services.closer.scope import visible_streets
 
 router = APIRouter(include_in_schema=False)
 
 
 def _home_street(ctx: Closer, who: Principal) -> str:
-    """The street a signed-in account looks after (its first station's), else the first street."""
-    j = ctx.jurisdiction
-    for s in who.stations:
-        if s in j.stations:
-            return j.stations[s].street_id
-    return j.default_street_id
+    """The street a signed-in account looks after (its first in scope), else the first street."""
+    mine = visible_streets(who, ctx.jurisdiction)
+    return mine[0] if mine else ctx.jurisdiction.default_street_id
 
 
 @router.get("/console/duty")
@@ -37,7 +35,7 @@ async def duty_page(request: Request) -> Response:
     ctx = closer(request)
     who = await user(request)
     street = request.query_params.get("street") or _home_street(ctx, who)
-    if street not in ctx.jurisdiction.streets:
+    if street not in visible_streets(who, ctx.jurisdiction):  # another street's roster: the caller's own
         street = _home_street(ctx, who)
     try:
         may_edit(ctx, who, street)

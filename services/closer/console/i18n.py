@@ -157,6 +157,8 @@ _T: dict[str, tuple[str, str]] = {
     "send": ("发送", "Send"),
     "nudges": ("催办次数", "Nudges (催办)"),
     "answers": ("回答", "Answers"),
+    # street scoping (issue 17, scope)
+    "all_streets": ("全部街道", "All streets"),
 }
 
 STATES: dict[str, tuple[str, str]] = {

@@ -15,7 +15,7 @@ from services.closer.context import SESSION_COOKIE, Closer, closer
 router = APIRouter(include_in_schema=False)
 
 PATH = "/console/notifications"
-OVERSEERS = ("admin", "supervisor")
+OVERSEERS = ("admin", "supervisor", "city")
 
 
 def _token(request: Request) -> str:

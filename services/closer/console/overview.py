@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from services.closer import overview
 from services.closer.console.routes import lang_of, page_base, render, user
 from services.closer.context import closer
+from services.closer.scope import visible_streets
 
 router = APIRouter(tags=["overview"])
 
@@ -20,16 +21,21 @@ async def overview_page(request: Request) -> Response:
     """The ops overview page; `?part=body` returns just the live part (the page refreshes it)."""
     who = await user(request)
     ctx = closer(request)
-    snap = await asyncio.to_thread(overview.current, ctx)
+    # the caller's streets only (services/closer/scope.py); a city account may pick one street
+    street = request.query_params.get("street") or None
+    stations = ctx.scope(who, None, street)
+    snap = await asyncio.to_thread(overview.current, ctx, stations)
+    streets = [street] if street else visible_streets(who, ctx.jurisdiction)
     tz = ZoneInfo(ctx.config.work_timezone)
     t = lang_of(request)
     values = {
         **page_base(ctx, who),
         "nav": "overview",
         "snap": snap,
-        "back_url": "/overview",
+        "back_url": "/overview" + (f"?street={street}" if street else ""),
+        "street": street,
         "grid_map": overview.street_maps_svg(
-            ctx.jurisdiction, snap.open_by_grid, snap.hot_spots, lang_of(request).lang
+            ctx.jurisdiction, snap.open_by_grid, snap.hot_spots, lang_of(request).lang, streets
         ),
         "intake_chart": overview.bars_svg(
             [(h.astimezone(tz).strftime("%H:00"), float(n)) for h, n in snap.intake_by_hour]

@@ -21,12 +21,14 @@ from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
 from gridloop.service import page_security_headers
 from gridloop.tokens import Principal
+from schemas.reference import Station
 from services.closer import actions, duty, dutystore, queue
 from services.closer.api.auth import login, new_token
 from services.closer.api.cases import read_transition
 from services.closer.console.i18n import Translator
 from services.closer.console.svgmap import svg_map
 from services.closer.context import SESSION_COOKIE, Closer, closer, identify
+from services.closer.scope import oversees, visible_stations, visible_streets
 from services.closer.staff import sign_out
 from services.closer.transitions import OPEN, REJECT_REASONS, RETURN_REASONS, STATES
 
@@ -109,13 +111,23 @@ async def form_csrf(request: Request, ctx: Closer, who: Principal) -> Any:
     return form
 
 
+def _my_stations(ctx: Closer, who: Principal) -> list[Station]:
+    """The stations the caller sees, for the station filter (services/closer/scope.py)."""
+    visible = visible_stations(who, ctx.jurisdiction)
+    return [s for s in ctx.jurisdiction.stations.values() if visible is None or s.id in visible]
+
+
 def page_base(ctx: Closer, who: Principal) -> dict[str, Any]:
     """What every signed-in page shows; an admin also sees whether next year is only estimated."""
     next_year = utcnow().astimezone(ZoneInfo(ctx.config.work_timezone)).year + 1
     return {
         "who": who,
         "csrf": ctx.csrf_token(who),
-        "supervisor": who.role in ("supervisor", "admin"),
+        "supervisor": oversees(who),
+        # the signed-in account's streets (the header shows them) and the streets it may pick from
+        "my_streets": visible_streets(who, ctx.jurisdiction),
+        "pick_street": who.role == "city",
+        "my_stations": _my_stations(ctx, who),
         "states": STATES,
         "calendar_estimated": next_year
         if who.role == "admin" and ctx.calendar.estimated(next_year)
@@ -202,12 +214,13 @@ def _queue_params(request: Request, who: Principal, ctx: Closer) -> tuple[queue.
     view = q.get("view", "queue")
     if view not in queue.VIEWS:
         view = "queue"
-    if view not in queue.STAFF_VIEWS and who.role not in ("supervisor", "admin"):
+    if view not in queue.STAFF_VIEWS and not oversees(who):
         raise ApiError(403, "forbidden", lang_of(request)("forbidden"))
     status = q.get("status") or "open"
     queue.check_status(status)
     station = q.get("station") or None
-    scope = ctx.station_scope(who, station)
+    street = (q.get("street") or None) if station is None else None
+    stations = ctx.scope(who, station, street)
     category = q.get("category") or None
     params = {
         k: v
@@ -215,12 +228,19 @@ def _queue_params(request: Request, who: Principal, ctx: Closer) -> tuple[queue.
             "view": view,
             "status": status,
             "station": station or "",
+            "street": street or "",
             "category": category or "",
         }.items()
         if v
     }
-    duty_user = who.username if view == "duty" else None
-    return queue.QueueFilter(scope, status, category, view, duty_user), params
+    # grid staff's duty list also holds what they got on duty themselves; an overseer's is their streets'
+    duty_user = who.username if view == "duty" and who.role == "staff" else None
+    return queue.QueueFilter(stations, status, category, view, duty_user), params
+
+
+def _one_station(f: queue.QueueFilter) -> str | None:
+    """The one station a queue shows (its rows then need no station column), else None."""
+    return next(iter(f.stations)) if f.stations is not None and len(f.stations) == 1 else None
 
 
 def _rows(
@@ -228,16 +248,14 @@ def _rows(
 ) -> tuple[list[Any], str | None, dict[str, Any]]:
     with ctx.runtime.db.session() as session:
         rows, next_cursor = queue.page(session, f, cursor, 100)
-        counts = queue.counts(session, f.station, utcnow())
+        counts = queue.counts(session, f.stations, utcnow())
     return queue.as_list(rows, utcnow()), next_cursor, counts
 
 
 def _on_duty(ctx: Closer, who: Principal) -> list[duty.OnDuty]:
-    """Who is on duty now in the caller's streets (their stations' streets; admins and supervisors
-    without a station: every street)."""
+    """Who is on duty now in the caller's streets (services/closer/scope.py; city: every street)."""
     j = ctx.jurisdiction
-    mine = [j.stations[s].street_id for s in who.stations if s in j.stations]
-    streets = list(dict.fromkeys(mine)) if mine or who.role == "staff" else list(j.streets)
+    streets = visible_streets(who, j)
     now = utcnow()
     with ctx.runtime.db.session() as session:
         return [dutystore.current(session, j, street, now) for street in streets]
@@ -254,7 +272,7 @@ async def queue_page(request: Request) -> Response:
         return render(request, "error.html", exc.status, message=exc.message, **page_base(ctx, who))
     items, next_cursor, counts = await asyncio.to_thread(_rows, ctx, f, request.query_params.get("cursor"))
     on_duty = await asyncio.to_thread(_on_duty, ctx, who)
-    stream_params = {"station": f.station} if f.station else {}
+    stream_params: dict[str, str] = {k: params[k] for k in ("station", "street") if k in params}
     return render(
         request,
         "queue.html",
@@ -262,6 +280,8 @@ async def queue_page(request: Request) -> Response:
         next_cursor=next_cursor,
         counts=counts,
         f=f,
+        station=_one_station(f),
+        street=params.get("street"),
         on_duty=on_duty,
         tz=ZoneInfo(ctx.config.work_timezone),
         params=params,
@@ -285,14 +305,22 @@ async def queue_rows(request: Request) -> Response:
         return Response(status_code=401)
     f, _ = _queue_params(request, who, ctx)
     items, _cursor, counts = await asyncio.to_thread(_rows, ctx, f, None)
-    return render(request, "rows.html", items=items, counts=counts, f=f, **page_base(ctx, who))
+    return render(
+        request,
+        "rows.html",
+        items=items,
+        counts=counts,
+        f=f,
+        station=_one_station(f),
+        **page_base(ctx, who),
+    )
 
 
 def _case_page(
     request: Request, ctx: Closer, who: Principal, case_id: str, status: int = 200, **extra: Any
 ) -> HTMLResponse:
     with ctx.runtime.db.session() as session:
-        case = actions.load_visible(session, who, case_id)
+        case = actions.load_visible(session, who, case_id, j=ctx.jurisdiction)
         view = actions.detail_view(ctx, session, who, case, utcnow())
     grid = ctx.jurisdiction.grids.get(view["grid_id"] or "")
     point = (view["lat"], view["lon"]) if view["lat"] is not None and view["lon"] is not None else None

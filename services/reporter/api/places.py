@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from gridloop.errors import ApiError
+from gridloop.scope import can_see, visible_stations
 from services.reporter import place_codes, qr
 from services.reporter.api.reports import json_body_doc, read_model
 from services.reporter.context import Admin, AdminOrSupervisor, Ctx, Staff
@@ -85,13 +86,15 @@ class CodeReplaced(BaseModel):
 @router.post(
     "/api/v1/places", status_code=201, response_model=PlaceCreated, openapi_extra=json_body_doc(PlaceIn)
 )
-async def create_place(ctx: Ctx, _who: Admin, request: Request) -> dict[str, Any]:
-    """Create a place (its grid and station from its coordinates) and, by default, a code for it."""
+async def create_place(ctx: Ctx, who: Admin, request: Request) -> dict[str, Any]:
+    """Create a place (its grid and station from its coordinates) and, by default, a code for it;
+    403 for a point in a street the admin does not manage."""
     body = await read_model(request, PlaceIn, ctx.config.max_form_bytes)
     assert body is not None
+    allowed = visible_stations(who, ctx.jurisdiction)
 
     def work(session: Session) -> dict[str, Any]:
-        place, code = place_codes.create_place(session, ctx.jurisdiction, body)
+        place, code = place_codes.create_place(session, ctx.jurisdiction, body, allowed)
         return {
             **place_codes.place_json(place),
             "code": place_codes.code_json(code, ctx.base_url) if code else None,
@@ -102,44 +105,52 @@ async def create_place(ctx: Ctx, _who: Admin, request: Request) -> dict[str, Any
 
 @router.get("/api/v1/places", response_model=PlaceList)
 async def list_places(
-    ctx: Ctx, _who: AdminOrSupervisor, station_id: Annotated[str | None, Query()] = None
+    ctx: Ctx, who: AdminOrSupervisor, station_id: Annotated[str | None, Query()] = None
 ) -> dict[str, Any]:
-    """Places, optionally of one station."""
+    """Places of the caller's streets (gridloop/scope.py), optionally of one station."""
 
     def work(session: Session) -> list[dict[str, Any]]:
         query = select(Place).order_by(col(Place.place_id))
         if station_id:
             query = query.where(Place.station_id == station_id)
-        return [place_codes.place_json(p) for p in session.exec(query)]
+        return [
+            place_codes.place_json(p)
+            for p in session.exec(query)
+            if can_see(who, ctx.jurisdiction, p.station_id)
+        ]
 
     return {"items": await ctx.read(work)}
 
 
 @router.post("/api/v1/codes", status_code=201, response_model=CodeOut, openapi_extra=json_body_doc(CodeIn))
-async def issue_code(ctx: Ctx, _who: Admin, request: Request) -> dict[str, Any]:
-    """Issue a new report code for a place."""
+async def issue_code(ctx: Ctx, who: Admin, request: Request) -> dict[str, Any]:
+    """Issue a new report code for a place (of the admin's streets; another street's place is 404)."""
     body = await read_model(request, CodeIn, ctx.config.max_form_bytes)
     assert body is not None
+    allowed = visible_stations(who, ctx.jurisdiction)
     return await ctx.write(
-        lambda s: place_codes.code_json(place_codes.issue_code(s, body.place_id), ctx.base_url)
+        lambda s: place_codes.code_json(
+            place_codes.issue_code(s, body.place_id, allowed=allowed), ctx.base_url
+        )
     )
 
 
 @router.get("/api/v1/codes", response_model=CodeList)
 async def list_codes(
     ctx: Ctx,
-    _who: AdminOrSupervisor,
+    who: AdminOrSupervisor,
     station_id: Annotated[str | None, Query()] = None,
     place_id: Annotated[str | None, Query()] = None,
     include_inactive: Annotated[bool, Query()] = False,
 ) -> dict[str, Any]:
-    """Codes with their places."""
+    """Codes with their places, of the caller's streets (gridloop/scope.py)."""
 
     def work(session: Session) -> list[dict[str, Any]]:
         rows = place_codes.list_codes(session, station_id, place_id, include_inactive)
         return [
             {**place_codes.code_json(r.code, ctx.base_url), "place": place_codes.place_json(r.place)}
             for r in rows
+            if can_see(who, ctx.jurisdiction, r.place.station_id)
         ]
 
     return {"items": await ctx.read(work)}
@@ -148,12 +159,13 @@ async def list_codes(
 @router.post(
     "/api/v1/codes/{code}/deactivate", response_model=CodeOut, openapi_extra=json_body_doc(CodeChange, False)
 )
-async def deactivate_code(ctx: Ctx, _who: Admin, code: str, request: Request) -> dict[str, Any]:
-    """Take a code out of use; scanning it shows a clear 'deactivated' page."""
+async def deactivate_code(ctx: Ctx, who: Admin, code: str, request: Request) -> dict[str, Any]:
+    """Take a code out of use; scanning it shows a clear 'deactivated' page (another street's: 404)."""
     body = await read_model(request, CodeChange, ctx.config.max_form_bytes, optional=True)
     note = body.note if body else None
+    allowed = visible_stations(who, ctx.jurisdiction)
     return await ctx.write(
-        lambda s: place_codes.code_json(place_codes.deactivate_code(s, code, note), ctx.base_url)
+        lambda s: place_codes.code_json(place_codes.deactivate_code(s, code, note, allowed), ctx.base_url)
     )
 
 
@@ -163,13 +175,14 @@ async def deactivate_code(ctx: Ctx, _who: Admin, code: str, request: Request) ->
     response_model=CodeReplaced,
     openapi_extra=json_body_doc(CodeChange, False),
 )
-async def replace_code(ctx: Ctx, _who: Admin, code: str, request: Request) -> dict[str, Any]:
-    """Replace a damaged code: the old one points riders to the new one."""
+async def replace_code(ctx: Ctx, who: Admin, code: str, request: Request) -> dict[str, Any]:
+    """Replace a damaged code: the old one points riders to the new one (another street's: 404)."""
     body = await read_model(request, CodeChange, ctx.config.max_form_bytes, optional=True)
     note = body.note if body else None
+    allowed = visible_stations(who, ctx.jurisdiction)
 
     def work(session: Session) -> dict[str, Any]:
-        old, new = place_codes.replace_code(session, code, note)
+        old, new = place_codes.replace_code(session, code, note, allowed)
         return {
             "old": place_codes.code_json(old, ctx.base_url),
             "new": place_codes.code_json(new, ctx.base_url),
@@ -200,7 +213,7 @@ async def code_image(
 @router.get("/api/v1/stations/{station_id}/codes/sheet", response_class=HTMLResponse)
 async def code_sheet(ctx: Ctx, who: Staff, station_id: str) -> HTMLResponse:
     """The printable A4 sheet of a station's active codes (open it and print)."""
-    if station_id not in ctx.jurisdiction.stations or not who.can_see_station(station_id):
+    if station_id not in ctx.jurisdiction.stations or not can_see(who, ctx.jurisdiction, station_id):
         raise ApiError(404, "not_found", "No such station.")
     rows = await ctx.read(lambda s: place_codes.list_codes(s, station_id=station_id))
     return HTMLResponse(qr.render_sheet(rows, station_id, ctx.jurisdiction, ctx.base_url))
