@@ -290,6 +290,7 @@ class Lifecycle:
                 "envelope": event[1],
                 "description": d.description,
                 "photo_ids": ",".join(d.photo_ids)[:400],
+                "platform": d.platform,
             },
         )
         submitted = as_utc(d.submitted_at)

@@ -1,0 +1,60 @@
+"""stats: the rider's platform on each case report, and the assessment figures' covering index (issue 17)
+
+Revision ID: 0012
+Revises: 0010
+Create Date: 2026-12-03 02:20:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
+revision: str = "0012"
+down_revision: str | None = "0010"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# the figures' columns (services/closer/models.STATS_COLUMNS when this revision was written)
+_INCLUDED = [
+    "case_id",
+    "grid_id",
+    "category",
+    "status",
+    "report_count",
+    "ack_due",
+    "acknowledged_at",
+    "resolve_due",
+    "resolved_at",
+    "closed_at",
+    "returned_at",
+    "reopen_count",
+    "rating",
+    "extensions_granted",
+    "common_issue",
+    "nudges",
+]
+
+
+def upgrade() -> None:
+    op.add_column(
+        "case_report", sa.Column("platform", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True)
+    )
+    op.create_index(
+        "ix_case_report_stats",
+        "case_report",
+        ["submitted_at", "platform"],
+        unique=False,
+        postgresql_include=["case_id", "fixed"],
+    )
+    op.create_index(
+        "ix_case_stats", "case", ["submitted_at", "station_id"], unique=False, postgresql_include=_INCLUDED
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_case_stats", table_name="case")
+    op.drop_index("ix_case_report_stats", table_name="case_report")
+    with op.batch_alter_table("case_report", schema=None) as batch_op:
+        batch_op.drop_column("platform")
