@@ -14,9 +14,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from gridloop import demo
 from gridloop.clock import FrozenClock
 from services.closer.models import Case, CaseReport
 from tests.db.test_closer_api import (
+    console_sign_in,
     frozen,
     login,
     one_hash_per_password,  # noqa: F401  (the module's argon2 shortcut, autouse)
@@ -305,3 +307,32 @@ def test_csv_and_xlsx_exports(client: TestClient) -> None:
     ]
     assert cells[3][:4] == [None, "total", 7, 5]
     assert sheet["E2"].number_format == "0.0%"
+
+
+def test_the_console_page(client: TestClient) -> None:
+    """The centre's page: last month by station with its totals and export links, the 骑手/平台 tab,
+    and a reversed custom period shown as a 422 with the reason; staff have no nav link."""
+    assert console_sign_in(client, "yh-centre", demo.DEMO_PASSWORD).status_code == 303
+    page = client.get("/console/stats", params={"period": "last_month"})
+    assert page.status_code == 200
+    assert '<a href="/console/stats" aria-current="page">考核统计</a>' in page.text
+    assert '<tr data-key="yh-s1"><th scope="row">开鲁网格站</th>' in page.text
+    assert '<td data-label="按时签收率">66.7%</td>' in page.text
+    assert '<tr class="total"><th scope="row">合计</th>' in page.text
+    assert (
+        'href="/api/v1/stats/export.csv?from=2026-11-01&amp;to=2026-11-30&amp;by=station&amp;lang=zh"'
+        in page.text
+    )
+    csv = client.get("/api/v1/stats/export.csv?from=2026-11-01&to=2026-11-30&by=station&lang=zh")
+    assert csv.status_code == 200 and csv.content.decode().count("\r\n") == 4  # the cookie is enough
+    platforms = client.get("/console/stats", params={"period": "last_month", "by": "platform"})
+    assert '<tr data-key="美团"><th scope="row">美团</th>' in platforms.text
+    assert "<th>骑手确认解决</th>" in platforms.text and "按时签收率" not in platforms.text
+    bad = client.get("/console/stats", params={"period": "custom", "from": "2026-11-30", "to": "2026-11-01"})
+    assert bad.status_code == 422
+    assert '<p class="notice error" role="alert">&#39;to&#39; is before &#39;from&#39;.</p>' in bad.text
+    client.cookies.clear()
+    assert console_sign_in(client, "yh-s2", demo.DEMO_PASSWORD).status_code == 303
+    mine = client.get("/console/stats", params={"period": "last_month"})
+    assert 'href="/console/stats"' not in mine.text
+    assert 'data-key="yh-s1"' not in mine.text and '<tr data-key="yh-s2">' in mine.text
