@@ -336,3 +336,47 @@ def test_the_console_page(client: TestClient) -> None:
     mine = client.get("/console/stats", params={"period": "last_month"})
     assert 'href="/console/stats"' not in mine.text
     assert 'data-key="yh-s1"' not in mine.text and '<tr data-key="yh-s2">' in mine.text
+
+
+def test_the_overview_period_switch(client: TestClient) -> None:
+    """/overview counts today, the last 7 or the last 30 local days (today included); 7d and 30d also
+    give reports per day. On 2 December: 7 days from 26 November hold F's report, F and G opened and F
+    closed; 30 days from 3 November hold all of November's seven reports."""
+    centre = login(client, "yh-centre")
+
+    def counts(period: str) -> Any:
+        r = client.get("/api/v1/overview", params={"period": period}, headers=centre)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    today, week, month = counts("today"), counts("7d"), counts("30d")
+    assert today["period"] == {
+        "name": "today",
+        "since": "2026-12-01T16:00:00+00:00",
+        "reports": 0,
+        "opened": 0,
+        "closed": 0,
+    }
+    assert today["intake_by_day"] == []
+    assert {k: week["period"][k] for k in ("since", "reports", "opened", "closed")} == {
+        "since": "2026-11-25T16:00:00+00:00",
+        "reports": 1,
+        "opened": 2,
+        "closed": 1,
+    }
+    assert [(d["day"], d["reports"]) for d in week["intake_by_day"]][-3:] == [
+        ("2026-11-30", 1),
+        ("2026-12-01", 0),
+        ("2026-12-02", 0),
+    ]
+    assert len(month["intake_by_day"]) == 30 and month["intake_by_day"][0]["day"] == "2026-11-03"
+    assert (month["period"]["reports"], month["period"]["opened"], month["period"]["closed"]) == (7, 6, 3)
+    assert client.get("/api/v1/overview", params={"period": "1y"}, headers=centre).status_code == 422
+
+    assert console_sign_in(client, "yh-centre", demo.DEMO_PASSWORD).status_code == 303
+    page = client.get("/overview", params={"period": "30d"})
+    assert '<a href="/overview?period=30d" aria-current="page">近30天</a>' in page.text
+    assert '<span class="n" id="n-reports">7</span><span>近30天 · 上报</span>' in page.text
+    assert 'data-refresh="/overview?part=body&amp;period=30d"' in page.text
+    body = client.get("/overview", params={"period": "7d", "part": "body"})
+    assert '<span class="n" id="n-closed">1</span>' in body.text

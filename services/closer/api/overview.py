@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from services.closer import overview
@@ -20,6 +20,23 @@ class Today(BaseModel):
     reports: int
     opened: int
     closed: int
+
+
+class PeriodCounts(BaseModel):
+    """Counts over the period asked for (today, 7d or 30d: local days, today included)."""
+
+    name: str
+    since: str
+    reports: int
+    opened: int
+    closed: int
+
+
+class DayCount(BaseModel):
+    """Reports on one local day of the period (7d and 30d)."""
+
+    day: str
+    reports: int
 
 
 class StationLine(BaseModel):
@@ -64,6 +81,8 @@ class Overview(BaseModel):
 
     at: str
     today: Today
+    period: PeriodCounts
+    intake_by_day: list[DayCount]
     open: int
     red: int
     common_issues: int
@@ -75,6 +94,11 @@ class Overview(BaseModel):
 
 
 @router.get("/api/v1/overview", response_model=Overview)
-async def overview_json(ctx: Ctx, who: Reader) -> dict[str, Any]:
-    """The overview's numbers as JSON (a bearer token or the console's session)."""
-    return (await asyncio.to_thread(overview.current, ctx)).as_json()
+async def overview_json(
+    ctx: Ctx,
+    who: Reader,
+    period: str = Query("today", pattern="^(today|7d|30d)$", description="today, 7d or 30d."),
+) -> dict[str, Any]:
+    """The overview's numbers as JSON (a bearer token or the console's session); `period` sets the
+    span of the period counts and, for 7d and 30d, the reports per day."""
+    return (await asyncio.to_thread(overview.current, ctx, period)).as_json()

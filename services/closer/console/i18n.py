@@ -196,6 +196,12 @@ _T: dict[str, tuple[str, str]] = {
     "period_today": ("今天", "Today"),
     "period_7d": ("近7天", "7 days"),
     "period_30d": ("近30天", "30 days"),
+    "period_reports": ("上报", "reports"),
+    "period_opened": ("立案", "opened"),
+    "period_closed": ("结案", "closed"),
+    "intake_per_day": ("每日上报", "reports per day"),
+    "time_to_close_30d": ("近30天结案用时（中位数，小时）", "Time to close, last 30 days (median, hours)"),
+    "none_closed_30d": ("近30天没有结案", "Nothing closed in the last 30 days"),
 }
 
 STATES: dict[str, tuple[str, str]] = {

@@ -20,19 +20,25 @@ async def overview_page(request: Request) -> Response:
     """The ops overview page; `?part=body` returns just the live part (the page refreshes it)."""
     who = await user(request)
     ctx = closer(request)
-    snap = await asyncio.to_thread(overview.current, ctx)
+    period = request.query_params.get("period", "today")
+    period = period if period in overview.PERIODS else "today"
+    snap = await asyncio.to_thread(overview.current, ctx, period)
     tz = ZoneInfo(ctx.config.work_timezone)
     t = lang_of(request)
     values = {
         **page_base(ctx, who),
         "nav": "overview",
         "snap": snap,
-        "back_url": "/overview",
+        "back_url": "/overview" if period == "today" else f"/overview?period={period}",
+        "period": period,
+        "periods": tuple(overview.PERIODS),
         "grid_map": overview.street_maps_svg(
             ctx.jurisdiction, snap.open_by_grid, snap.hot_spots, lang_of(request).lang
         ),
         "intake_chart": overview.bars_svg(
             [(h.astimezone(tz).strftime("%H:00"), float(n)) for h, n in snap.intake_by_hour]
+            if period == "today"
+            else [(d.strftime("%m-%d"), float(n)) for d, n in snap.intake_by_day]
         ),
         "close_chart": overview.bars_svg(
             [
