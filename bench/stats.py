@@ -110,6 +110,8 @@ def fill(url: str, count: int, seed: int = 7) -> None:
                 row = {**defaults, **_case(rng, i, rng.choice(stations), rng.choice(categories), now)}
                 case_buf.write("\t".join(_copy_value(row[c.name]) for c in cases) + "\n")
                 done = row["status"] == "closed"
+                fixed = (rng.random() < 0.7) if done else None
+                row["rider_confirmed"] = bool(fixed)
                 report = {
                     "report_id": "r" + row["case_id"],
                     "case_id": row["case_id"],
@@ -119,7 +121,7 @@ def fill(url: str, count: int, seed: int = 7) -> None:
                     "envelope": "{}",
                     "description": "",
                     "photo_ids": "",
-                    "fixed": (rng.random() < 0.7) if done else None,
+                    "fixed": fixed,
                     "platform": rng.choices(platforms, weights)[0],
                 }
                 report_buf.write("\t".join(_copy_value(report[c]) for c in reports) + "\n")

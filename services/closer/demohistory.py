@@ -63,6 +63,7 @@ def load(db: Database, cases: list[HistoricCase]) -> int:
                     report_count=len(c.reports),
                     common_issue=c.common_issue,
                     nudges=c.nudges,
+                    rider_confirmed=c.steps[-1].action == "confirm",
                 )
             )
             for r in c.reports:

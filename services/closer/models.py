@@ -40,6 +40,7 @@ STATS_COLUMNS = (
     "extensions_granted",
     "common_issue",
     "nudges",
+    "rider_confirmed",
 )
 """The case columns the assessment figures read (services/closer/stats.py), kept in ix_case_stats."""
 
@@ -148,6 +149,8 @@ class Case(Base, table=True):
     # the riders' 催办 (services/closer/conversation.py): each one also puts the case on supervision
     nudges: int = Field(default=0, description="Riders' nudges (催办) so far.")
     nudged_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    # issue 17 (stats): closed by a rider's "fixed" (confirm), not automatically: a fix confirmed
+    rider_confirmed: bool = Field(default=False, description="Closed on a rider's confirmation.")
 
 
 class CaseReport(Base, table=True):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
 from sqlalchemy.sql import Select
 from sqlmodel import Session
 
@@ -42,10 +42,9 @@ def _count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def _sums(now: datetime, is_postgres: bool) -> list[ColumnElement[Any]]:
+def _sums(now: datetime) -> list[ColumnElement[Any]]:
     """The per-group sums every row is made of (figures.Tally's fields), each as the definitions say."""
-    confirmed = exists().where(R.case_id == C.case_id, R.fixed.is_(True))
-    sums: list[ColumnElement[Any]] = [
+    return [
         func.count().label("cases"),
         func.coalesce(func.sum(C.report_count), 0).label("reports"),
         _count(and_(C.acknowledged_at.isnot(None), C.acknowledged_at <= C.ack_due)).label("ack_on_time"),
@@ -61,16 +60,12 @@ def _sums(now: datetime, is_postgres: bool) -> list[ColumnElement[Any]]:
         func.coalesce(func.sum(C.rating), 0).label("rating_sum"),
         func.count(C.rating).label("rated"),
         _count(C.status == "closed").label("closed"),
-        _count(and_(C.status == "closed", confirmed)).label("confirmed_fixes"),
+        _count(C.rider_confirmed.is_(True)).label("confirmed_fixes"),
         _count(C.returned_at.isnot(None)).label("returns"),
         func.coalesce(func.sum(C.extensions_granted), 0).label("extensions"),
         _count(C.common_issue.is_(True)).label("common_issues"),
         func.coalesce(func.sum(C.nudges), 0).label("nudges"),
     ]
-    if is_postgres:
-        hours = func.extract("epoch", C.closed_at - C.submitted_at) / 3600
-        sums.append(func.percentile_cont(0.5).within_group(hours).label("median_hours_to_close"))
-    return sums
 
 
 def _scoped(query: Select[Any], visible: frozenset[str] | None) -> Select[Any]:
@@ -81,6 +76,22 @@ def _in(period: Period) -> ColumnElement[bool]:
     return and_(C.submitted_at >= period.lo, C.submitted_at < period.hi)
 
 
+def _medians(session: Session, query: Select[Any]) -> dict[str, float | None]:
+    """Median hours to close per key, from `query` (key, submitted_at, closed_at over closed cases).
+
+    Its own query, apart from the sums: PostgreSQL then sorts only the closed cases' durations (the
+    sums hash-aggregate without a sort); SQLite has no percentile_cont, the median is taken here."""
+    if session.get_bind().dialect.name == "postgresql":
+        sub = query.subquery()
+        hours = func.extract("epoch", sub.c[2] - sub.c[1]) / 3600
+        grouped = select(sub.c[0], func.percentile_cont(0.5).within_group(hours)).group_by(sub.c[0])
+        return {str(k or ""): None if m is None else round(float(m), 2) for k, m in session.execute(grouped)}
+    durations: defaultdict[str, list[float]] = defaultdict(list)
+    for k, submitted, done in session.execute(query):
+        durations[str(k or "")].append(figures.hours_between(as_utc(submitted), as_utc(done)))
+    return {k: figures.median_hours(v) for k, v in durations.items()}
+
+
 def _tallies(
     session: Session,
     period: Period,
@@ -89,24 +100,20 @@ def _tallies(
     now: datetime,
 ) -> dict[str, Tally]:
     """Tallies of a period's cases grouped by `key` (None: one tally under "")."""
-    is_postgres = session.get_bind().dialect.name == "postgresql"
     k = (key if key is not None else literal("")).label("k")
-    query = _scoped(select(k, *_sums(now, is_postgres)).where(_in(period)), visible)
+    query = _scoped(select(k, *_sums(now)).where(_in(period)), visible)
     if key is not None:
         query = query.group_by(key)
     out = {}
     for row in session.execute(query).mappings():
         if row["cases"]:
             out[row["k"] or ""] = Tally.of(row["k"] or "", dict(row))
-    if not is_postgres:
-        durations: defaultdict[str, list[float]] = defaultdict(list)
-        closed = _scoped(
-            select(k, C.submitted_at, C.closed_at).where(_in(period), C.closed_at.isnot(None)), visible
-        )
-        for kk, submitted, done in session.execute(closed):
-            durations[kk or ""].append(figures.hours_between(as_utc(submitted), as_utc(done)))
-        for kk, tally in out.items():
-            tally.median_hours_to_close = figures.median_hours(durations.get(kk, ()))
+    closed = _scoped(
+        select(k, C.submitted_at, C.closed_at).where(_in(period), C.closed_at.isnot(None)), visible
+    )
+    for kk, median in _medians(session, closed).items():
+        if kk in out:
+            out[kk].median_hours_to_close = median
     return out
 
 
@@ -114,15 +121,13 @@ def _platform_tallies(
     session: Session, period: Period, visible: frozenset[str] | None, now: datetime
 ) -> dict[str, Tally]:
     """Per platform: its reports in the period, and the figures of the cases they are in."""
-    is_postgres = session.get_bind().dialect.name == "postgresql"
     platform = func.coalesce(R.platform, NO_PLATFORM)
     in_period = and_(R.submitted_at >= period.lo, R.submitted_at < period.hi)
     pairs = select(R.case_id.label("case_id"), platform.label("platform")).where(in_period).distinct()
     pairs_q = pairs.subquery()
+    cases = pairs_q.join(Case.__table__, C.case_id == pairs_q.c.case_id)  # type: ignore[attr-defined]
     query = _scoped(
-        select(pairs_q.c.platform.label("k"), *_sums(now, is_postgres))
-        .select_from(pairs_q.join(Case.__table__, C.case_id == pairs_q.c.case_id))  # type: ignore[attr-defined]
-        .group_by(pairs_q.c.platform),
+        select(pairs_q.c.platform.label("k"), *_sums(now)).select_from(cases).group_by(pairs_q.c.platform),
         visible,
     )
     out = {str(r["k"]): Tally.of(str(r["k"]), dict(r)) for r in session.execute(query).mappings()}
@@ -135,18 +140,15 @@ def _platform_tallies(
     )
     for name, n in session.execute(reports):
         out.setdefault(str(name), Tally(str(name))).reports = int(n)
-    if not is_postgres:
-        durations: defaultdict[str, list[float]] = defaultdict(list)
-        closed = _scoped(
-            select(pairs_q.c.platform, C.submitted_at, C.closed_at)
-            .select_from(pairs_q.join(Case.__table__, C.case_id == pairs_q.c.case_id))  # type: ignore[attr-defined]
-            .where(C.closed_at.isnot(None)),
-            visible,
-        )
-        for name, submitted, done in session.execute(closed):
-            durations[str(name)].append(figures.hours_between(as_utc(submitted), as_utc(done)))
-        for name, tally in out.items():
-            tally.median_hours_to_close = figures.median_hours(durations.get(name, ()))
+    closed = _scoped(
+        select(pairs_q.c.platform, C.submitted_at, C.closed_at)
+        .select_from(cases)
+        .where(C.closed_at.isnot(None)),
+        visible,
+    )
+    for name, median in _medians(session, closed).items():
+        if name in out:
+            out[name].median_hours_to_close = median
     return out
 
 

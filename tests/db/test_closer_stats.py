@@ -19,6 +19,7 @@ from gridloop.clock import FrozenClock
 from services.closer.models import Case, CaseReport
 from tests.db.test_closer_api import (
     console_sign_in,
+    feedback,
     frozen,
     login,
     one_hash_per_password,  # noqa: F401  (the module's argon2 shortcut, autouse)
@@ -91,6 +92,7 @@ def put_cases(app: FastAPI) -> None:
         case(
             "A", "yh-s1", "yh-g1", "manhole_cover", T, report_count=2, acknowledged_at=T + H,
             resolved_at=T + 20 * H, closed_at=T + 30 * H, rating=5, common_issue=True, nudges=1,
+            rider_confirmed=True,
         ),
         case(
             "B", "yh-s1", "yh-g1", "sanitation", T, report_count=2, acknowledged_at=T + 3 * H,
@@ -380,3 +382,20 @@ def test_the_overview_period_switch(client: TestClient) -> None:
     assert 'data-refresh="/overview?part=body&amp;period=30d"' in page.text
     body = client.get("/overview", params={"period": "7d", "part": "body"})
     assert '<span class="n" id="n-closed">1</span>' in body.text
+
+
+def test_a_riders_confirmation_counts_as_a_confirmed_fix(app: FastAPI, client: TestClient) -> None:
+    """The rider's "fixed" on a resolved case closes it with rider_confirmed set; "not fixed" reopens
+    it and counts nothing."""
+    with app.state.closer.runtime.db.session(write=True) as s:
+        for case_id in ("Y", "N"):
+            s.add(case(case_id, "yh-s2", "yh-g2", "sanitation", NOW - 3 * H, status="resolved"))
+            s.flush()
+            s.add(report("r" + case_id, case_id, NOW - 3 * H, "顺丰"))
+    feedback(app, "Y", fixed=True, rating=4)
+    feedback(app, "N", fixed=False)
+    december = {"from": "2026-12-01", "to": "2026-12-02", "by": "platform"}
+    rows = get(client, login(client, "yh-centre"), **december)["rows"]
+    assert [(r["key"], r["cases"], r["closed"], r["confirmed_fixes"], r["avg_rating"]) for r in rows] == [
+        ("顺丰", 2, 1, 1, 4.0),  # G (also in December) has no report
+    ]

@@ -1,4 +1,4 @@
-"""stats: the rider's platform on each case report, and the assessment figures' covering index (issue 17)
+"""stats: the rider's platform on each report, cases closed on a rider's confirmation, the figures' indexes
 
 Revision ID: 0012
 Revises: 0010
@@ -34,10 +34,19 @@ _INCLUDED = [
     "extensions_granted",
     "common_issue",
     "nudges",
+    "rider_confirmed",
 ]
 
 
 def upgrade() -> None:
+    op.add_column(
+        "case", sa.Column("rider_confirmed", sa.Boolean(), nullable=False, server_default=sa.false())
+    )
+    # the cases closed so far on a rider's confirmation (the timeline's confirm step)
+    op.execute(
+        'UPDATE "case" SET rider_confirmed = TRUE WHERE case_id IN '
+        "(SELECT case_id FROM timeline WHERE action = 'confirm')"
+    )
     op.add_column(
         "case_report", sa.Column("platform", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True)
     )
@@ -58,3 +67,5 @@ def downgrade() -> None:
     op.drop_index("ix_case_report_stats", table_name="case_report")
     with op.batch_alter_table("case_report", schema=None) as batch_op:
         batch_op.drop_column("platform")
+    with op.batch_alter_table("case", schema=None) as batch_op:
+        batch_op.drop_column("rider_confirmed")
