@@ -174,6 +174,15 @@ class Tally:
         return t
 
 
+def added(tallies: list[Tally], key: str) -> Tally:
+    """The sums of several tallies under one key (the median is not a sum: it is left None)."""
+    total = Tally(key)
+    for f in fields(Tally):
+        if f.name not in ("key", "median_hours_to_close"):
+            setattr(total, f.name, sum(getattr(t, f.name) for t in tallies))
+    return total
+
+
 FIGURES = (
     "reports",
     "cases",

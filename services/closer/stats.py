@@ -9,12 +9,12 @@ computed here from the closed cases' durations on SQLite.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, text
 from sqlalchemy.sql import Select
 from sqlmodel import Session
 
@@ -76,79 +76,151 @@ def _in(period: Period) -> ColumnElement[bool]:
     return and_(C.submitted_at >= period.lo, C.submitted_at < period.hi)
 
 
-def _medians(session: Session, query: Select[Any]) -> dict[str, float | None]:
-    """Median hours to close per key, from `query` (key, submitted_at, closed_at over closed cases).
+TOTAL = "\x00total"
+"""The key of the all-rows total in the grouped results (no group key can be this)."""
+
+Make = Callable[[ColumnElement[Any]], Select[Any]]
+"""A query over some cases, given the key column to select first (labelled k); no GROUP BY yet."""
+
+
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _sql(session: Session, expr: ColumnElement[Any]) -> str:
+    return str(expr.compile(dialect=session.get_bind().dialect))
+
+
+def _grouped(session: Session, make: Make, key: ColumnElement[Any]) -> dict[str, dict[str, Any]]:
+    """Rows of `make` per key and the total (under TOTAL): one pass with GROUPING SETS on PostgreSQL,
+    a second query on SQLite."""
+    if _postgres(session):
+        query = make(key.label("k")).add_columns(func.grouping(key).label("g"))
+        query = query.group_by(text(f"GROUPING SETS (({_sql(session, key)}), ())"))
+        return {TOTAL if r["g"] else str(r["k"] or ""): dict(r) for r in session.execute(query).mappings()}
+    out = {str(r["k"] or ""): dict(r) for r in session.execute(make(key.label("k")).group_by(key)).mappings()}
+    total = session.execute(make(literal("").label("k"))).mappings().first()
+    if total is not None:
+        out[TOTAL] = dict(total)
+    return out
+
+
+def _medians(session: Session, make: Make, key: ColumnElement[Any]) -> dict[str, float | None]:
+    """Median hours to close per key and in total, from `make` (key, submitted_at, closed_at of the
+    closed cases).
 
     Its own query, apart from the sums: PostgreSQL then sorts only the closed cases' durations (the
     sums hash-aggregate without a sort); SQLite has no percentile_cont, the median is taken here."""
-    if session.get_bind().dialect.name == "postgresql":
-        sub = query.subquery()
-        hours = func.extract("epoch", sub.c[2] - sub.c[1]) / 3600
-        grouped = select(sub.c[0], func.percentile_cont(0.5).within_group(hours)).group_by(sub.c[0])
-        return {str(k or ""): None if m is None else round(float(m), 2) for k, m in session.execute(grouped)}
+    if _postgres(session):
+        sub = make(key.label("k")).subquery("closed")
+        hours = func.extract("epoch", sub.c.closed_at - sub.c.submitted_at) / 3600
+        query = select(
+            sub.c.k, func.grouping(sub.c.k).label("g"), func.percentile_cont(0.5).within_group(hours)
+        ).group_by(text("GROUPING SETS ((closed.k), ())"))
+        return {
+            TOTAL if g else str(k or ""): None if m is None else round(float(m), 2)
+            for k, g, m in session.execute(query)
+        }
     durations: defaultdict[str, list[float]] = defaultdict(list)
-    for k, submitted, done in session.execute(query):
-        durations[str(k or "")].append(figures.hours_between(as_utc(submitted), as_utc(done)))
+    for k, submitted, done in session.execute(make(key.label("k"))):
+        hours_taken = figures.hours_between(as_utc(submitted), as_utc(done))
+        durations[str(k or "")].append(hours_taken)
+        durations[TOTAL].append(hours_taken)
     return {k: figures.median_hours(v) for k, v in durations.items()}
 
 
-def _tallies(
-    session: Session,
-    period: Period,
-    key: ColumnElement[Any] | None,
-    visible: frozenset[str] | None,
-    now: datetime,
-) -> dict[str, Tally]:
-    """Tallies of a period's cases grouped by `key` (None: one tally under "")."""
-    k = (key if key is not None else literal("")).label("k")
-    query = _scoped(select(k, *_sums(now)).where(_in(period)), visible)
-    if key is not None:
-        query = query.group_by(key)
-    out = {}
-    for row in session.execute(query).mappings():
-        if row["cases"]:
-            out[row["k"] or ""] = Tally.of(row["k"] or "", dict(row))
-    closed = _scoped(
-        select(k, C.submitted_at, C.closed_at).where(_in(period), C.closed_at.isnot(None)), visible
-    )
-    for kk, median in _medians(session, closed).items():
-        if kk in out:
-            out[kk].median_hours_to_close = median
+def _tallies(session: Session, sums: Make, closed: Make, key: ColumnElement[Any]) -> dict[str, Tally]:
+    """Tallies per key and the total (TOTAL) from the sums' and the closed cases' queries."""
+    out = {k: Tally.of(k, row) for k, row in _grouped(session, sums, key).items() if row["cases"]}
+    for k, median in _medians(session, closed, key).items():
+        if k in out:
+            out[k].median_hours_to_close = median
     return out
+
+
+def _case_tallies(
+    session: Session, period: Period, key: ColumnElement[Any], visible: frozenset[str] | None, now: datetime
+) -> dict[str, Tally]:
+    """The period's cases grouped by a column of theirs (and the total)."""
+
+    def sums(k: ColumnElement[Any]) -> Select[Any]:
+        return _scoped(select(k, *_sums(now)).where(_in(period)), visible)
+
+    def closed(k: ColumnElement[Any]) -> Select[Any]:
+        query = select(k, C.submitted_at, C.closed_at).where(_in(period), C.closed_at.isnot(None))
+        return _scoped(query, visible)
+
+    return _tallies(session, sums, closed, key)
 
 
 def _platform_tallies(
     session: Session, period: Period, visible: frozenset[str] | None, now: datetime
 ) -> dict[str, Tally]:
-    """Per platform: its reports in the period, and the figures of the cases they are in."""
+    """Per platform: the period's cases its riders reported in, and their reports in those cases.
+
+    A case's reports are never older than the case, so only reports from the period's start on are
+    read (ix_case_report_stats), and the cases side is the period's (ix_case_stats): both small."""
     platform = func.coalesce(R.platform, NO_PLATFORM)
-    in_period = and_(R.submitted_at >= period.lo, R.submitted_at < period.hi)
-    pairs = select(R.case_id.label("case_id"), platform.label("platform")).where(in_period).distinct()
-    pairs_q = pairs.subquery()
+    joined = CaseReport.__table__.join(Case.__table__, C.case_id == R.case_id)  # type: ignore[attr-defined]
+    theirs = and_(_in(period), R.submitted_at >= period.lo)
+    pairs = _scoped(select(R.case_id, platform.label("platform")).select_from(joined).where(theirs), visible)
+    pairs_q = pairs.distinct().subquery("pairs")
     cases = pairs_q.join(Case.__table__, C.case_id == pairs_q.c.case_id)  # type: ignore[attr-defined]
-    query = _scoped(
-        select(pairs_q.c.platform.label("k"), *_sums(now)).select_from(cases).group_by(pairs_q.c.platform),
-        visible,
-    )
-    out = {str(r["k"]): Tally.of(str(r["k"]), dict(r)) for r in session.execute(query).mappings()}
-    reports = _scoped(
-        select(platform, func.count())
-        .select_from(CaseReport.__table__.join(Case.__table__, C.case_id == R.case_id))  # type: ignore[attr-defined]
-        .where(in_period)
-        .group_by(platform),
-        visible,
-    )
-    for name, n in session.execute(reports):
+
+    def sums(k: ColumnElement[Any]) -> Select[Any]:
+        return select(k, *_sums(now)).select_from(cases).where(_in(period))
+
+    def closed(k: ColumnElement[Any]) -> Select[Any]:
+        query = select(k, C.submitted_at, C.closed_at).select_from(cases)
+        return query.where(_in(period), C.closed_at.isnot(None))
+
+    out = _tallies(session, sums, closed, pairs_q.c.platform)
+    for t in out.values():
+        t.reports = 0
+    reports = _scoped(select(platform, func.count()).select_from(joined).where(theirs), visible)
+    for name, n in session.execute(reports.group_by(platform)):
         out.setdefault(str(name), Tally(str(name))).reports = int(n)
-    closed = _scoped(
-        select(pairs_q.c.platform, C.submitted_at, C.closed_at)
-        .select_from(cases)
-        .where(C.closed_at.isnot(None)),
-        visible,
-    )
-    for name, median in _medians(session, closed).items():
-        if name in out:
-            out[name].median_hours_to_close = median
+    # a case reported from two platforms is in both rows, once in the total: the period's cases
+    out[TOTAL] = _one(session, period, visible, now) or Tally(TOTAL)
+    out[TOTAL].reports = sum(t.reports for k, t in out.items() if k != TOTAL)
+    return out
+
+
+def _median_of(session: Session, period: Period, visible: frozenset[str] | None) -> float | None:
+    """The median hours to close of all the period's closed cases."""
+    closed = and_(_in(period), C.closed_at.isnot(None))
+    if _postgres(session):
+        hours = func.extract("epoch", C.closed_at - C.submitted_at) / 3600
+        query = _scoped(select(func.percentile_cont(0.5).within_group(hours)).where(closed), visible)
+        median = session.execute(query).scalar()
+        return None if median is None else round(float(median), 2)
+    rows = session.execute(_scoped(select(C.submitted_at, C.closed_at).where(closed), visible))
+    return figures.median_hours(figures.hours_between(as_utc(a), as_utc(b)) for a, b in rows)
+
+
+def _one(session: Session, period: Period, visible: frozenset[str] | None, now: datetime) -> Tally | None:
+    """The tally of all the period's cases; None without any."""
+    row = session.execute(_scoped(select(*_sums(now)).where(_in(period)), visible)).mappings().one()
+    if not row["cases"]:
+        return None
+    tally = Tally.of(TOTAL, dict(row))
+    tally.median_hours_to_close = _median_of(session, period, visible)
+    return tally
+
+
+def _month_tallies(
+    session: Session, period: Period, visible: frozenset[str] | None, now: datetime, tz: str
+) -> dict[str, Tally]:
+    """One tally per calendar month of the period (each an index range), the total from them all."""
+    out: dict[str, Tally] = {}
+    for month, part in figures.months(period, tz):
+        got = _one(session, part, visible, now)
+        if got is not None:
+            got.key = month
+            out[month] = got
+    if out:
+        out[TOTAL] = figures.added(list(out.values()), TOTAL)
+        out[TOTAL].median_hours_to_close = _median_of(session, period, visible)
     return out
 
 
@@ -165,19 +237,11 @@ def compute(
     if by == "platform":
         tallies = _platform_tallies(session, period, visible, now)
     elif by == "month":
-        tallies = {}
-        for month, part in figures.months(period, tz):
-            got = _tallies(session, part, None, visible, now).get("")
-            if got is not None:
-                got.key = month
-                tallies[month] = got
+        tallies = _month_tallies(session, period, visible, now, tz)
     else:
         column = {"station": C.station_id, "grid": C.grid_id, "category": C.category}[by]
-        tallies = _tallies(session, period, column, visible, now)
-    total = _tallies(session, period, None, visible, now).get("") or Tally("")
-    if by == "platform":
-        # a case reported from two platforms is in both rows, once in the total
-        total.reports = sum(t.reports for t in tallies.values())
+        tallies = _case_tallies(session, period, column, visible, now)
+    total = tallies.pop(TOTAL, None) or Tally("")
     rows = [(k, figures.figures(tallies[k])) for k in sorted(tallies)]
     return Stats(period, by, rows, figures.figures(total))
 
