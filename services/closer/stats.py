@@ -163,23 +163,25 @@ def _platform_tallies(
     platform = func.coalesce(R.platform, NO_PLATFORM)
     joined = CaseReport.__table__.join(Case.__table__, C.case_id == R.case_id)  # type: ignore[attr-defined]
     theirs = and_(_in(period), R.submitted_at >= period.lo)
-    pairs = _scoped(select(R.case_id, platform.label("platform")).select_from(joined).where(theirs), visible)
-    pairs_q = pairs.distinct().subquery("pairs")
+    pairs = select(R.case_id, platform.label("platform"), func.count().label("n")).select_from(joined)
+    pairs_q = _scoped(pairs.where(theirs), visible).group_by(R.case_id, platform).subquery("pairs")
     cases = pairs_q.join(Case.__table__, C.case_id == pairs_q.c.case_id)  # type: ignore[attr-defined]
 
     def sums(k: ColumnElement[Any]) -> Select[Any]:
-        return select(k, *_sums(now)).select_from(cases).where(_in(period))
+        their_reports = func.coalesce(func.sum(pairs_q.c.n), 0).label("their_reports")
+        return select(k, *_sums(now), their_reports).select_from(cases).where(_in(period))
 
     def closed(k: ColumnElement[Any]) -> Select[Any]:
         query = select(k, C.submitted_at, C.closed_at).select_from(cases)
         return query.where(_in(period), C.closed_at.isnot(None))
 
-    out = _tallies(session, sums, closed, pairs_q.c.platform)
-    for t in out.values():
-        t.reports = 0
-    reports = _scoped(select(platform, func.count()).select_from(joined).where(theirs), visible)
-    for name, n in session.execute(reports.group_by(platform)):
-        out.setdefault(str(name), Tally(str(name))).reports = int(n)
+    out = {
+        k: Tally.of(k, {**row, "reports": row["their_reports"]})
+        for k, row in _grouped(session, sums, pairs_q.c.platform).items()
+    }
+    for k, median in _medians(session, closed, pairs_q.c.platform).items():
+        if k in out:
+            out[k].median_hours_to_close = median
     # a case reported from two platforms is in both rows, once in the total: the period's cases
     out[TOTAL] = _one(session, period, visible, now) or Tally(TOTAL)
     out[TOTAL].reports = sum(t.reports for k, t in out.items() if k != TOTAL)
