@@ -13,6 +13,7 @@ import openpyxl
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from gridloop import demo
 from gridloop.clock import FrozenClock
@@ -23,6 +24,7 @@ from tests.db.test_closer_api import (
     frozen,
     login,
     one_hash_per_password,  # noqa: F401  (the module's argon2 shortcut, autouse)
+    open_case,
     running,
 )
 
@@ -399,3 +401,16 @@ def test_a_riders_confirmation_counts_as_a_confirmed_fix(app: FastAPI, client: T
     assert [(r["key"], r["cases"], r["closed"], r["confirmed_fixes"], r["avg_rating"]) for r in rows] == [
         ("顺丰", 2, 1, 1, 4.0),  # G (also in December) has no report
     ]
+
+
+def test_the_closer_keeps_the_platform_of_each_routed_report(app: FastAPI) -> None:
+    """report.routed's platform lands on the closer's case_report (none given: NULL)."""
+    given = open_case(app, station="yh-s2", submitted_at=NOW - H, platform="京东")
+    none = open_case(app, station="yh-s2", submitted_at=NOW - H)
+    with app.state.closer.runtime.db.session() as s:
+        rows = s.execute(
+            text("SELECT case_id, platform FROM case_report WHERE case_id IN (:a, :b)"),
+            {"a": given, "b": none},
+        )
+        got = {case_id: platform for case_id, platform in rows}
+    assert got == {given: "京东", none: None}
