@@ -164,6 +164,17 @@ def load_demo_history(settings: Settings, j: Jurisdiction, spec: str) -> tuple[i
     return added[0], added[1]
 
 
+def history_spec(value: str) -> str:
+    """argparse's check of --history (30d, 4w): a clear usage error instead of a traceback."""
+    from gridloop import demohistory
+
+    try:
+        demohistory.parse_days(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def demo_loader(history: str | None) -> Any:
     """What `up` loads as demo data: places, codes and accounts, and the history when asked for."""
     if not history:
@@ -366,7 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--no-demo", action="store_true", help="do not load demo places and accounts")
     up.add_argument(
-        "--history", metavar="30d", help="with the demo data, simulated history of that many days (30d, 4w)"
+        "--history",
+        metavar="30d",
+        type=history_spec,
+        help="with the demo data, simulated history of that many days (30d, 4w)",
     )
     up.add_argument("--brokers", type=int, default=1, help="Apache Kafka (KRaft) brokers; 3: RF 3, min ISR 2")
     up.add_argument(
@@ -434,7 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo_load.set_defaults(func=cmd_demo)
     # issue 17 (stats): weeks of closed cases so the figures show life
     demo_load.add_argument(
-        "--history", metavar="30d", help="also load simulated history of that many days (30d, 4w)"
+        "--history",
+        metavar="30d",
+        type=history_spec,
+        help="also load simulated history of that many days (30d, 4w)",
     )
 
     from gridloop.proxy import add_parser as add_proxy_parser

@@ -121,3 +121,11 @@ def test_every_case_follows_the_lifecycle() -> None:
     assert [demohistory.parse_days(s) for s in ("30d", "4w", "7")] == [30, 28, 7]
     with pytest.raises(ValueError):
         demohistory.parse_days("1y")
+
+
+def test_a_bad_history_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--history 1y` stops argparse with the reason; 4w is taken."""
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["demo", "load", "--history", "1y"])
+    assert "argument --history: history like 30d or 4w, not '1y'" in capsys.readouterr().err
+    assert cli.build_parser().parse_args(["demo", "load", "--history", "4w"]).history == "4w"
