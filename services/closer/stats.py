@@ -1,9 +1,10 @@
-"""The assessment figures from the database: one grouped query per period (the arithmetic is figures.py).
+"""The assessment figures from the database (the arithmetic is figures.py; definitions docs/stats.md).
 
-Each query reads one period's cases by `submitted_at` (ix_case_stats: on PostgreSQL an index-only
-scan, its grouped and counted columns are included) and sums per group with CASE expressions, so a
-month of a million-case street is one short scan. The median is percentile_cont on PostgreSQL and
-computed here from the closed cases' durations on SQLite.
+Each grouping reads one period's cases by `submitted_at` (ix_case_stats: on PostgreSQL an
+index-only scan, every grouped and counted column is included) and sums per group with CASE
+expressions; on PostgreSQL GROUPING SETS gives the rows and the total in the same pass. The median
+is a second query over the closed cases only (percentile_cont on PostgreSQL, Python on SQLite), so
+the sums hash-aggregate without sorting wide rows.
 """
 
 from __future__ import annotations
