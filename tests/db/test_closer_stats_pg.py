@@ -41,8 +41,8 @@ def plans(database: Database, by: str) -> list[tuple[str, list[dict[str, Any]]]]
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         for statement, parameters in seen:
             cursor.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
-            (plan,) = cursor.fetchone() or (None,)
-            out.append((statement, nodes(plan[0]["Plan"])))
+            row: Any = cursor.fetchone()
+            out.append((statement, nodes(row[0][0]["Plan"])))
     return out
 
 
