@@ -119,15 +119,73 @@ def load_demo(settings: Settings, j: Jurisdiction) -> tuple[list[Place], list[An
     return reporter_cli.load_demo(settings, j), closer_cli.load_demo(settings, j)
 
 
-def cmd_demo(_args: argparse.Namespace) -> int:
-    """Load the demo places, codes and staff accounts."""
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Load the demo places, codes and staff accounts (and, with --history, weeks of closed cases)."""
     from gridloop import demo
     from schemas.reference import load_jurisdiction
 
     settings = get_settings()
-    places, accounts = load_demo(settings, load_jurisdiction(settings.jurisdiction_dir))
+    j = load_jurisdiction(settings.jurisdiction_dir)
+    places, accounts = load_demo(settings, j)
     print(f"{len(places)} places with codes, {len(accounts)} staff accounts (password {demo.DEMO_PASSWORD})")
+    if getattr(args, "history", None):
+        cases, reports = load_demo_history(settings, j, args.history)
+        print(f"demo history {args.history}: {cases} cases and {reports} reports added")
     return 0
+
+
+def load_demo_history(settings: Settings, j: Jurisdiction, spec: str) -> tuple[int, int]:
+    """Weeks of simulated history (gridloop/demohistory.py), each service writing its own rows: the
+    closer's cases and the reporter's reports; the router keeps nothing of closed cases."""
+    from gridloop import demo, demohistory
+    from gridloop.clock import utcnow
+    from gridloop.db import Database
+    from schemas.reference import load_places
+    from services.closer import demohistory as closer_history
+    from services.closer.config import get_config
+    from services.closer.models import Base as CloserBase
+    from services.reporter import demohistory as reporter_history
+    from services.reporter.models import Base as ReporterBase
+
+    days = demohistory.parse_days(spec)
+    history = demohistory.history(
+        j, load_places(demo.DEMO_PLACES), days, utcnow(), get_config().work_timezone
+    )
+    added = []
+    for service, metadata, writer in (
+        ("closer", CloserBase.metadata, closer_history.load),
+        ("reporter", ReporterBase.metadata, reporter_history.load),
+    ):
+        db = Database(settings.db_url(service), metadata)
+        try:
+            added.append(writer(db, history))
+        finally:
+            db.dispose()
+    return added[0], added[1]
+
+
+def history_spec(value: str) -> str:
+    """argparse's check of --history (30d, 4w): a clear usage error instead of a traceback."""
+    from gridloop import demohistory
+
+    try:
+        demohistory.parse_days(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def demo_loader(history: str | None) -> Any:
+    """What `up` loads as demo data: places, codes and accounts, and the history when asked for."""
+    if not history:
+        return load_demo
+
+    def with_history(settings: Settings, j: Jurisdiction) -> tuple[list[Place], list[Any]]:
+        loaded = load_demo(settings, j)
+        load_demo_history(settings, j, history)
+        return loaded
+
+    return with_history
 
 
 def print_banner(stack: Any) -> None:
@@ -241,7 +299,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack = Stack(
             settings=settings,
             broker=args.broker,
-            demo=None if args.no_demo else load_demo,
+            demo=None if args.no_demo else demo_loader(getattr(args, "history", None)),
             brokers=args.brokers,
             database=args.database,
             database_url=args.database_url,
@@ -318,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: external if KAFKA_BOOTSTRAP_SERVERS is set, else Kafka with Java, else Tansu",
     )
     up.add_argument("--no-demo", action="store_true", help="do not load demo places and accounts")
+    up.add_argument(
+        "--history",
+        metavar="30d",
+        type=history_spec,
+        help="with the demo data, simulated history of that many days (30d, 4w)",
+    )
     up.add_argument("--brokers", type=int, default=1, help="Apache Kafka (KRaft) brokers; 3: RF 3, min ISR 2")
     up.add_argument(
         "--database",
@@ -380,7 +444,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="demo data")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
-    demo_sub.add_parser("load", help="load demo places, codes and staff").set_defaults(func=cmd_demo)
+    demo_load = demo_sub.add_parser("load", help="load demo places, codes and staff")
+    demo_load.set_defaults(func=cmd_demo)
+    # issue 17 (stats): weeks of closed cases so the figures show life
+    demo_load.add_argument(
+        "--history",
+        metavar="30d",
+        type=history_spec,
+        help="also load simulated history of that many days (30d, 4w)",
+    )
 
     from gridloop.proxy import add_parser as add_proxy_parser
 

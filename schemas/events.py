@@ -79,6 +79,8 @@ class ReportRouted(EventData):
     rule_id: str | None = Field(None, description="The routing rule applied, if any.")
     distinct_riders: int = Field(1, description="Distinct riders on the case after this report.")
     common_issue: bool = Field(False, description="Three or more distinct riders within 24 h.")
+    # issue 17 (stats): the platform tallies count reports by the rider's platform
+    platform: str | None = Field(None, description="The rider's platform (饿了么, 美团, …), if given.")
 
 
 class CaseOpened(EventData):

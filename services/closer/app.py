@@ -21,6 +21,7 @@ from services.closer.api import admin, auth, cases, photos
 from services.closer.api import calendar as calendar_api
 from services.closer.api import duty as duty_api
 from services.closer.api import overview as overview_api
+from services.closer.api import stats as stats_api
 from services.closer.calendar import Calendar
 from services.closer.cli import demo_accounts
 from services.closer.config import CloserConfig, calendar_dir, get_config
@@ -28,6 +29,7 @@ from services.closer.console import duty as duty_page
 from services.closer.console import notifications as notifications_page
 from services.closer.console import overview as overview_page
 from services.closer.console import routes as console
+from services.closer.console import stats as stats_page
 from services.closer.context import Closer
 from services.closer.handlers import Handlers
 from services.closer.lifecycle import Lifecycle
@@ -114,5 +116,7 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     app.include_router(notifications_page.router)
     app.include_router(overview_api.router)
     app.include_router(overview_page.router)
+    app.include_router(stats_api.router)
+    app.include_router(stats_page.router)
     console.mount_static(app)
     return app

@@ -290,6 +290,7 @@ class Lifecycle:
                 "envelope": event[1],
                 "description": d.description,
                 "photo_ids": ",".join(d.photo_ids)[:400],
+                "platform": d.platform,
             },
         )
         submitted = as_utc(d.submitted_at)
@@ -677,6 +678,7 @@ class Lifecycle:
         if case.status == CaseStatus.RESOLVED:
             if d.fixed:
                 req = Request("confirm", note=comment or None)
+                case.rider_confirmed = True  # the figures' "fixes confirmed by riders"
             else:
                 # the reporter requires a comment to deny; an empty one still reopens the case
                 req = Request("reopen", note=comment or "骑手反馈未解决 (rider says not fixed)")

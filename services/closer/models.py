@@ -23,6 +23,28 @@ def _ts(nullable: bool = False) -> Column[datetime]:
     return Column(DateTime(timezone=True), nullable=nullable)
 
 
+STATS_COLUMNS = (
+    "case_id",
+    "grid_id",
+    "category",
+    "status",
+    "report_count",
+    "ack_due",
+    "acknowledged_at",
+    "resolve_due",
+    "resolved_at",
+    "closed_at",
+    "returned_at",
+    "reopen_count",
+    "rating",
+    "extensions_granted",
+    "common_issue",
+    "nudges",
+    "rider_confirmed",
+)
+"""The case columns the assessment figures read (services/closer/stats.py), kept in ix_case_stats."""
+
+
 class Case(Base, table=True):
     """One issue at one place, worked by one station from 立案 to 结案."""
 
@@ -45,6 +67,9 @@ class Case(Base, table=True):
         # the duty queue (值班): a station's, a staff account's
         Index("ix_case_duty_station", "duty_station_id", "is_active", "due_at", "case_id"),
         Index("ix_case_duty_username", "duty_username", "is_active", "due_at", "case_id"),
+        # issue 17 (stats): the assessment figures read a period by submitted_at from this index alone
+        # on PostgreSQL (an index-only scan: every column they group or count is included)
+        Index("ix_case_stats", "submitted_at", "station_id", postgresql_include=list(STATS_COLUMNS)),
     )
 
     case_id: str = Field(primary_key=True, max_length=40)
@@ -124,12 +149,18 @@ class Case(Base, table=True):
     # the riders' 催办 (services/closer/conversation.py): each one also puts the case on supervision
     nudges: int = Field(default=0, description="Riders' nudges (催办) so far.")
     nudged_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    # issue 17 (stats): closed by a rider's "fixed" (confirm), not automatically: a fix confirmed
+    rider_confirmed: bool = Field(default=False, description="Closed on a rider's confirmation.")
 
 
 class CaseReport(Base, table=True):
     """A report in a case, and the event that told the reporter so (re-sent on a re-drive)."""
 
     __tablename__ = "case_report"
+    __table_args__ = (
+        # issue 17 (stats): a period's reports by platform (and the overview's last day of reports)
+        Index("ix_case_report_stats", "submitted_at", "platform", postgresql_include=["case_id", "fixed"]),
+    )
 
     report_id: str = Field(primary_key=True, max_length=40)
     case_id: str = Field(foreign_key="case.case_id", index=True, max_length=40)
@@ -143,6 +174,8 @@ class CaseReport(Base, table=True):
     rating: int | None = None
     comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     feedback_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    # issue 17 (stats): the platform tallies (services/closer/stats.py)
+    platform: str | None = Field(default=None, max_length=40, description="The rider's platform, if given.")
 
 
 class TimelineEntry(Base, table=True):

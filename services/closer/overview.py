@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from statistics import median
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,6 +26,9 @@ from services.closer.transitions import ACTIVE, OPEN
 
 HOT_SPOT_CASES = 3
 """A place with this many open cases (or any common issue) is a hot spot on the map."""
+
+PERIODS = {"today": 1, "7d": 7, "30d": 30}
+"""The overview's period switch: today, or the last 7 or 30 local days (today included), in days."""
 
 
 @dataclass
@@ -61,6 +64,12 @@ class Snapshot:
     close_hours_by_category: list[tuple[str, float, int]]
     open_by_grid: dict[str, int]
     hot_spots: list[dict[str, Any]]
+    period: str = "today"
+    since: datetime | None = None
+    reports_in_period: int = 0
+    opened_in_period: int = 0
+    closed_in_period: int = 0
+    intake_by_day: list[tuple[datetime, int]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         """The snapshot for the JSON API."""
@@ -71,6 +80,14 @@ class Snapshot:
                 "opened": self.opened_today,
                 "closed": self.closed_today,
             },
+            "period": {
+                "name": self.period,
+                "since": (self.since or self.at).isoformat(),
+                "reports": self.reports_in_period,
+                "opened": self.opened_in_period,
+                "closed": self.closed_in_period,
+            },
+            "intake_by_day": [{"day": d.date().isoformat(), "reports": n} for d, n in self.intake_by_day],
             "open": self.open_now,
             "red": self.red_now,
             "common_issues": self.common_open,
@@ -101,12 +118,26 @@ def local_midnight(now: datetime, tz: str) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def check_period(period: str) -> str:
+    """`period` when the switch knows it (today, 7d, 30d); ValueError otherwise."""
+    if period not in PERIODS:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)}")
+    return period
+
+
 def snapshot(
-    session: Session, j: Jurisdiction, now: datetime, tz: str, stations: frozenset[str] | None = None
+    session: Session,
+    j: Jurisdiction,
+    now: datetime,
+    tz: str,
+    stations: frozenset[str] | None = None,
+    period: str = "today",
 ) -> Snapshot:
     """Compute the overview from the closer's database, of `stations` (the caller's scope, from
-    services/closer/scope.py; None: every station)."""
+    services/closer/scope.py; None: every station): live numbers, and counts over `period`."""
+    days = PERIODS[check_period(period)]
     today = local_midnight(now, tz)
+    since = today - timedelta(days=days - 1)
     day_ago = now - timedelta(hours=24)
 
     def scoped(q: Any) -> Any:
@@ -144,10 +175,14 @@ def snapshot(
             spot["cases"] += 1
             spot["common"] = spot["common"] or c.common_issue
     hot = [s for s in places.values() if s["cases"] >= HOT_SPOT_CASES or s["common"]]
-    intake = select(CaseReport.submitted_at).where(col(CaseReport.submitted_at) >= day_ago)
-    if stations is not None:
-        intake = intake.join(Case, col(Case.case_id) == col(CaseReport.case_id))
-    recent = list(session.exec(scoped(intake)))
+
+    def intake_since(at: datetime) -> Any:
+        intake = select(CaseReport.submitted_at).where(col(CaseReport.submitted_at) >= at)
+        if stations is not None:  # the report's station is its case's
+            intake = intake.join(Case, col(Case.case_id) == col(CaseReport.case_id))
+        return intake
+
+    recent = list(session.exec(scoped(intake_since(day_ago))))
     hours: Counter[datetime] = Counter()
     for at in recent:
         hours[as_utc(at).replace(minute=0, second=0, microsecond=0)] += 1
@@ -163,12 +198,36 @@ def snapshot(
         session.exec(
             scoped(
                 select(Case.category, Case.submitted_at, Case.closed_at).where(
-                    col(Case.closed_at) >= now - timedelta(days=7)
+                    col(Case.closed_at) >= min(now - timedelta(days=7), as_utc(since))
                 )
             )
         )
     )
     closed_today = sum(1 for _, _, closed in week if closed is not None and as_utc(closed) >= today)
+    closed_in_period = sum(1 for _, _, closed in week if closed is not None and as_utc(closed) >= since)
+    if days == 1:
+        reports_in_period, opened_in_period, by_day = reports_today, int(opened_today), []
+        week = [w for w in week if w[2] is not None and as_utc(w[2]) >= now - timedelta(days=7)]
+    else:
+        at_since = as_utc(since)
+        days_counted: Counter[date] = Counter(
+            as_utc(at).astimezone(ZoneInfo(tz)).date() for at in session.exec(scoped(intake_since(at_since)))
+        )
+        reports_in_period = sum(days_counted.values())
+        opened_in_period = int(
+            session.exec(
+                scoped(select(func.count()).select_from(Case).where(col(Case.opened_at) >= at_since))
+            ).one()
+        )
+        first = since.date()
+        by_day = [
+            (
+                datetime.combine(first + timedelta(days=i), time(0), ZoneInfo(tz)),
+                days_counted.get(first + timedelta(days=i), 0),
+            )
+            for i in range(days)
+        ]
+        week = [w for w in week if w[2] is not None and as_utc(w[2]) >= at_since]
     durations: defaultdict[str, list[float]] = defaultdict(list)
     for category, submitted, closed in week:
         if closed is not None:
@@ -192,6 +251,12 @@ def snapshot(
         close_hours_by_category=close_hours,
         open_by_grid=dict(by_grid),
         hot_spots=sorted(hot, key=lambda s: -s["cases"])[:20],
+        period=period,
+        since=as_utc(since),
+        reports_in_period=reports_in_period,
+        opened_in_period=opened_in_period,
+        closed_in_period=closed_in_period,
+        intake_by_day=by_day,
     )
 
 
@@ -307,7 +372,8 @@ def bars_svg(values: list[tuple[str, float]], width: int = 560, height: int = 16
     return Markup("".join(parts))
 
 
-def current(ctx: Closer, stations: frozenset[str] | None = None) -> Snapshot:
-    """The overview now of `stations` (the caller's scope; None: every station), from the database."""
+def current(ctx: Closer, stations: frozenset[str] | None = None, period: str = "today") -> Snapshot:
+    """The overview now of `stations` (the caller's scope; None: every station), from the database,
+    with counts over `period` (PERIODS)."""
     with ctx.runtime.db.session() as session:
-        return snapshot(session, ctx.jurisdiction, utcnow(), ctx.config.work_timezone, stations)
+        return snapshot(session, ctx.jurisdiction, utcnow(), ctx.config.work_timezone, stations, period)

@@ -203,6 +203,7 @@ class Decisions:
             rule_id=result.rule_id,
             distinct_riders=standing.distinct_riders,
             common_issue=standing.common_issue,
+            platform=data.platform,
         )
         now = utcnow()
         event = make_event("report.routed", routed, source=SERVICE, subject=case_id, time=now)

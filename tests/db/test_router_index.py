@@ -748,3 +748,11 @@ def test_known_place_follows_the_reports_without_a_write_each(router: Router) ->
     later = submitted("k4", "d", place=MANHOLE, lat=MANHOLE.lat + 0.0001, at=T0 + timedelta(hours=2))
     router.feed([later])
     assert row().seen_at.replace(tzinfo=UTC) == T0 + timedelta(hours=2)
+
+
+def test_the_riders_platform_travels_with_the_decision(router: Router) -> None:
+    """issue 17: the routed event carries the platform the rider gave (the closer's platform tallies)."""
+    router.feed([submitted("p1", "rider-a", place=MANHOLE, platform="美团")])
+    router.feed([submitted("p2", "rider-b", place=MANHOLE, at=T0 + timedelta(minutes=5))])
+    d = decisions(router.db)
+    assert (d["p1"]["platform"], d["p2"]["platform"]) == ("美团", None)

@@ -22,6 +22,23 @@ class Today(BaseModel):
     closed: int
 
 
+class PeriodCounts(BaseModel):
+    """Counts over the period asked for (today, 7d or 30d: local days, today included)."""
+
+    name: str
+    since: str
+    reports: int
+    opened: int
+    closed: int
+
+
+class DayCount(BaseModel):
+    """Reports on one local day of the period (7d and 30d)."""
+
+    day: str
+    reports: int
+
+
 class StationLine(BaseModel):
     """One station's open cases and SLA colour."""
 
@@ -64,6 +81,8 @@ class Overview(BaseModel):
 
     at: str
     today: Today
+    period: PeriodCounts
+    intake_by_day: list[DayCount]
     open: int
     red: int
     common_issues: int
@@ -76,9 +95,13 @@ class Overview(BaseModel):
 
 @router.get("/api/v1/overview", response_model=Overview)
 async def overview_json(
-    ctx: Ctx, who: Reader, street: str | None = Query(None, max_length=40, description="A city filter.")
+    ctx: Ctx,
+    who: Reader,
+    street: str | None = Query(None, max_length=40, description="A city filter."),
+    period: str = Query("today", pattern="^(today|7d|30d)$", description="today, 7d or 30d."),
 ) -> dict[str, Any]:
     """The overview's numbers as JSON (a bearer token or the console's session), of the caller's
-    stations and streets only (services/closer/scope.py)."""
+    stations and streets only (services/closer/scope.py); `period` sets the span of the period
+    counts and, for 7d and 30d, the reports per day."""
     stations = ctx.scope(who, None, street)
-    return (await asyncio.to_thread(overview.current, ctx, stations)).as_json()
+    return (await asyncio.to_thread(overview.current, ctx, stations, period)).as_json()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request, Response
@@ -24,21 +25,28 @@ async def overview_page(request: Request) -> Response:
     # the caller's streets only (services/closer/scope.py); a city account may pick one street
     street = request.query_params.get("street") or None
     stations = ctx.scope(who, None, street)
-    snap = await asyncio.to_thread(overview.current, ctx, stations)
+    period = request.query_params.get("period", "today")
+    period = period if period in overview.PERIODS else "today"
+    snap = await asyncio.to_thread(overview.current, ctx, stations, period)
     streets = [street] if street else visible_streets(who, ctx.jurisdiction)
+    query = urlencode({k: v for k, v in (("street", street), ("period", period)) if v and v != "today"})
     tz = ZoneInfo(ctx.config.work_timezone)
     t = lang_of(request)
     values = {
         **page_base(ctx, who),
         "nav": "overview",
         "snap": snap,
-        "back_url": "/overview" + (f"?street={street}" if street else ""),
+        "back_url": "/overview" + (f"?{query}" if query else ""),
         "street": street,
+        "period": period,
+        "periods": tuple(overview.PERIODS),
         "grid_map": overview.street_maps_svg(
             ctx.jurisdiction, snap.open_by_grid, snap.hot_spots, lang_of(request).lang, streets
         ),
         "intake_chart": overview.bars_svg(
             [(h.astimezone(tz).strftime("%H:00"), float(n)) for h, n in snap.intake_by_hour]
+            if period == "today"
+            else [(d.strftime("%m-%d"), float(n)) for d, n in snap.intake_by_day]
         ),
         "close_chart": overview.bars_svg(
             [
