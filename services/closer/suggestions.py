@@ -74,8 +74,8 @@ def _suggestion(rows: Sequence[CaseRow], kind: Kind, seed: CaseRow | None) -> Su
         lat, lon, grid = seed.lat, seed.lon, seed.grid_id
     else:
         points = [(r.lat, r.lon) for r in rows if r.lat is not None and r.lon is not None]
-        lat = sum(p[0] for p in points) / len(points) if points else None  # type: ignore[misc]
-        lon = sum(p[1] for p in points) / len(points) if points else None  # type: ignore[misc]
+        lat = sum(p[0] for p in points) / len(points) if points else None
+        lon = sum(p[1] for p in points) / len(points) if points else None
         grid = first.grid_id
     return Suggestion(
         key=_key(first.category, (r.case_id for r in rows)),

@@ -42,7 +42,7 @@ def test_topics_created_with_explicit_partitions(kafka_bootstrap: str, topic_pre
     }
     first = run(["topics"], env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created") == len(ALL_TOPICS) == 6
+    assert first.stdout.count("created") == len(ALL_TOPICS) == 7
     second = run(["topics"], env)
     assert second.stdout.count("exists") == 6
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
