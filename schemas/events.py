@@ -330,6 +330,7 @@ class TopicClosed(EventData):
     topic_id: str
     street_id: str
     centre_station_id: str
+    title: str = Field("", max_length=MAX_TOPIC_TEXT, description="The topic's title (for messages).")
     outcome: str = Field(max_length=MAX_TOPIC_TEXT)
     resolves: bool = Field(description="The outcome fixes the cases: the ones that could be were resolved.")
     case_ids: list[str]

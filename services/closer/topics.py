@@ -478,6 +478,7 @@ def close(
             topic_id=topic_id,
             street_id=topic.street_id,
             centre_station_id=street.centre_station_id if street else "",
+            title=topic.title,
             outcome=outcome,
             resolves=resolves,
             case_ids=linked_ids(session, topic_id),
