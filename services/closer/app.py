@@ -29,6 +29,7 @@ from services.closer.console import duty as duty_page
 from services.closer.console import notifications as notifications_page
 from services.closer.console import overview as overview_page
 from services.closer.console import routes as console
+from services.closer.console import topics as topics_page
 from services.closer.context import Closer
 from services.closer.handlers import Handlers
 from services.closer.lifecycle import Lifecycle
@@ -121,5 +122,6 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     app.include_router(overview_api.router)
     app.include_router(overview_page.router)
     app.include_router(topics_api.router)
+    app.include_router(topics_page.router)
     console.mount_static(app)
     return app

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from gridloop import demo
 from gridloop.clock import FrozenClock
 from gridloop.consumer import Incoming
 from gridloop.tokens import Principal
@@ -25,6 +26,7 @@ from services.closer import scope
 from tests.db.test_closer_api import (
     MONDAY_9,
     act,
+    console_sign_in,
     frozen,
     login,
     one_hash_per_password,  # noqa: F401  (the module's argon2 shortcut, autouse)
@@ -332,3 +334,60 @@ def test_refusals(app: FastAPI, client: TestClient) -> None:
         "gridloop.topic.opened.v1",
         "gridloop.topic.cases_linked.v1",
     ]
+
+
+def csrf_of(html: str) -> str:
+    """The page's CSRF token."""
+    return html.split('name="csrf" value="')[1].split('"')[0]
+
+
+def test_the_console_from_suggestion_to_closed(app: FastAPI, client: TestClient) -> None:
+    """The centre's console: the suggestion on the list, opened by its form, the topic page's map with
+    one dot per case, the meeting and closing forms; a forged form is 403 and changes nothing."""
+    ids = [bikes(app, n * 25, 30 - n) for n in range(3)]
+    assert console_sign_in(client, "yh-centre", demo.DEMO_PASSWORD).status_code == 303
+    listing = client.get("/console/topics")
+    assert listing.status_code == 200
+    assert listing.text.count('class="suggestion"') == 1 and 'data-cases="3"' in listing.text
+    assert "3 件同类案件在 200 米内" in listing.text
+    csrf = csrf_of(listing.text)
+    form = {"csrf": csrf, "title": "地铁口单车堆积", "body": "街区治理委员会", "case_ids": ",".join(ids)}
+    assert client.post("/console/topics", data={**form, "csrf": "forged"}).status_code == 403
+    assert topic_events(app) == []
+    opened = client.post("/console/topics", data=form, follow_redirects=False)
+    assert opened.status_code == 303
+    where = opened.headers["location"]
+    tid = where.split("/console/topics/")[1].split("?")[0]
+    page = client.get(where).text
+    assert page.count('class="map-case"') == 3 and page.count('data-case="') == 3
+    assert 'id="meeting-form"' in page and 'id="close-form"' in page
+
+    meeting = {
+        "csrf": csrf,
+        "version": "1",
+        "held_on": "2026-11-25",
+        "participants": "委员会、企业",
+        "decision": "划区",
+    }
+    assert (
+        client.post(f"/console/topics/{tid}/meetings", data=meeting, follow_redirects=False).status_code
+        == 303
+    )
+    stale = client.post(
+        f"/console/topics/{tid}/close", data={"csrf": csrf, "version": "1", "outcome": "好了"}
+    )
+    assert stale.status_code == 409 and 'id="error"' in stale.text
+    done = client.post(
+        f"/console/topics/{tid}/close",
+        data={"csrf": csrf, "version": "2", "outcome": "停放区已划定", "resolves": "1"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    page = client.get(f"/console/topics/{tid}").text
+    assert 'data-status="closed"' in page and 'id="topic-outcome">停放区已划定<' in page
+    assert 'id="close-form"' not in page and page.count('data-status="resolved"') == 3
+    assert [ev.type for _k, ev in topic_events(app)] == [
+        "gridloop.topic.opened.v1", "gridloop.topic.meeting_recorded.v1", "gridloop.topic.closed.v1"
+    ]  # fmt: skip
+    listing = client.get("/console/topics").text
+    assert 'class="suggestion"' not in listing and f'data-topic="{tid}"' in listing
