@@ -21,6 +21,8 @@ from services.closer.console.svgmap import svg_map
 from services.closer.context import Closer, closer
 
 router = APIRouter(include_in_schema=False)
+HOT_SPOT_DEGREES = 0.005
+"""Cases spread less than this (about 500 m) are drawn without their grid's outline."""
 
 
 def _error(request: Request, ctx: Closer, who: Principal, exc: ApiError) -> Response:
@@ -59,6 +61,9 @@ def _topic_page(
     ]
     grids = {c["grid_id"] for c in view["case_list"] if c["grid_id"]}
     grid = ctx.jurisdiction.grids.get(grids.pop()) if len(grids) == 1 else None
+    spread = max((max(p[i] for p in points) - min(p[i] for p in points) for i in (0, 1)), default=0.0)
+    if spread < HOT_SPOT_DEGREES:
+        grid = None  # a hot spot: its cases fill the map (in the whole grid they would be one dot)
     centre = (view["lat"], view["lon"]) if view["lat"] is not None and view["lon"] is not None else None
     return render(
         request,
