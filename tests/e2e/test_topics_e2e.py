@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -106,7 +107,7 @@ def test_hot_spot_to_closed_topic_on_every_tracking_page(stack: Stack) -> None:
         return view if topic and topic["status"] == "closed" and view["status"] == "resolved" else None
 
     for rid in report_ids:
-        view = wait_for(lambda rid=rid: shown(rid), timeout=60, every=0.3, what=f"the outcome for {rid}")
+        view = wait_for(partial(shown, rid), timeout=60, every=0.3, what=f"the outcome for {rid}")
         assert (view["topic"]["topic_id"], view["topic"]["outcome"], view["topic"]["held_on"]) == (
             tid, OUTCOME, "2026-11-25"
         )  # fmt: skip
