@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gridloop import logs
@@ -282,6 +283,32 @@ def demo_sink() -> Any:
     return Sink(lambda item: print(terminal_line(item), flush=True)).start()
 
 
+def demo_hot_spot(reporter_url: str, var_dir: Path) -> None:
+    """Send the demo's piled-up-bikes hot spot once per data directory (gridloop/hotspot.py); a failure
+    is printed, never fatal."""
+    import httpx
+
+    from gridloop import hotspot
+
+    try:
+        sent = hotspot.send_once(reporter_url, var_dir)
+    except httpx.HTTPError as exc:
+        print(f"demo hot spot not sent: {exc}", flush=True)
+        return
+    if sent:
+        print(f"demo hot spot: {len(sent)} shared-bike reports at 地铁市光路站2号口 (a topic suggestion)")
+
+
+def cmd_demo_hot_spot(args: argparse.Namespace) -> int:
+    """Send the demo's hot spot to a running reporter."""
+    from gridloop import hotspot
+
+    settings = get_settings()
+    ids = hotspot.send(args.reporter or f"http://{settings.host}:{settings.port('reporter')}")
+    print(f"{len(ids)} reports: {', '.join(ids)}")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the whole embedded stack until Ctrl-C."""
     from gridloop.stack import Stack, StackConfigError
@@ -314,6 +341,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         print(f"starting the broker ({stack.choose_broker()}) …", flush=True)
         stack.start()
+        if not args.no_demo:
+            demo_hot_spot(stack.url("reporter"), settings.var_dir)
         print_banner(stack)
         while True:
             # a supervisor's job: whatever died (kill -9 while trying failover) is started again
@@ -453,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=history_spec,
         help="also load simulated history of that many days (30d, 4w)",
     )
+    hot = demo_sub.add_parser("hotspot", help="send the piled-up-bikes hot spot (a topic suggestion)")
+    hot.add_argument("--reporter", default=None, help="the reporter's URL (default: this host's)")
+    hot.set_defaults(func=cmd_demo_hot_spot)
 
     from gridloop.proxy import add_parser as add_proxy_parser
 

@@ -22,7 +22,12 @@ REPORTS_FEEDBACK = "reports.feedback"
 CASES_EVENTS = "cases.events"
 STAFF_EVENTS = "staff.events"
 DEADLETTER = "deadletter"
-ALL_TOPICS = (REPORTS_SUBMITTED, REPORTS_ROUTED, REPORTS_FEEDBACK, CASES_EVENTS, STAFF_EVENTS, DEADLETTER)
+TOPICS_EVENTS = "topics.events"
+"""Topics (议题) of area-level common issues, keyed by topic id: a topic's events stay in order on
+one partition, and a topic's many cases are not one case's key (so not on `cases.events`)."""
+ALL_TOPICS = (
+    REPORTS_SUBMITTED, REPORTS_ROUTED, REPORTS_FEEDBACK, CASES_EVENTS, STAFF_EVENTS, DEADLETTER, TOPICS_EVENTS
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ consumer always works with the newest model whatever version sits on the topic.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -277,6 +277,69 @@ class DeadLetter(EventData):
     original: str = Field(description="The original message value, as text.")
 
 
+# ---- topics (议题): area-level common issues taken to a meeting (`topics.events`, key: topic id) ----
+
+MAX_TOPIC_TEXT = 500
+"""Longest topic title, body name, decision or outcome: shown to riders on a phone."""
+
+
+class TopicOpened(EventData):
+    """A supervisor opened a topic (议题) linking cases of one street, from a suggestion or by hand."""
+
+    topic_id: str
+    street_id: str = Field(description="The street whose centre owns the topic (its cases' street).")
+    centre_station_id: str = Field(description="The street's centre station (what notification rules match).")
+    category: str | None = Field(None, description="The cases' category, when they share one.")
+    title: str = Field(max_length=MAX_TOPIC_TEXT)
+    body: str = Field(
+        max_length=MAX_TOPIC_TEXT, description="Who takes it up: 街区治理委员会, a department, a committee."
+    )
+    case_ids: list[str] = Field(description="Every linked case, oldest first.")
+    suggestion: str | None = Field(None, description="The suggestion's key it came from, if any.")
+    version: int = Field(description="The topic's version (1).")
+    at: datetime
+
+
+class TopicCasesLinked(EventData):
+    """Cases were added to or removed from an open topic."""
+
+    topic_id: str
+    added: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    case_ids: list[str] = Field(description="Every linked case after the change.")
+    version: int
+    at: datetime
+
+
+class TopicMeetingRecorded(EventData):
+    """The topic's meeting (专题会议) was recorded. The participants and the follow-up owner stay in
+    the closer (names of people); riders see the date, the decision and the follow-up deadline."""
+
+    topic_id: str
+    meeting_id: int
+    held_on: date
+    decision: str = Field(max_length=MAX_TOPIC_TEXT)
+    follow_up_due: date | None = None
+    case_ids: list[str]
+    version: int
+    at: datetime
+
+
+class TopicClosed(EventData):
+    """A topic was closed with its outcome; each linked case got the outcome as a public update (and,
+    when `resolves`, was resolved for its riders to confirm) on `cases.events`."""
+
+    topic_id: str
+    street_id: str
+    centre_station_id: str
+    title: str = Field("", max_length=MAX_TOPIC_TEXT, description="The topic's title (for messages).")
+    outcome: str = Field(max_length=MAX_TOPIC_TEXT)
+    resolves: bool = Field(description="The outcome fixes the cases: the ones that could be were resolved.")
+    case_ids: list[str]
+    version: int
+    at: datetime
+
+
 # name -> (version, model). Transition events share one model.
 _TRANSITIONS = (
     "acknowledged",
@@ -309,6 +372,11 @@ REGISTRY: dict[str, tuple[int, type[EventData]]] = {
     "staff.tokens_revoked": (1, StaffTokensRevoked),
     "deadletter.message": (1, DeadLetter),
     **{f"case.{name}": (1, CaseTransitioned) for name in _TRANSITIONS},
+    # topics (议题), on `topics.events`
+    "topic.opened": (1, TopicOpened),
+    "topic.cases_linked": (1, TopicCasesLinked),
+    "topic.meeting_recorded": (1, TopicMeetingRecorded),
+    "topic.closed": (1, TopicClosed),
 }
 
 # (name, from_version) -> function turning old data into the next version's data.

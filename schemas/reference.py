@@ -156,6 +156,15 @@ class SlaPolicy(_Ref):
         return self.clock[priority]
 
 
+class TopicRule(_Ref):
+    """When cases of a category suggest an area-level common issue (议题): `min_cases` of them in one
+    grid, or within `radius_m` metres of one another, submitted within the last `window_days`."""
+
+    min_cases: int = Field(3, ge=2, le=100, description="N: how many cases make a suggestion.")
+    radius_m: float = Field(200.0, gt=0, le=5000, description="R: metres from the cluster's first case.")
+    window_days: float = Field(14.0, gt=0, le=365, description="D: how far back cases count, in days.")
+
+
 class Category(_Ref):
     """A kind of issue a rider can report, with its SLA and duplicate-merging parameters."""
 
@@ -168,6 +177,7 @@ class Category(_Ref):
     dup_radius_m: float = Field(50.0, gt=0, le=2000)
     dup_window_hours: float = Field(gt=0)
     needs_after_photo: bool
+    topic: TopicRule = Field(default_factory=TopicRule, description="When its cases suggest a topic (议题).")
 
     @field_validator("icon")
     @classmethod

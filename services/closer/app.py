@@ -13,8 +13,8 @@ from fastapi import FastAPI
 
 from gridloop.service import Runtime, create_app
 from gridloop.settings import Settings, get_settings
-from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK, REPORTS_ROUTED
-from schemas.events import CaseTransitioned
+from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK, REPORTS_ROUTED, TOPICS_EVENTS
+from schemas.events import CaseTransitioned, TopicClosed
 from schemas.reference import load_jurisdiction
 from services.closer import calendarstore, sla
 from services.closer.api import admin, auth, cases, photos
@@ -22,6 +22,7 @@ from services.closer.api import calendar as calendar_api
 from services.closer.api import duty as duty_api
 from services.closer.api import overview as overview_api
 from services.closer.api import stats as stats_api
+from services.closer.api import topics as topics_api
 from services.closer.calendar import Calendar
 from services.closer.cli import demo_accounts
 from services.closer.config import CloserConfig, calendar_dir, get_config
@@ -30,6 +31,7 @@ from services.closer.console import notifications as notifications_page
 from services.closer.console import overview as overview_page
 from services.closer.console import routes as console
 from services.closer.console import stats as stats_page
+from services.closer.console import topics as topics_page
 from services.closer.context import Closer
 from services.closer.handlers import Handlers
 from services.closer.lifecycle import Lifecycle
@@ -75,6 +77,11 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     )
     consumer.after_commit = ctx.changed  # new cases show in the live queue at once
     runtime.document_publication(CASES_EVENTS, CaseTransitioned, "Case lifecycle events, keyed by case id.")
+    runtime.document_publication(
+        TOPICS_EVENTS,
+        TopicClosed,
+        "Topics (议题): topic.opened, .cases_linked, .meeting_recorded, .closed; keyed by topic id.",
+    )
 
     scheduler = Scheduler(
         runtime.db,
@@ -118,5 +125,7 @@ def build(settings: Settings | None = None, config: CloserConfig | None = None) 
     app.include_router(overview_page.router)
     app.include_router(stats_api.router)
     app.include_router(stats_page.router)
+    app.include_router(topics_api.router)
+    app.include_router(topics_page.router)
     console.mount_static(app)
     return app

@@ -1,9 +1,9 @@
 """The closer's tables: cases, their reports, timeline, holds, escalations, photos, staff accounts,
-the calendar's imported years and the duty roster."""
+the calendar's imported years, the duty roster and topics (议题)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import Column, DateTime, Index, Integer, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.orm import registry
@@ -353,3 +353,62 @@ class DutyShift(Base, table=True):
     username: str | None = Field(default=None, max_length=60)
     created_by: str = Field(max_length=60)
     created_at: datetime = Field(sa_column=_ts())
+
+
+# ---- topics (议题): area-level common issues taken to a meeting (services/closer/topics.py) -------
+
+
+class Topic(Base, table=True):
+    """An area-level common issue: cases of one street linked, assigned to a body, met on, closed."""
+
+    __tablename__ = "topic"
+    __table_args__ = (Index("ix_topic_street_status", "street_id", "status", "updated_at"),)
+
+    topic_id: str = Field(primary_key=True, max_length=40)
+    street_id: str = Field(max_length=40)
+    category: str | None = Field(default=None, max_length=40)
+    title: str = Field(max_length=500)
+    body: str = Field(
+        max_length=500, description="Who takes it up: 街区治理委员会, a department, a committee."
+    )
+    status: str = Field(default="open", max_length=10, description="open or closed.")
+    version: int = 1
+    suggestion: str | None = Field(default=None, max_length=40, description="The suggestion's key, if any.")
+    lat: float | None = None
+    lon: float | None = None
+    created_by: str = Field(max_length=60)
+    created_at: datetime = Field(sa_column=_ts())
+    updated_at: datetime = Field(sa_column=_ts())
+    outcome: str | None = Field(default=None, max_length=500)
+    resolves: bool = False
+    closed_by: str | None = Field(default=None, max_length=60)
+    closed_at: datetime | None = Field(default=None, sa_column=_ts(True))
+
+
+class TopicCase(Base, table=True):
+    """A case linked to a topic; a case is in one topic at most (never suggested again)."""
+
+    __tablename__ = "topic_case"
+    __table_args__ = (Index("ix_topic_case_topic", "topic_id"),)
+
+    case_id: str = Field(primary_key=True, max_length=40, foreign_key="case.case_id")
+    topic_id: str = Field(max_length=40, foreign_key="topic.topic_id")
+    linked_by: str = Field(max_length=60)
+    linked_at: datetime = Field(sa_column=_ts())
+
+
+class TopicMeeting(Base, table=True):
+    """A topic's meeting (专题会议): when, who took part (text), the decision, the follow-up."""
+
+    __tablename__ = "topic_meeting"
+    __table_args__ = (Index("ix_topic_meeting_topic", "topic_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    topic_id: str = Field(max_length=40, foreign_key="topic.topic_id")
+    held_on: date
+    participants: str = Field(sa_column=Column(Text, nullable=False))
+    decision: str = Field(max_length=500)
+    follow_up_owner: str | None = Field(default=None, max_length=120)
+    follow_up_due: date | None = None
+    recorded_by: str = Field(max_length=60)
+    recorded_at: datetime = Field(sa_column=_ts())

@@ -68,6 +68,9 @@ class Request:
     reason: str | None = None
     hours: float | None = None
     has_photo: bool = False
+    topic_id: str | None = None
+    """Set when closing a topic (议题) resolves the case: the meeting's recorded outcome stands in for
+    the after-photo (the fix was the body's, decided and recorded on the topic)."""
 
 
 Guard = Callable[[Facts, Actor], str | None]
@@ -129,7 +132,7 @@ def _need_assignee(_f: Facts, r: Request, _s: Collection[str]) -> tuple[str, str
 
 
 def _need_photo(f: Facts, r: Request, _s: Collection[str]) -> tuple[str, str] | None:
-    if f.needs_after_photo and not r.has_photo:
+    if f.needs_after_photo and not r.has_photo and not r.topic_id:
         return ("photo", "this category needs an after-photo")
     return None
 

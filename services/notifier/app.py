@@ -12,13 +12,13 @@ from fastapi import FastAPI
 from gridloop import metrics
 from gridloop.service import Runtime, create_app
 from gridloop.settings import Settings, get_settings
-from gridloop.topics import CASES_EVENTS, STAFF_EVENTS
+from gridloop.topics import CASES_EVENTS, STAFF_EVENTS, TOPICS_EVENTS
 from schemas.reference import load_jurisdiction
 from services.notifier import api, channels
 from services.notifier.config import NotifierConfig, get_config
 from services.notifier.context import Notifier
 from services.notifier.deliveries import Backoff
-from services.notifier.handlers import CASE_EVENTS, Handlers
+from services.notifier.handlers import CASE_EVENTS, TOPIC_EVENTS, Handlers
 from services.notifier.models import PLUMBING, Base
 from services.notifier.rules import load_rules
 from services.notifier.sender import Sender
@@ -51,9 +51,10 @@ def build(settings: Settings | None = None, config: NotifierConfig | None = None
     handlers = Handlers(rules, jurisdiction, config, settings.closer_public_url, on_new=sender.wake)
     runtime.consumer(
         "notifier",
-        [CASES_EVENTS, STAFF_EVENTS],
+        [CASES_EVENTS, STAFF_EVENTS, TOPICS_EVENTS],
         {
             **{name: handlers.on_case_event for name in CASE_EVENTS},
+            **{name: handlers.on_topic_event for name in TOPIC_EVENTS},
             "staff.tokens_revoked": handlers.on_tokens_revoked,
         },
         # case.nudged and the other conversation events may reach the topic before this code knows them

@@ -25,18 +25,24 @@ from schemas.events import (
     CaseReportMerged,
     CaseTransitioned,
     StaffTokensRevoked,
+    TopicCasesLinked,
+    TopicClosed,
+    TopicMeetingRecorded,
+    TopicOpened,
 )
 from schemas.reference import Jurisdiction
 from services.notifier import channels, deliveries
 from services.notifier.config import NotifierConfig
-from services.notifier.messages import case_link, render
+from services.notifier.messages import Message, case_link, render, render_topic, topic_link
 from services.notifier.models import CaseInfo, Delivery
 from services.notifier.rules import Rule, Signal, routes
 
 log = logging.getLogger(__name__)
 
-CASE_EVENTS = tuple(name for name in REGISTRY if name.startswith(("case.", "topic.")))
+CASE_EVENTS = tuple(name for name in REGISTRY if name.startswith("case."))
 """The `cases.events` types the notifier parses (newer ones are skipped until this code knows them)."""
+TOPIC_EVENTS = tuple(name for name in REGISTRY if name.startswith("topic."))
+"""The `topics.events` types (议题): routed by the same rules, as the topic's street's centre."""
 
 
 def _remember(info: CaseInfo | None, item: Incoming) -> tuple[CaseInfo | None, bool]:
@@ -118,6 +124,40 @@ class Handlers:
             return
         session.add(info)
         signal = signal_of(info, item, became_common)
+        self._deliver(
+            session,
+            signal,
+            lambda: render(signal, self.jurisdiction, self.console_base, self.config.english),
+            case_link(self.console_base, signal.case_id),
+        )
+
+    def on_topic_event(self, session: Session, item: Incoming) -> None:
+        """A `topics.events` event: matched like a case event, as its street's centre (the topic id
+        stands in for the case id; the message and link are the topic's)."""
+        d = item.data
+        if not isinstance(d, TopicOpened | TopicCasesLinked | TopicMeetingRecorded | TopicClosed):
+            return
+        signal = Signal(
+            event=item.event.name,
+            event_id=item.event.id,
+            case_id=d.topic_id,
+            time=as_utc(item.event.time),
+            station_id=getattr(d, "centre_station_id", ""),
+            category=getattr(d, "category", None) or "",
+            street_id=getattr(d, "street_id", None),
+            status="closed" if isinstance(d, TopicClosed) else "open",
+        )
+        self._deliver(
+            session,
+            signal,
+            lambda: render_topic(signal, d, self.console_base, self.config.english),
+            topic_link(self.console_base, d.topic_id),
+        )
+
+    def _deliver(
+        self, session: Session, signal: Signal, message_of: Callable[[], Message], link: str
+    ) -> None:
+        """One delivery row per channel the rules route this signal to (its message rendered now)."""
         now = utcnow()
         unrouted: list[str] = []
         added = 0
@@ -126,7 +166,7 @@ class Handlers:
             if target is None:
                 unrouted.append(channel)
                 continue
-            message = render(signal, self.jurisdiction, self.console_base, self.config.english)
+            message = message_of()
             delivery = Delivery(
                 event_id=signal.event_id,
                 event_type=signal.event,
@@ -137,7 +177,7 @@ class Handlers:
                 target=target.label,
                 title=message.title,
                 body=message.body,
-                link=case_link(self.console_base, signal.case_id),
+                link=link,
                 event_time=signal.time,
                 created_at=now,
                 next_attempt_at=now + timedelta(seconds=self.config.hold_seconds),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from schemas.reference import Jurisdiction
@@ -31,6 +32,10 @@ HEADLINES: dict[str, tuple[str, str]] = {
     "case.nudged": ("骑手催办", "Rider nudged the case"),
     "case.resolved": ("案件已办结", "Case resolved"),
     "case.closed": ("案件已结案", "Case closed"),
+    "topic.opened": ("新议题（共性问题）", "New topic (common issue)"),
+    "topic.cases_linked": ("议题案件调整", "Topic's cases changed"),
+    "topic.meeting_recorded": ("议题会议已记录", "Topic meeting recorded"),
+    "topic.closed": ("议题已结束", "Topic closed"),
 }
 PRIORITY_ZH = {"urgent": "紧急", "high": "较急", "normal": "一般"}
 DEADLINE_ZH = {"ack": "签收", "resolve": "办结"}
@@ -89,6 +94,30 @@ def render(signal: Signal, j: Jurisdiction, console_base: str, english: bool = T
         cat_en = category.name_en if category else signal.category
         lines.append(f"{en}: {cat_en}, due {local_time(signal.resolve_due)} (Shanghai)")
     return Message(title, "\n".join(lines))
+
+
+def topic_link(console_base: str, topic_id: str) -> str:
+    """The topic's page in the closer's staff console."""
+    return f"{console_base.rstrip('/')}/console/topics/{topic_id}"
+
+
+def render_topic(signal: Signal, data: Any, console_base: str, english: bool = True) -> Message:
+    """The message of a topic (议题) event: what, who takes it up, the outcome once closed; staff text
+    only (no rider data is on `topics.events`)."""
+    zh, en = headline(signal)
+    title_text = getattr(data, "title", None)
+    lines = [f"议题：{title_text or signal.case_id}"]
+    if getattr(data, "body", None):
+        lines.append(f"承办：{data.body}")
+    lines.append(f"案件数：{len(getattr(data, 'case_ids', []))}")
+    if getattr(data, "decision", None):
+        lines.append(f"会议决定：{data.decision}")
+    if getattr(data, "outcome", None):
+        lines.append(f"结论：{data.outcome}")
+    lines.append(f"查看：{topic_link(console_base, signal.case_id)}")
+    if english:
+        lines.append(f"{en}: {signal.case_id}")
+    return Message(f"{zh} · {title_text or signal.case_id}", "\n".join(lines))
 
 
 def render_digest(titles: Sequence[str], links: Sequence[str], english: bool = True) -> Message:

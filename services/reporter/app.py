@@ -12,7 +12,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from gridloop.groupcommit import GroupCommit
 from gridloop.service import Runtime, create_app
 from gridloop.settings import Settings, get_settings
-from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK, REPORTS_SUBMITTED, STAFF_EVENTS
+from gridloop.topics import CASES_EVENTS, REPORTS_FEEDBACK, REPORTS_SUBMITTED, STAFF_EVENTS, TOPICS_EVENTS
 from schemas.events import ReportFeedback, ReportSubmitted
 from schemas.reference import load_jurisdiction
 from services.reporter.api import conversation, keys, open311, pages, places, reports
@@ -48,7 +48,9 @@ def build(settings: Settings | None = None, config: ReporterConfig | None = None
         vapid,
     )
     sender = PushSender(runtime, vapid, config)
-    runtime.consumer("reporter", [CASES_EVENTS, STAFF_EVENTS], handlers(sender.wake), plain_sql=True)
+    runtime.consumer(
+        "reporter", [CASES_EVENTS, STAFF_EVENTS, TOPICS_EVENTS], handlers(sender.wake), plain_sql=True
+    )
     runtime.document_publication(REPORTS_SUBMITTED, ReportSubmitted, "Accepted reports, keyed by grid id.")
     runtime.document_publication(
         REPORTS_FEEDBACK,

@@ -1,5 +1,5 @@
-"""The reporter's Kafka handlers (`cases.events`, `staff.events`), thin: take the event, change the
-read model (or the staff tokens' state).
+"""The reporter's Kafka handlers (`cases.events`, `staff.events`, `topics.events`), thin: take the
+event, change the read model (or the staff tokens' state, or the topics riders see).
 
 They run inside the consumer's batch transaction in plain SQL (the consumer is `plain_sql=True`);
 services.reporter.readmodel decides what each event changes.
@@ -20,8 +20,12 @@ from schemas.events import (
     CaseTransitioned,
     CaseUpdatedPublic,
     StaffTokensRevoked,
+    TopicCasesLinked,
+    TopicClosed,
+    TopicMeetingRecorded,
+    TopicOpened,
 )
-from services.reporter import conversation, push, readmodel
+from services.reporter import conversation, push, readmodel, topics
 
 TRANSITIONS = tuple(
     name.removeprefix("case.")
@@ -88,6 +92,23 @@ def on_staff_tokens_revoked(session: Tx, item: Incoming) -> None:
     revocations.tokens_revoked(Raw(session), data)
 
 
+def on_topic(session: Tx, item: Incoming) -> None:
+    """`topic.*` (`topics.events`): the topic as its cases' tracking pages show it."""
+    data = item.data
+    raw = Raw(session)
+    if isinstance(data, TopicOpened):
+        topics.opened(raw, data)
+    elif isinstance(data, TopicCasesLinked):
+        topics.cases_linked(raw, data)
+    elif isinstance(data, TopicMeetingRecorded):
+        topics.meeting_recorded(raw, data)
+    elif isinstance(data, TopicClosed):
+        topics.closed(raw, data)
+
+
+TOPIC_EVENTS = ("topic.opened", "topic.cases_linked", "topic.meeting_recorded", "topic.closed")
+
+
 def handlers(wake_push: Callable[[], None] | None = None) -> dict[str, Handler]:
     """The `cases.events` and `staff.events` handlers of the reporter's consumer (`wake_push`: tells
     the push sender that pushes were committed).
@@ -102,4 +123,5 @@ def handlers(wake_push: Callable[[], None] | None = None) -> dict[str, Handler]:
         "case.report_merged": on_report_merged,
         **{f"case.{name}": on_case_transition for name in TRANSITIONS},
         **{name: pushed(kind, wake_push) for name, kind in push.PUSH_KINDS.items()},
+        **dict.fromkeys(TOPIC_EVENTS, on_topic),
     }

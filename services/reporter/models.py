@@ -251,3 +251,36 @@ class PushMessage(Base, table=True):
     created_at: datetime = Field(sa_column=_ts())
     sent_at: datetime | None = Field(default=None, sa_column=_ts(True))
     last_error: str | None = Field(default=None, max_length=200)
+
+
+# ---- topics (议题) from `topics.events` (services/reporter/topics.py) ----------------------------
+
+
+class TopicView(Base, table=True):
+    """A topic as its cases' riders see it: what, who takes it up, the meeting's decision, the outcome.
+
+    Kept from `topics.events`; never the meeting's participants or the follow-up's owner (the closer
+    keeps those)."""
+
+    __tablename__ = "topic_view"
+
+    topic_id: str = Field(primary_key=True, max_length=40)
+    title: str = Field(max_length=500)
+    body: str = Field(max_length=500)
+    status: str = Field(default="open", max_length=10)
+    version: int = 0
+    held_on: str | None = Field(default=None, max_length=10, description="The meeting's date, ISO.")
+    decision: str | None = Field(default=None, max_length=500)
+    follow_up_due: str | None = Field(default=None, max_length=10, description="ISO date.")
+    outcome: str | None = Field(default=None, max_length=500)
+    resolves: bool = False
+    updated_at: datetime = Field(sa_column=_ts())
+
+
+class TopicCaseView(Base, table=True):
+    """Which topic a case is in (a case is in one at most)."""
+
+    __tablename__ = "topic_case_view"
+
+    case_id: str = Field(primary_key=True, max_length=40)
+    topic_id: str = Field(max_length=40, index=True)

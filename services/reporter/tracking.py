@@ -11,7 +11,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from gridloop.clock import as_utc
-from services.reporter import conversation, nudges
+from services.reporter import conversation, nudges, topics
 from services.reporter.models import CaseView, Place, Report, ReportEvent
 from services.reporter.rider_feedback import feedback_json, shown_feedback
 from services.reporter.wording import action_text, status_text
@@ -67,6 +67,7 @@ def load_public_report(
     feedback = shown_feedback(session, report) if owner else None
     out["feedback"] = feedback_json(feedback) if feedback else None
     out["updates"] = conversation.updates(session, report.case_id)
+    out["topic"] = topics.for_case(session, report.case_id)
     out["replies"] = conversation.replies(session, report.report_id) if owner else None
     following = nudges.next_nudge_at(report.nudged_at) if owner else None
     out["next_nudge_at"] = following.isoformat() if following else None

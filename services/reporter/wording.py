@@ -170,6 +170,17 @@ TEXT: dict[str, tuple[str, str]] = {
     "push_closed": ("您的报告已结案，谢谢！", "Your report is closed. Thank you!"),
     "push_updated_public": ("网格站发布了处理进展", "The grid station posted an update"),
     "push_question_asked": ("网格站有问题想问您，请回复", "The grid station has a question for you"),
+    # topics (议题): the case is part of an area-level common issue taken to a meeting
+    "topic": ("共性问题议题", "Common issue taken up"),
+    "topic_hint": (
+        "附近多位骑手反映了同类问题，街道把它作为议题统一处理。",
+        "Several riders reported this nearby; the street is taking it up as one issue.",
+    ),
+    "topic_body": ("承办", "Taken up by"),
+    "topic_meeting": ("专题会议", "Meeting"),
+    "topic_follow_up": ("跟进期限", "Follow-up by"),
+    "topic_outcome": ("议题结论", "Outcome"),
+    "topic_open": ("处理中", "In progress"),
 }
 
 

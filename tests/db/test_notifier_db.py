@@ -17,7 +17,14 @@ from gridloop.leader import Leadership
 from gridloop.tokens import Principal
 from schemas.cases import CaseStatus
 from schemas.envelope import CloudEvent
-from schemas.events import StaffTokensRevoked, make_event
+from schemas.events import (
+    StaffTokensRevoked,
+    TopicCasesLinked,
+    TopicClosed,
+    TopicMeetingRecorded,
+    TopicOpened,
+    make_event,
+)
 from services.notifier.config import NotifierConfig
 from services.notifier.deliveries import Backoff
 from services.notifier.handlers import Handlers
@@ -217,3 +224,59 @@ def test_a_revoked_token_is_refused_after_staff_events(db: Database) -> None:
     assert (current(1), current(2)) == (False, True)
     revoked(2, False, T0 + timedelta(minutes=2))  # disabled at the same version, later
     assert current(2) is False
+
+
+def test_topics_opened_and_closed_reach_the_centre(db: Database, clock: FrozenClock) -> None:
+    """data/notify/rules.json's topic rule: topic.opened and topic.closed go to the topic's street's
+    centre with the topic's link; cases linked and a meeting go nowhere."""
+    consumer = fed(db)
+    common = {"topic_id": "T1", "street_id": "yinhang", "centre_station_id": "yh-centre", "at": T0}
+    events = [
+        make_event(
+            "topic.opened",
+            TopicOpened(**common, category="shared_bikes", title="地铁口单车堆积", body="街区治理委员会",
+                        case_ids=["C1", "C2", "C3"], version=1),
+            source="closer", subject="T1", time=T0,
+        ),
+        make_event(
+            "topic.cases_linked",
+            TopicCasesLinked(topic_id="T1", added=["C4"], case_ids=["C1", "C4"], version=2, at=T0),
+            source="closer", subject="T1", time=T0,
+        ),
+        make_event(
+            "topic.meeting_recorded",
+            TopicMeetingRecorded(topic_id="T1", meeting_id=1, held_on=T0.date(), decision="划定停放区",
+                                 case_ids=["C1"], version=3, at=T0),
+            source="closer", subject="T1", time=T0,
+        ),
+        make_event(
+            "topic.closed",
+            TopicClosed(**common, title="地铁口单车堆积", outcome="已划定停放区", resolves=True,
+                        case_ids=["C1"], version=4),
+            source="closer", subject="T1", time=T0,
+        ),
+    ]  # fmt: skip
+    consumer.feed(*events)
+    consumer.feed(events[0], offset=1)  # redelivered: still one delivery
+    made = [(d.event_type, d.rule_id, d.target, d.case_id, d.title, d.link) for d in rows(db)]
+    link = f"{CONSOLE}/console/topics/T1"
+    assert made == [
+        (
+            "topic.opened",
+            "topic-opened-closed",
+            "centre:yh-centre",
+            "T1",
+            "新议题（共性问题） · 地铁口单车堆积",
+            link,
+        ),
+        (
+            "topic.closed",
+            "topic-opened-closed",
+            "centre:yh-centre",
+            "T1",
+            "议题已结束 · 地铁口单车堆积",
+            link,
+        ),
+    ]
+    closed_body = rows(db)[1].body
+    assert "结论：已划定停放区" in closed_body and "案件数：1" in closed_body

@@ -42,9 +42,9 @@ def test_topics_created_with_explicit_partitions(kafka_bootstrap: str, topic_pre
     }
     first = run(["topics"], env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created") == len(ALL_TOPICS) == 6
+    assert first.stdout.count("created") == len(ALL_TOPICS) == 7
     second = run(["topics"], env)
-    assert second.stdout.count("exists") == 6
+    assert second.stdout.count("exists") == 7
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
         described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
@@ -53,7 +53,7 @@ def test_topics_created_with_explicit_partitions(kafka_bootstrap: str, topic_pre
     for name in ALL_TOPICS:
         assert described[topic_prefix + name] == 4
     grown = run(["topics", "--partitions", "6"], env)
-    assert grown.stdout.count("grown") == 6
+    assert grown.stdout.count("grown") == 7
 
 
 @pytest.mark.kafka

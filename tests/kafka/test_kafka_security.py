@@ -120,7 +120,7 @@ SCRAM_ENV = {
 
 
 def test_topics_command_logs_in_and_a_wrong_login_is_named(secure_kafka: SecureKafka) -> None:
-    """`gridloop topics` over SASL creates the six topics; with a wrong password, or none, it exits 1
+    """`gridloop topics` over SASL creates the project's topics; with a wrong password, or none, it exits 1
     at once naming why, and creates nothing."""
     prefix = f"sec{uuid.uuid4().hex[:6]}."
     done = run_topics(secure_kafka.sasl, prefix, **SCRAM_ENV)

@@ -14,7 +14,7 @@ from schemas.envelope import CloudEvent
 from schemas.events import CaseOpened, CaseReportMerged, CaseTransitioned, make_event
 from schemas.reference import Jurisdiction, load_jurisdiction
 from services.notifier.config import NotifierConfig
-from services.notifier.handlers import CASE_EVENTS, Handlers
+from services.notifier.handlers import CASE_EVENTS, TOPIC_EVENTS, Handlers
 from services.notifier.models import PLUMBING
 from services.notifier.rules import load_rules
 
@@ -78,10 +78,13 @@ class Fed:
         handlers = Handlers(RULES, J, self.config, CONSOLE)
         self.consumer = IdempotentConsumer(
             group="notifier",
-            topics=["cases.events"],
+            topics=["cases.events", "topics.events"],
             db=self.db,
             tables=PLUMBING,
-            handlers={name: handlers.on_case_event for name in CASE_EVENTS},
+            handlers={
+                **{name: handlers.on_case_event for name in CASE_EVENTS},
+                **{name: handlers.on_topic_event for name in TOPIC_EVENTS},
+            },
             service="notifier",
             skip_unknown=True,
         )
@@ -95,7 +98,8 @@ class Fed:
                 at = self.offset
             else:
                 at, offset = offset, offset + 1
-            raws.append(_Raw("cases.events", 0, at, event.subject, event.model_dump_json().encode()))
+            topic = "topics.events" if event.name.startswith("topic.") else "cases.events"
+            raws.append(_Raw(topic, 0, at, event.subject, event.model_dump_json().encode()))
         self.consumer.apply_batch(raws)
 
     def feed_raw(self, value: bytes) -> None:

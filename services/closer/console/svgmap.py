@@ -14,10 +14,12 @@ def svg_map(
     label: str = "",
     width: int = 320,
     height: int = 240,
+    others: Sequence[tuple[float, float]] = (),
 ) -> Markup:
-    """The grid ring ((lon, lat) pairs) and the point (lat, lon) drawn to fit, north up."""
-    lons = [lon for lon, _ in ring or ()] + ([point[1]] if point else [])
-    lats = [lat for _, lat in ring or ()] + ([point[0]] if point else [])
+    """The grid ring ((lon, lat) pairs) and the point (lat, lon) drawn to fit, north up; `others`
+    (lat, lon) are more points, drawn as dots (a topic's cases)."""
+    lons = [lon for lon, _ in ring or ()] + ([point[1]] if point else []) + [lon for _, lon in others]
+    lats = [lat for _, lat in ring or ()] + ([point[0]] if point else []) + [lat for lat, _ in others]
     if not lons:
         return Markup("")
     mid_lat = (min(lats) + max(lats)) / 2
@@ -41,6 +43,9 @@ def svg_map(
     if ring:
         pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(lon, lat) for lon, lat in ring))
         parts.append(f'<polygon points="{pts}" class="map-grid"/>')
+    for lat, lon in others:
+        x, y = xy(lon, lat)
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" class="map-case"/>')
     if point:
         x, y = xy(point[1], point[0])
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" class="map-point"/>')

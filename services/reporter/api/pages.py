@@ -19,7 +19,7 @@ from gridloop.clock import as_utc, utcnow
 from gridloop.service import page_security_headers
 from schemas import codes
 from schemas.cases import CaseStatus
-from services.reporter import conversation, nudges
+from services.reporter import conversation, nudges, topics
 from services.reporter.api.reports import open_cases_json
 from services.reporter.context import LANG_COOKIE, Ctx, Lang, Reporter, RiderRef, language
 from services.reporter.credentials import tracking_key_matches
@@ -212,6 +212,7 @@ def _track_rows(session: Session, report_id: str) -> dict[str, Any] | None:
         "feedback": shown_feedback(session, report),
         "updates": conversation.updates(session, report.case_id),
         "replies": conversation.replies(session, report_id),
+        "topic": topics.for_case(session, report.case_id),
     }
 
 
@@ -276,6 +277,7 @@ async def track(
         description=report.description if owner else None,
         photos=[f"/api/v1/photos/{p}" for p in data["photos"]] if owner else [],
         updates=updates,
+        topic=data["topic"],
         replies=replies if owner else [],
         can_nudge=can_nudge,
         case_known=report.case_id is not None,

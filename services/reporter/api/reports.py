@@ -83,6 +83,21 @@ class OwnReply(BaseModel):
     photo_urls: list[str]
 
 
+class PublicTopic(BaseModel):
+    """The topic (议题) a report's case is in: what, who takes it up, the meeting's decision, the outcome."""
+
+    topic_id: str
+    title: str
+    body: str = Field(description="Who takes it up (街区治理委员会, a department, a committee).")
+    status: str = Field(description="open, or closed with its outcome.")
+    held_on: str | None = Field(None, description="The meeting's date (ISO), once recorded.")
+    decision: str | None = None
+    follow_up_due: str | None = None
+    outcome: str | None = None
+    resolves: bool
+    updated_at: str
+
+
 class PublicReport(BaseModel):
     """The public status and timeline of a report (no personal data)."""
 
@@ -109,6 +124,7 @@ class PublicReport(BaseModel):
     next_nudge_at: str | None = Field(
         None, description="With the credential: a nudge (催办) before this time is refused (429)."
     )
+    topic: PublicTopic | None = Field(None, description="The topic (议题) the case is in, if any.")
 
 
 class OpenCase(BaseModel):
