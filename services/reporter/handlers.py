@@ -17,11 +17,12 @@ from schemas.events import (
     CaseOpened,
     CaseQuestionAsked,
     CaseReportMerged,
+    CaseRidersThanked,
     CaseTransitioned,
     CaseUpdatedPublic,
     StaffTokensRevoked,
 )
-from services.reporter import conversation, push, readmodel
+from services.reporter import conversation, push, readmodel, recognition
 
 TRANSITIONS = tuple(
     name.removeprefix("case.")
@@ -88,6 +89,22 @@ def on_staff_tokens_revoked(session: Tx, item: Incoming) -> None:
     revocations.tokens_revoked(Raw(session), data)
 
 
+def thanked(wake: Callable[[], None] | None) -> Handler:
+    """`case.riders_thanked`: staff's thank-you shows on every rider's own tracking page (kept once
+    per case), and every browser following the case is pushed in the same transaction."""
+
+    def handle(session: Tx, item: Incoming) -> None:
+        data = item.data
+        assert isinstance(data, CaseRidersThanked)
+        raw = Raw(session)
+        if not recognition.riders_thanked(raw, data, item.event.id):
+            return
+        if push.queue_for_case(raw, data.case_id, item.event.id, "thanked") and wake:
+            after_commit(session, wake)
+
+    return handle
+
+
 def handlers(wake_push: Callable[[], None] | None = None) -> dict[str, Handler]:
     """The `cases.events` and `staff.events` handlers of the reporter's consumer (`wake_push`: tells
     the push sender that pushes were committed).
@@ -102,4 +119,5 @@ def handlers(wake_push: Callable[[], None] | None = None) -> dict[str, Handler]:
         "case.report_merged": on_report_merged,
         **{f"case.{name}": on_case_transition for name in TRANSITIONS},
         **{name: pushed(kind, wake_push) for name, kind in push.PUSH_KINDS.items()},
+        "case.riders_thanked": thanked(wake_push),  # issue 17
     }

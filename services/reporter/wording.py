@@ -170,6 +170,19 @@ TEXT: dict[str, tuple[str, str]] = {
     "push_closed": ("您的报告已结案，谢谢！", "Your report is closed. Thank you!"),
     "push_updated_public": ("网格站发布了处理进展", "The grid station posted an update"),
     "push_question_asked": ("网格站有问题想问您，请回复", "The grid station has a question for you"),
+    # issue 17: riders recognised
+    "push_thanked": ("街道感谢您的上报！", "The street thanks you for your report!"),
+    "thanks_title": ("街道致谢", "Thank you from the street"),
+    "my_contributions": ("我的贡献", "My contributions"),
+    "my_reports_n": ("上报", "Reports"),
+    "my_fixed_n": ("已解决", "Fixed"),
+    "my_thanks_n": ("收到致谢", "Thanks received"),
+    "recognition_code": ("骑手识别码", "Recognition code"),
+    "recognition_hint": (
+        "表彰时向街道或平台出示此码即可，无需提供姓名、电话或骑手编号。",
+        "Show this code to the street or your platform to be recognised (表彰): "
+        "no name, phone or rider number needed.",
+    ),
 }
 
 
