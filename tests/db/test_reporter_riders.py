@@ -25,7 +25,7 @@ from schemas.events import CaseReportMerged, CaseRidersThanked
 from schemas.reference import Place
 from services.reporter.models import Base
 from services.reporter.reports import ReportIn, request_hash
-from services.reporter.riders import recognition_code, rider_no_ref
+from services.reporter.riders import rider_no_ref
 from tests.db.test_reporter_push import SUBJECT, apply, moved, new_report, opened, rows
 from tests.support.logs import captured_logs
 from tests.support.pushservice import BrowserKeys
@@ -111,16 +111,6 @@ def test_the_rider_number_is_kept_only_as_a_pseudonym(reporter: tuple[FastAPI, d
         stranger.get(f"/open311/v2/requests/{report_id}.json").text,
     ]
     assert not [a for a in answers if DIGITS in a or "rider_no" in a]
-
-
-def test_a_blank_rider_number_has_no_pseudonym() -> None:
-    """No number (or only spaces): no pseudonym; the key matters (another secret, another one)."""
-    assert rider_no_ref("美团", None, REPORTER_SECRET) is None
-    assert rider_no_ref("美团", "   ", REPORTER_SECRET) is None
-    assert rider_no_ref("美团", NUMBER, REPORTER_SECRET) != rider_no_ref(
-        "美团", NUMBER, "another-" + "z" * 40
-    )
-    assert recognition_code("0123456789abcdef0123456789abcdef") == "abcdef" and recognition_code(None) is None
 
 
 def _filler(column: sa.Column[Any]) -> Any:
@@ -252,4 +242,16 @@ def test_a_thank_you_reaches_every_rider_of_the_case_once(
     assert 'id="n-reports">1<' in alone and 'id="n-fixed">0<' in alone and 'id="n-thanks">0<' in alone
     ref = rows(app, "SELECT rider_ref FROM report WHERE report_id = :r", r=first_id)[0][0]
     assert f'id="recognition">{ref[-6:]}<' in first.get("/my").text
+    assert first.get("/api/v1/me/contributions").json() == {
+        "reports": 1,
+        "fixed": 1,
+        "thanks": 1,
+        "recognition_code": ref[-6:],
+    }
+    assert stranger.get("/api/v1/me/contributions").json() == {
+        "reports": 0,
+        "fixed": 0,
+        "thanks": 0,
+        "recognition_code": None,
+    }
     assert 'id="contributions"' not in stranger.get("/my").text  # no rider cookie: nothing to show
