@@ -106,7 +106,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     settings = get_settings()
     for service in [args.service] if args.service else list(SERVICES):
         url = settings.db_url(service)
-        migrate.upgrade(service, url, secret=settings.signing_key())
+        migrate.upgrade(service, url)
         print(f"{service}: migrated ({url.split('@')[-1]})")
     return 0
 

@@ -105,12 +105,12 @@ def new_photo_id() -> str:
     return "p_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
 
 
-def request_hash(body: ReportIn, photo_digests: Sequence[str] = (), rider_no_ref: str | None = None) -> str:
+def request_hash(body: ReportIn, photo_digests: Sequence[str] = (), number_ref: str | None = None) -> str:
     """A digest of the request (fields and photos as sent), to tell a retry from a different request;
     the rider number enters only as its keyed pseudonym (a plain digest of it could be guessed back)."""
     fields = body.model_dump(mode="json")
     if fields.get("rider_no") is not None:
-        fields["rider_no"] = rider_no_ref
+        fields["rider_no"] = number_ref
     if photo_digests:
         fields["_photos"] = list(photo_digests)
     canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False)

@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from gridloop import migrate
 from gridloop.db import make_engine
+from gridloop.settings import get_settings
 from schemas.events import CaseReportMerged, CaseRidersThanked
 from schemas.reference import Place
 from services.reporter.models import Base
@@ -174,6 +175,38 @@ def test_migration_0010_converts_clear_numbers(db_url: str) -> None:
         assert [tuple(r) for r in back] == [("r_a", None), ("r_b", None), ("r_c", None)]
     finally:
         engine.dispose()
+
+
+def test_migration_0010_refuses_to_convert_without_the_secret(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With clear numbers to convert and no secret (none handed in, none configured, no
+    var/jwt.secret), the migration stops and the database stays at 0008 with its numbers; a
+    database without numbers needs no secret."""
+    monkeypatch.delenv("GRIDLOOP_JWT_SECRET", raising=False)
+    monkeypatch.setenv("GRIDLOOP_VAR_DIR", str(tmp_path / "empty-var"))
+    get_settings.cache_clear()
+    migrate.upgrade("reporter", db_url, "0008")
+    engine = make_engine(db_url)
+    try:
+        report = sa.Table("report", sa.MetaData(), autoload_with=engine)
+        required = {c.name: _filler(c) for c in report.columns if not c.nullable}
+        with engine.begin() as c:
+            c.execute(report.insert(), [{**required, "report_id": "r_a", "rider_no": NUMBER}])
+        with pytest.raises(RuntimeError, match="GRIDLOOP_JWT_SECRET"):
+            migrate.upgrade("reporter", db_url)
+        with engine.connect() as c:
+            assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0008"
+            assert c.execute(text("SELECT rider_no FROM report")).scalar() == NUMBER
+            c.execute(text("DELETE FROM report"))
+            c.commit()
+        migrate.upgrade("reporter", db_url)
+        with engine.connect() as c:
+            assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0010"
+        assert not (tmp_path / "empty-var" / "jwt.secret").exists()
+    finally:
+        engine.dispose()
+        get_settings.cache_clear()
 
 
 def thanked(app: FastAPI, case_id: str, report_ids: list[str], event_id: str) -> None:

@@ -6,7 +6,9 @@ request hash is re-keyed (it was a plain digest of a request holding the number)
 column is dropped. The numbers cannot come back: downgrade leaves the column empty.
 
 The key is derived from the service secret: `gridloop db upgrade` uses the configured one
-(GRIDLOOP_JWT_SECRET or var/jwt.secret), a caller of gridloop.migrate.upgrade may hand it in.
+(GRIDLOOP_JWT_SECRET, or an existing var/jwt.secret), a caller of gridloop.migrate.upgrade may hand
+it in; with rider numbers to convert and no secret, the migration stops (a made-up key would give
+pseudonyms the service never computes).
 
 Revision ID: 0010
 Revises: 0008
@@ -32,12 +34,23 @@ _BATCH = 1000
 
 
 def _secret() -> str:
+    """The service secret: handed in, else configured (GRIDLOOP_JWT_SECRET, or an existing
+    var/jwt.secret); never a new one, which would key the pseudonyms with a throwaway key."""
     given = context.config.attributes.get("secret")
     if given:
         return str(given)
     from gridloop.settings import get_settings
 
-    return get_settings().signing_key()
+    settings = get_settings()
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = settings.var_dir / "jwt.secret"
+    if path.exists():
+        return path.read_text().strip()
+    raise RuntimeError(
+        "reporter migration 0010 turns stored rider numbers into pseudonyms keyed with the service "
+        "secret: run it with the services' GRIDLOOP_JWT_SECRET"
+    )
 
 
 def _pseudonym(key: bytes, platform: str | None, rider_no: str) -> str | None:
@@ -72,8 +85,9 @@ def upgrade() -> None:
         if not rows:
             break
         # the secret is read only when there is a number to convert (a new database needs none)
-        key = key or derive_key(_secret(), "rider-number")
-        rehash = derive_key(_secret(), "request-hash-rekeyed")
+        secret = _secret()
+        key = key or derive_key(secret, "rider-number")
+        rehash = derive_key(secret, "request-hash-rekeyed")
         for report_id, platform, rider_no, request_hash in rows:
             bind.execute(
                 report.update()
