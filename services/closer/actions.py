@@ -279,7 +279,9 @@ def thank(ctx: Closer, who: Principal, case_id: str, body: ThanksBody) -> dict[s
         try:
             text = thanks.check_thanks(body.preset, body.text, case.status, who.role, already)
         except conversation.Unacceptable as exc:
-            raise ApiError(exc.status, exc.code, exc.message, {"field": "text"}) from exc
+            # the field at fault, for a form to point at (a refusal of the case itself has none)
+            field = {"invalid_preset": "preset", "text_too_long": "text"}.get(exc.code)
+            raise ApiError(exc.status, exc.code, exc.message, {"field": field} if field else None) from exc
         row = ctx.lifecycle.thank(session, case, body.preset, text, who.username, utcnow())
         answer = {"thanks": thanks_view(row), "version": case.version}
     ctx.changed()

@@ -90,7 +90,11 @@ def test_staff_thank_the_riders_once(app: FastAPI, client: TestClient) -> None:
     assert len(detail["report_ids"]) == 2
 
     again = thank(client, login(client, "yh-centre"), cid, preset="safety")
-    assert again.status_code == 409 and again.json()["error"]["code"] == "already_thanked"
+    assert again.status_code == 409 and again.json()["error"] == {
+        "code": "already_thanked",
+        "message": "The riders of this case were already thanked.",
+        "details": None,
+    }
     assert thanks_rows(app) == 1 and len(outbox(app, cid)) == 3  # opened, merged, thanked
 
 
@@ -105,12 +109,13 @@ def test_scope_roles_and_bad_input(app: FastAPI, client: TestClient) -> None:
     refused = thank(client, admin, cid)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
     assert client.post(f"/api/v1/cases/{cid}/thanks", json={"preset": "reported"}).status_code == 401
-    for body, code in (
-        ({"preset": "medal"}, "invalid_preset"),
-        ({"preset": "reported", "text": "谢" * 201}, "text_too_long"),
+    for body, code, field in (
+        ({"preset": "medal"}, "invalid_preset", "preset"),
+        ({"preset": "reported", "text": "谢" * 201}, "text_too_long", "text"),
     ):
         r = client.post(f"/api/v1/cases/{cid}/thanks", json=body, headers=s1)
         assert r.status_code == 422 and r.json()["error"]["code"] == code, r.text
+        assert r.json()["error"]["details"] == {"field": field}
     assert client.post(f"/api/v1/cases/{cid}/thanks", json={"text": "x"}, headers=s1).status_code == 422
     assert thanks_rows(app) == 0 and len(outbox(app, cid)) == 1
     with app.state.closer.runtime.db.session(write=True) as s:
