@@ -21,11 +21,14 @@ def alembic_config(service: str, url: str) -> Config:
     return cfg
 
 
-def upgrade(service: str, url: str, revision: str = "head") -> None:
-    """Bring one service's database to the given revision."""
+def upgrade(service: str, url: str, revision: str = "head", secret: str | None = None) -> None:
+    """Bring one service's database to the given revision; `secret` is the service secret a data
+    migration keys pseudonyms with (default: the configured one, read only when a step needs it)."""
     if url.startswith("sqlite"):
         Path(url.split("///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
     cfg = alembic_config(service, url)
+    if secret is not None:
+        cfg.attributes["secret"] = secret
     engine = make_engine(url)
     try:
         with engine.begin() as connection:

@@ -3,7 +3,8 @@
 Riders: a category mix that fits each kind of place, hot places that draw duplicates (and so common
 issues), a pool of riders with their own cookies, an occasional "danger now", and a few bad inputs
 (a mistyped code, an unknown category, an over-long text) so the rejection metrics move too.
-Staff: every station signs for new cases, dispatches them and resolves them after a while.
+Staff: every station signs for new cases, dispatches them and resolves them after a while, and
+thanks the riders of some resolved cases (致谢, once per case).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class Tally:
     sent: Counter[str] = field(default_factory=Counter)
     staff: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
+    thanked: set[str] = field(default_factory=set)
+    """Cases whose riders staff thanked (致谢 is once per case)."""
 
 
 def tiny_jpeg(seed: int) -> bytes:
@@ -156,6 +159,25 @@ async def ride(
 STAFF_STEPS = (("new", "acknowledge"), ("acknowledged", "dispatch"), ("dispatched", "resolve"))
 
 
+THANKS_SHARE = 0.3
+"""The share of resolved cases whose riders staff thank (issue 17), once each."""
+
+
+async def thank_riders(
+    client: httpx.AsyncClient,
+    closer: str,
+    auth: dict[str, str],
+    case_id: str,
+    rng: random.Random,
+    tally: Tally,
+) -> None:
+    """Thank a resolved case's riders (致谢) with a preset message."""
+    preset = rng.choice(("reported", "safety", "details"))
+    resp = await client.post(f"{closer}/api/v1/cases/{case_id}/thanks", json={"preset": preset}, headers=auth)
+    tally.thanked.add(case_id)
+    tally.staff[f"thanks:{resp.status_code}"] += 1
+
+
 async def staff_round(
     client: httpx.AsyncClient, closer: str, station: str, token: str, rng: random.Random, tally: Tally
 ) -> None:
@@ -184,6 +206,9 @@ async def staff_round(
         else:
             resp = await client.post(url, json=payload, headers=auth)
         tally.staff[f"{step}:{resp.status_code}"] += 1
+        fixed = step == "resolve" and resp.status_code == 200 and case["case_id"] not in tally.thanked
+        if fixed and rng.random() < THANKS_SHARE:
+            await thank_riders(client, closer, auth, case["case_id"], rng, tally)
 
 
 async def work_queues(

@@ -287,7 +287,7 @@ class Stack:
             security=self.kafka_security,
         )
         for service in SERVICES:
-            migrate.upgrade(service, self.settings.db_url(service))
+            migrate.upgrade(service, self.settings.db_url(service), secret=self.settings.signing_key())
         self.jurisdiction = load_jurisdiction(self.settings.jurisdiction_dir)
         if self.demo:
             self.demo(self.settings, self.jurisdiction)

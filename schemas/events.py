@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.cases import CaseStatus, ClockMode, Priority
 from schemas.envelope import CloudEvent, new_event_id
+from schemas.thanks import MAX_THANKS_TEXT
 
 Channel = Literal["scan", "manual", "open311"]
 Decision = Literal["open", "merge", "triage"]
@@ -254,6 +255,19 @@ class CaseNudged(EventData):
     nudges: int | None = Field(None, description="On `cases.events`: the case's nudges so far.")
 
 
+class CaseRidersThanked(EventData):
+    """Staff thanked the riders of a case (致谢), at most once per case; every rider of the case sees
+    it on their own tracking page (`cases.events`). No rider data: the reports are named by id."""
+
+    case_id: str
+    station_id: str
+    version: int = Field(description="The case's version after the thank-you.")
+    at: datetime
+    preset: str = Field(max_length=20, description="The preset message's key (schemas/thanks.py).")
+    text: str = Field("", max_length=MAX_THANKS_TEXT, description="Words staff added, plain text.")
+    report_ids: list[str] = Field(default_factory=list, description="Every report in the case.")
+
+
 class StaffTokensRevoked(EventData):
     """A staff account's earlier tokens stop working (`staff.events`, key: username): disabled,
     password changed or signed out. Every service that takes staff tokens keeps the newest state."""
@@ -377,6 +391,8 @@ REGISTRY: dict[str, tuple[int, type[EventData]]] = {
     "topic.cases_linked": (1, TopicCasesLinked),
     "topic.meeting_recorded": (1, TopicMeetingRecorded),
     "topic.closed": (1, TopicClosed),
+    # issue 17, riders recognised
+    "case.riders_thanked": (1, CaseRidersThanked),
 }
 
 # (name, from_version) -> function turning old data into the next version's data.

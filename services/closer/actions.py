@@ -13,10 +13,11 @@ from gridloop.errors import ApiError
 from gridloop.scope import can_see
 from gridloop.tokens import Principal
 from schemas.reference import Jurisdiction
-from services.closer import conversation, photostore, queue
+from schemas.thanks import MAX_THANKS_TEXT, PRESETS
+from services.closer import conversation, photostore, queue, scope, thanks
 from services.closer.context import Closer
 from services.closer.lifecycle import facts
-from services.closer.models import Case, CaseMessage, CaseReport, TimelineEntry
+from services.closer.models import Case, CaseMessage, CaseReport, CaseThanks, TimelineEntry
 from services.closer.transitions import Actor, Refused, Request, allowed_actions, decide
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ def detail_view(
     view["report_ids"] = [r["report_id"] for r in view["reports"]]
     view["timeline"] = timeline(session, case.case_id)
     view["messages"] = messages(session, case.case_id, ctx.settings.public_base_url)
+    view["thanks"] = thanks_view(session.get(CaseThanks, case.case_id))
     return view
 
 
@@ -247,3 +249,47 @@ def timeline(session: Session, case_id: str) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+# --- issue 17: staff thank the riders (致谢) ------------------------------------------------------
+
+
+class ThanksBody(BaseModel):
+    """POST /api/v1/cases/{id}/thanks: a preset message and optional words of the sender's own."""
+
+    preset: str = Field(max_length=20, description=f"One of {', '.join(PRESETS)} (schemas/thanks.py).")
+    text: str = Field(
+        "", max_length=1000, description=f"Optional plain text, ≤ {MAX_THANKS_TEXT} characters."
+    )
+
+
+def thanks_view(row: CaseThanks | None) -> dict[str, Any] | None:
+    """A case's thank-you as the API and console show it (None before one is sent)."""
+    if row is None:
+        return None
+    return {
+        "preset": row.preset,
+        "text": row.text,
+        "actor": row.actor,
+        "at": as_utc(row.at).isoformat(),
+    }
+
+
+def thank(ctx: Closer, who: Principal, case_id: str, body: ThanksBody) -> dict[str, Any]:
+    """Thank a case's riders in one transaction (scope, role, words and once-per-case checked first);
+    the thank-you and the case's new version."""
+    with ctx.runtime.db.session(write=True) as session:
+        case = session.exec(select(Case).where(Case.case_id == case_id).with_for_update()).first()
+        if case is None or not scope.can_see(who, ctx.jurisdiction, case.station_id):
+            raise ApiError(404, "not_found", "No such case.")
+        already = session.get(CaseThanks, case_id) is not None
+        try:
+            text = thanks.check_thanks(body.preset, body.text, case.status, who.role, already)
+        except conversation.Unacceptable as exc:
+            # the field at fault, for a form to point at (a refusal of the case itself has none)
+            field = {"invalid_preset": "preset", "text_too_long": "text"}.get(exc.code)
+            raise ApiError(exc.status, exc.code, exc.message, {"field": field} if field else None) from exc
+        row = ctx.lifecycle.thank(session, case, body.preset, text, who.username, utcnow())
+        answer = {"thanks": thanks_view(row), "version": case.version}
+    ctx.changed()
+    return answer

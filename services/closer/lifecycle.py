@@ -36,6 +36,7 @@ from schemas.events import (
     CaseQuestionAsked,
     CaseReportMerged,
     CaseRiderReplied,
+    CaseRidersThanked,
     CaseTransitioned,
     CaseUpdatedPublic,
     EventData,
@@ -51,6 +52,7 @@ from services.closer.models import (
     CaseHold,
     CaseMessage,
     CaseReport,
+    CaseThanks,
     Escalation,
     TimelineEntry,
 )
@@ -911,6 +913,43 @@ class Lifecycle:
         """Close a resolved case the rider did not answer within the confirm window."""
         req = Request("auto_close", note="骑手未在确认期内答复,自动结案 (no answer: closed)")
         return self.transition(session, case, "system", "scheduler", req, now)
+
+    # ---- issue 17: staff thank the riders (致谢) -------------------------------------------------
+
+    def thank(
+        self, session: Session, case: Case, preset: str, text: str, actor_name: str, now: datetime
+    ) -> CaseThanks:
+        """Staff's thank-you (checked by the caller: services/closer/thanks.py): its row (one per
+        case), the case's new version, a timeline row and `case.riders_thanked` to every rider."""
+        thanks = CaseThanks(case_id=case.case_id, preset=preset, text=text, actor=actor_name, at=now)
+        session.add(thanks)
+        session.flush()
+        self._bump(case, now)
+        session.add(case)
+        data = CaseRidersThanked(
+            case_id=case.case_id,
+            station_id=case.station_id,
+            version=case.version,
+            at=now,
+            preset=preset,
+            text=text,
+            report_ids=self._report_ids(session, case.case_id),
+        )
+        event = make_event("case.riders_thanked", data, source=SERVICE, subject=case.case_id, time=now)
+        self._record(
+            session,
+            None,
+            case.case_id,
+            case.version,
+            now,
+            "thank_riders",
+            case.status,
+            case.station_id,
+            event,
+            actor=actor_name,
+            note=text or None,
+        )
+        return thanks
 
 
 def clock_of(case: Case) -> ClockMode:

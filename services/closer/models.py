@@ -412,3 +412,19 @@ class TopicMeeting(Base, table=True):
     follow_up_due: date | None = None
     recorded_by: str = Field(max_length=60)
     recorded_at: datetime = Field(sa_column=_ts())
+
+
+# --- issue 17: riders recognised ----------------------------------------------------------------
+
+
+class CaseThanks(Base, table=True):
+    """Staff's thank-you to a case's riders (致谢): at most one per case (the key), announced as
+    `case.riders_thanked` (services/closer/thanks.py)."""
+
+    __tablename__ = "case_thanks"
+
+    case_id: str = Field(primary_key=True, foreign_key="case.case_id", max_length=40)
+    preset: str = Field(max_length=20, description="The preset message's key (schemas/thanks.py).")
+    text: str = Field(default="", max_length=200, description="Words staff added, plain text.")
+    actor: str = Field(max_length=60, description="The staff account that sent it.")
+    at: datetime = Field(sa_column=_ts())

@@ -17,6 +17,7 @@ from schemas.events import (
     CaseOpened,
     CaseQuestionAsked,
     CaseReportMerged,
+    CaseRidersThanked,
     CaseTransitioned,
     CaseUpdatedPublic,
     StaffTokensRevoked,
@@ -25,7 +26,7 @@ from schemas.events import (
     TopicMeetingRecorded,
     TopicOpened,
 )
-from services.reporter import conversation, push, readmodel, topics
+from services.reporter import conversation, push, readmodel, recognition, topics
 
 TRANSITIONS = tuple(
     name.removeprefix("case.")
@@ -109,6 +110,22 @@ def on_topic(session: Tx, item: Incoming) -> None:
 TOPIC_EVENTS = ("topic.opened", "topic.cases_linked", "topic.meeting_recorded", "topic.closed")
 
 
+def thanked(wake: Callable[[], None] | None) -> Handler:
+    """`case.riders_thanked`: staff's thank-you shows on every rider's own tracking page (kept once
+    per case), and every browser following the case is pushed in the same transaction."""
+
+    def handle(session: Tx, item: Incoming) -> None:
+        data = item.data
+        assert isinstance(data, CaseRidersThanked)
+        raw = Raw(session)
+        if not recognition.riders_thanked(raw, data, item.event.id):
+            return
+        if push.queue_for_case(raw, data.case_id, item.event.id, "thanked") and wake:
+            after_commit(session, wake)
+
+    return handle
+
+
 def handlers(wake_push: Callable[[], None] | None = None) -> dict[str, Handler]:
     """The `cases.events` and `staff.events` handlers of the reporter's consumer (`wake_push`: tells
     the push sender that pushes were committed).
@@ -124,4 +141,5 @@ def handlers(wake_push: Callable[[], None] | None = None) -> dict[str, Handler]:
         **{f"case.{name}": on_case_transition for name in TRANSITIONS},
         **{name: pushed(kind, wake_push) for name, kind in push.PUSH_KINDS.items()},
         **dict.fromkeys(TOPIC_EVENTS, on_topic),
+        "case.riders_thanked": thanked(wake_push),  # issue 17
     }

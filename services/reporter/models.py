@@ -80,7 +80,9 @@ class Report(Base, table=True):
     description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     danger_now: bool = False
     platform: str | None = Field(default=None, max_length=20)
-    rider_no: str | None = Field(default=None, max_length=40)
+    rider_no_ref: str | None = Field(default=None, max_length=32)
+    """A keyed pseudonym of the platform and rider number the rider gave (services.reporter.riders);
+    the number itself is never stored, logged, shown or published."""
     rider_ref: str | None = Field(default=None, max_length=80, index=True)
     plus_one_case_id: str | None = Field(default=None, max_length=40)
     submitted_at: datetime = Field(sa_column=_ts())
@@ -284,3 +286,21 @@ class TopicCaseView(Base, table=True):
 
     case_id: str = Field(primary_key=True, max_length=40)
     topic_id: str = Field(max_length=40, index=True)
+
+
+# --- issue 17: riders recognised -----------------------------------------------------------------
+
+
+class RiderThanks(Base, table=True):
+    """Staff's thank-you to the riders of a case (`case.riders_thanked`, at most one per case): each
+    rider of the case sees it on their own tracking page and counts it on /my."""
+
+    __tablename__ = "rider_thanks"
+
+    case_id: str = Field(primary_key=True, max_length=40)
+    preset: str = Field(max_length=20)
+    """The preset message's key (schemas/thanks.py), shown in the rider's language."""
+    text: str = Field(default="", max_length=200)
+    """Words staff added, plain text."""
+    at: datetime = Field(sa_column=_ts())
+    event_id: str = Field(max_length=64)

@@ -48,12 +48,14 @@ PUSH_TEXT_KEYS: dict[str, str] = {
     "closed": "push_closed",
     "updated_public": "push_updated_public",
     "question_asked": "push_question_asked",
+    "thanked": "push_thanked",  # issue 17: staff thanked the case's riders
 }
 """The wording key (services.reporter.wording) of each kind's body."""
 URL_ANCHORS: dict[str, str] = {
     "resolved": "#feedback",
     "updated_public": "#updates",
     "question_asked": "#reply",
+    "thanked": "#thanks",
 }
 """Where on the tracking page a push opens: a resolution the confirm step, a question the reply form."""
 

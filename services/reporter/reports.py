@@ -29,6 +29,7 @@ from services.reporter.models import PLUMBING, Photo, Report, ReportEvent
 from services.reporter.ratelimit import RateLimits, check, check_new_rider, limits_for
 from services.reporter.readmodel import PLUS_ONE_STATUSES
 from services.reporter.refusals import Refusal
+from services.reporter.riders import rider_no_ref
 
 SERVICE = "reporter"
 PLATFORMS = ("饿了么", "美团", "顺丰", "京东", "达达", "滴滴", "其他")
@@ -44,7 +45,9 @@ class ReportIn(PlainIn):
     description: str = Field("", max_length=500, description="Optional words, plain text.")
     danger_now: bool = Field(False, description="An immediate danger.")
     platform: str | None = Field(None, max_length=20)
-    rider_no: str | None = Field(None, max_length=40)
+    rider_no: str | None = Field(
+        None, max_length=40, description="The platform's rider number: stored only as a keyed pseudonym."
+    )
     location: Location | None = Field(None, description="GPS or map pin, for reports without a code.")
     plus_one_case_id: str | None = Field(None, max_length=40, description="+1 on this open case.")
     website: str | None = Field(None, max_length=200, description="Honeypot: humans leave it empty.")
@@ -102,9 +105,12 @@ def new_photo_id() -> str:
     return "p_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
 
 
-def request_hash(body: ReportIn, photo_digests: Sequence[str] = ()) -> str:
-    """A digest of the request (fields and photos as sent), to tell a retry from a different request."""
+def request_hash(body: ReportIn, photo_digests: Sequence[str] = (), number_ref: str | None = None) -> str:
+    """A digest of the request (fields and photos as sent), to tell a retry from a different request;
+    the rider number enters only as its keyed pseudonym (a plain digest of it could be guessed back)."""
     fields = body.model_dump(mode="json")
+    if fields.get("rider_no") is not None:
+        fields["rider_no"] = number_ref
     if photo_digests:
         fields["_photos"] = list(photo_digests)
     canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False)
@@ -264,7 +270,8 @@ def accept_report(
     base_url: str,
 ) -> tuple[ReportAccepted, bool]:
     """Store a report and its event in the caller's transaction; returns (answer, created)."""
-    digest = request_hash(body, [p.upload_sha256 for p in ctx.photos])
+    number_ref = rider_no_ref(body.platform, body.rider_no, ctx.secret)
+    digest = request_hash(body, [p.upload_sha256 for p in ctx.photos], number_ref)
     raw = Raw(session)
     stored_key = scoped_key(ctx.caller or ctx.rider_ref, idempotency_key) if idempotency_key else None
     if stored_key:
@@ -357,7 +364,7 @@ def accept_report(
         description=body.description,
         danger_now=body.danger_now,
         platform=body.platform,
-        rider_no=body.rider_no,
+        rider_no_ref=number_ref,
         rider_ref=ctx.rider_ref,
         plus_one_case_id=body.plus_one_case_id,
         submitted_at=now,

@@ -181,6 +181,19 @@ TEXT: dict[str, tuple[str, str]] = {
     "topic_follow_up": ("跟进期限", "Follow-up by"),
     "topic_outcome": ("议题结论", "Outcome"),
     "topic_open": ("处理中", "In progress"),
+    # issue 17: riders recognised
+    "push_thanked": ("街道感谢您的上报！", "The street thanks you for your report!"),
+    "thanks_title": ("街道致谢", "Thank you from the street"),
+    "my_contributions": ("我的贡献", "My contributions"),
+    "my_reports_n": ("上报", "Reports"),
+    "my_fixed_n": ("已解决", "Fixed"),
+    "my_thanks_n": ("收到致谢", "Thanks received"),
+    "recognition_code": ("骑手识别码", "Recognition code"),
+    "recognition_hint": (
+        "表彰时向街道或平台出示此码即可，无需提供姓名、电话或骑手编号。",
+        "Show this code to the street or your platform to be recognised (表彰): "
+        "no name, phone or rider number needed.",
+    ),
 }
 
 

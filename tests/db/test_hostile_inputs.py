@@ -435,7 +435,6 @@ def unsafe(value: str) -> list[str]:
     "field",
     [
         pytest.param("description"),
-        pytest.param("rider_no"),
         pytest.param("address"),
     ],
 )

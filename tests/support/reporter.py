@@ -128,7 +128,7 @@ def reporter_app(db_url: str, var_dir: Path, **settings: Any) -> tuple[FastAPI, 
         jwt_secret=REPORTER_SECRET,
         **settings,
     )
-    migrate.upgrade("reporter", db_url)
+    migrate.upgrade("reporter", db_url, secret=REPORTER_SECRET)
     app = build(config)
     places = reporter_cli.load_places(app.state.reporter.runtime.db, app.state.jurisdiction)
     return app, places

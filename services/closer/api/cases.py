@@ -126,6 +126,22 @@ class TimelineRow(BaseModel):
     version: int | None
 
 
+class ThanksView(BaseModel):
+    """Staff's thank-you to a case's riders (致谢), at most one per case."""
+
+    preset: str
+    text: str
+    actor: str
+    at: str
+
+
+class ThanksAnswer(BaseModel):
+    """The thank-you sent and the case's version after it."""
+
+    thanks: ThanksView
+    version: int
+
+
 class MessageView(BaseModel):
     """One entry of a case's conversation."""
 
@@ -147,6 +163,7 @@ class CaseDetail(CaseActions):
     report_ids: list[str]
     timeline: list[TimelineRow]
     messages: list[MessageView]
+    thanks: ThanksView | None = Field(None, description="Staff's thank-you to the riders, once sent.")
 
 
 class Conversation(BaseModel):
@@ -451,3 +468,10 @@ async def bulk_acknowledge(ctx: Ctx, who: Who, body: BulkBody) -> dict[str, Any]
     """Sign for several cases; each one succeeds or fails on its own."""
     items = [(i.case_id, i.version) for i in body.items]
     return {"results": await asyncio.to_thread(actions.bulk_acknowledge, ctx, who, items)}
+
+
+@router.post("/api/v1/cases/{case_id}/thanks", response_model=ThanksAnswer, status_code=201)
+async def post_thanks(ctx: Ctx, who: Who, case_id: str, body: actions.ThanksBody) -> dict[str, Any]:
+    """Thank the case's riders (致谢): a preset and optional words, shown on every rider's own
+    tracking page. Once per case (409 `already_thanked`); another street's or station's case is 404."""
+    return await asyncio.to_thread(actions.thank, ctx, who, case_id, body)

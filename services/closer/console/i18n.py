@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from schemas.thanks import PRESETS
 from services.closer.transitions import REJECT_REASONS, RETURN_REASONS
 
 LANGS = ("zh", "en")
@@ -237,6 +238,17 @@ _T: dict[str, tuple[str, str]] = {
     "topic_state_open": ("进行中", "Open"),
     "topic_state_closed": ("已结束", "Closed"),
     "topic_version": ("版本", "Version"),
+    # issue 17: staff thank the riders (致谢)
+    "thanks": ("致谢骑手", "Thank the riders"),
+    "thanks_hint": (
+        "每个案件可致谢一次，案件的所有上报骑手都会在自己的跟踪页看到。",
+        "Once per case: every rider who reported it sees it on their own tracking page.",
+    ),
+    "thanks_preset": ("致谢语", "Message"),
+    "thanks_text": ("补充一句(可选，最多200字)", "Add a few words (optional, at most 200 characters)"),
+    "thanks_send": ("发送致谢", "Send the thank-you"),
+    "thanks_none": ("未致谢", "Not thanked"),
+    **{f"thanks_{key}": pair for key, pair in PRESETS.items()},
 }
 
 STATES: dict[str, tuple[str, str]] = {
@@ -281,6 +293,8 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "say_note": ("内部备注", "Internal note"),
     "say_public": ("公开进展", "Public update"),
     "say_question": ("向骑手提问", "Question to the riders"),
+    # issue 17
+    "thank_riders": ("致谢骑手", "Riders thanked"),
 }
 
 PRIORITIES: dict[str, tuple[str, str]] = {

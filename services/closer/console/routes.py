@@ -22,12 +22,14 @@ from gridloop.errors import ApiError
 from gridloop.service import page_security_headers
 from gridloop.tokens import Principal
 from schemas.reference import Station
+from schemas.thanks import MAX_THANKS_TEXT, PRESETS
 from services.closer import actions, duty, dutystore, queue
 from services.closer.api.auth import login, new_token
 from services.closer.api.cases import read_transition
 from services.closer.console.i18n import Translator
 from services.closer.console.svgmap import svg_map
 from services.closer.context import SESSION_COOKIE, Closer, closer, identify
+from services.closer.conversation import WRITERS
 from services.closer.scope import oversees, visible_stations, visible_streets
 from services.closer.staff import sign_out
 from services.closer.transitions import OPEN, REJECT_REASONS, RETURN_REASONS, STATES
@@ -339,6 +341,9 @@ def _case_page(
         reject_reasons=REJECT_REASONS,
         reporter=ctx.settings.public_base_url.rstrip("/"),
         done=request.query_params.get("done"),
+        thanks_presets=list(PRESETS),
+        thanks_max=MAX_THANKS_TEXT,
+        may_thank=who.role in WRITERS,
         **extra,
         **page_base(ctx, who),
     )
@@ -399,6 +404,30 @@ async def case_say(request: Request, case_id: str) -> Response:
             _case_page, request, ctx, who, case_id, exc.status, error=exc.message, error_code=exc.code
         )
     return RedirectResponse(f"/console/cases/{case_id}?done=say_{body.kind}", status_code=303)
+
+
+@router.post("/console/cases/{case_id}/thanks")
+async def case_thanks(request: Request, case_id: str) -> Response:
+    """Thank the case's riders (致谢) from the case page's form (CSRF-checked)."""
+    ctx = closer(request)
+    who = await user(request)
+    try:
+        form = await form_csrf(request, ctx, who)
+        fields = {k: v for k, v in form.items() if k in ("preset", "text") and isinstance(v, str)}
+        try:
+            body = actions.ThanksBody.model_validate(fields)
+        except ValidationError as exc:
+            raise ApiError(422, "invalid", "The form is not valid.") from exc
+        await asyncio.to_thread(actions.thank, ctx, who, case_id, body)
+    except ApiError as exc:
+        if exc.status == 404:
+            return render(
+                request, "error.html", 404, message=lang_of(request)("not_found"), **page_base(ctx, who)
+            )
+        return await asyncio.to_thread(
+            _case_page, request, ctx, who, case_id, exc.status, error=exc.message, error_code=exc.code
+        )
+    return RedirectResponse(f"/console/cases/{case_id}?done=thank_riders", status_code=303)
 
 
 @router.post("/console/bulk-ack")

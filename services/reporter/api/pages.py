@@ -19,7 +19,7 @@ from gridloop.clock import as_utc, utcnow
 from gridloop.service import page_security_headers
 from schemas import codes
 from schemas.cases import CaseStatus
-from services.reporter import conversation, nudges, topics
+from services.reporter import conversation, nudges, recognition, topics
 from services.reporter.api.reports import open_cases_json
 from services.reporter.context import LANG_COOKIE, Ctx, Lang, Reporter, RiderRef, language
 from services.reporter.credentials import tracking_key_matches
@@ -29,11 +29,12 @@ from services.reporter.qr import env
 from services.reporter.readmodel import open_cases
 from services.reporter.reports import PLATFORMS
 from services.reporter.rider_feedback import shown_feedback
+from services.reporter.riders import recognition_code
 from services.reporter.tracking import my_report_rows, timeline
 from services.reporter.wording import STATUS, action_text, local_time, status_text, t
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-ASSET_VERSION = "5"
+ASSET_VERSION = "6"
 JS_TEXT = (
     "offline_saved",
     "offline_pending",
@@ -191,7 +192,7 @@ async def scan(ctx: Ctx, request: Request, code: str, lang: Lang) -> Response:
     )
 
 
-def _track_rows(session: Session, report_id: str) -> dict[str, Any] | None:
+def _track_rows(session: Session, report_id: str, lang: str) -> dict[str, Any] | None:
     """Everything the tracking page shows of a report (None for an unknown one)."""
     report = session.get(Report, report_id)
     if report is None:
@@ -213,6 +214,7 @@ def _track_rows(session: Session, report_id: str) -> dict[str, Any] | None:
         "updates": conversation.updates(session, report.case_id),
         "replies": conversation.replies(session, report_id),
         "topic": topics.for_case(session, report.case_id),
+        "thanks": recognition.thanks_of(session, report.case_id, lang),
     }
 
 
@@ -228,7 +230,7 @@ async def track(
     (the rider cookie that sent it, or `?k=` its tracking secret) also the rider's words, photos and
     the confirm-or-deny step."""
     j = ctx.jurisdiction
-    data = await ctx.read(lambda s: _track_rows(s, report_id))
+    data = await ctx.read(lambda s: _track_rows(s, report_id, lang))
     if data is None:
         return page(ctx, request, "notfound.html", 404)
     report: Report = data["report"]
@@ -279,6 +281,10 @@ async def track(
         updates=updates,
         topic=data["topic"],
         replies=replies if owner else [],
+        # staff's thank-you is the riders' own: only with the report's credential
+        thanks={**data["thanks"], "at": local_time(datetime.fromisoformat(data["thanks"]["at"]), lang)}
+        if owner and data["thanks"]
+        else None,
         can_nudge=can_nudge,
         case_known=report.case_id is not None,
         next_nudge=local_time(next_nudge, lang)
@@ -296,7 +302,7 @@ async def track(
 @router.get("/my", response_class=HTMLResponse)
 async def my_reports(ctx: Ctx, request: Request, lang: Lang, rider: RiderRef) -> Response:
     """This phone's reports (the rider cookie), newest first; no account needed."""
-    rows = await ctx.read(lambda s: my_report_rows(s, rider))
+    rows, mine = await ctx.read(lambda s: (my_report_rows(s, rider), recognition.contributions(s, rider)))
     items = []
     for report, place in rows:
         category = ctx.jurisdiction.categories.get(report.category)
@@ -312,4 +318,6 @@ async def my_reports(ctx: Ctx, request: Request, lang: Lang, rider: RiderRef) ->
                 "status": status_text(report.status, lang),
             }
         )
-    return page(ctx, request, "my.html", reports=items)
+    return page(
+        ctx, request, "my.html", reports=items, contributions=mine, recognition=recognition_code(rider)
+    )

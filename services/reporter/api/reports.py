@@ -27,12 +27,14 @@ from gridloop.photos import (
     clean_photo,
 )
 from schemas.cases import ClockMode
+from services.reporter import recognition
 from services.reporter.context import RIDER_COOKIE, Ctx, Lang, Reporter, RiderRef
 from services.reporter.models import CaseView, Photo, Place, Report
 from services.reporter.readmodel import open_cases
 from services.reporter.refusals import Refusal, count_refusals
 from services.reporter.reports import ReportAccepted, ReportIn
 from services.reporter.rider_feedback import FeedbackIn, feedback_json, give_feedback
+from services.reporter.riders import recognition_code
 from services.reporter.tracking import load_public_report, my_report_rows
 from services.reporter.wording import ago
 
@@ -481,4 +483,30 @@ async def my_reports_api(ctx: Ctx, rider: RiderRef) -> dict[str, Any]:
             }
             for r, _place in rows
         ]
+    }
+
+
+# --- issue 17: riders recognised ------------------------------------------------------------------
+
+
+class MyContributions(BaseModel):
+    """What this rider (the rider cookie) gave: reports, cases fixed, thanks, and their recognition code."""
+
+    reports: int = Field(description="Reports sent from this phone.")
+    fixed: int = Field(description="Cases among them closed as fixed.")
+    thanks: int = Field(description="Cases among them whose riders staff thanked (致谢).")
+    recognition_code: str | None = Field(
+        description="The short form of the rider's pseudonym, to show for 表彰 (null without reports)."
+    )
+
+
+@router.get("/api/v1/me/contributions", response_model=MyContributions)
+async def my_contributions_api(ctx: Ctx, rider: RiderRef) -> dict[str, Any]:
+    """This rider's contributions (by the rider cookie): what /my shows."""
+    mine = await ctx.read(lambda s: recognition.contributions(s, rider))
+    return {
+        "reports": mine.reports,
+        "fixed": mine.fixed,
+        "thanks": mine.thanks,
+        "recognition_code": recognition_code(rider) if mine.reports else None,
     }

@@ -1,7 +1,7 @@
 """topics (议题): area-level common issues, their linked cases and meetings (issue 17)
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-03 03:00:00
 """
 
@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0010"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
