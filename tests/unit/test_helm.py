@@ -314,7 +314,11 @@ def test_hook_jobs_migrate_each_database_and_create_the_topics(helm: Path) -> No
                 env["DATABASE_URL"] == f"postgresql://gridloop@postgres.db.svc:5432/{service}?sslmode=require"
             )
             assert "KAFKA_BOOTSTRAP_SERVERS" not in env
-            assert "GRIDLOOP_JWT_SECRET" not in env
+            # only the reporter's migrations key anything (rider numbers into pseudonyms, 0010)
+            if service == "reporter":
+                assert env["GRIDLOOP_JWT_SECRET"] == ("secret", f"{FULLNAME}-hooks", "jwt-secret")
+            else:
+                assert "GRIDLOOP_JWT_SECRET" not in env
 
 
 @pytest.mark.parametrize(
@@ -437,6 +441,8 @@ def test_existing_secret(helm: Path) -> None:
         if container["name"] == "migrate":
             service = container["args"][-1]
             expected["DATABASE_URL"] = ("secret", "gridloop-credentials", f"{service}-database-url")
+            if service == "reporter":
+                expected["GRIDLOOP_JWT_SECRET"] = ("secret", "gridloop-credentials", "jwt-secret")
         if container["name"] in (*SERVICES, "topics"):
             expected["GRIDLOOP_KAFKA_SASL_USERNAME"] = (
                 "secret",
