@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # the suite's apps and stacks use short test secrets, demo accounts and http on loopback: dev mode,
 # inherited by every process a test starts (tests of the refusals pass dev_mode=False themselves)
 os.environ.setdefault("GRIDLOOP_DEV", "1")
+
+
+@pytest.fixture(autouse=True)
+def _root_log_handlers() -> Iterator[None]:
+    """The root logger's handlers as they were before each test: a test that ran `logs.setup` (a CLI
+    command) leaves no handler on its captured stderr, which a later test's stray log line would hit
+    once that stream is closed."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in before]:
+        root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

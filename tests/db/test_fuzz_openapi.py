@@ -286,12 +286,17 @@ ACT = "/api/v1/cases/{case_id}/transitions"
 
 def closer_with_links(apps: Apps) -> dict[str, Any]:
     """The closer's OpenAPI with links queue -> case -> transition (carrying the case's version) ->
-    case, the queue narrowed to the demo stations and actions to the table's."""
+    case, the queue narrowed to the demo station's staff views and actions to the table's."""
     spec = copy.deepcopy(openapi_of("closer"))
     paths = spec["paths"]
-    for param in paths["/api/v1/queue"]["get"]["parameters"]:
-        if param["name"] == "station":
-            param["schema"] = {"enum": [STATION]}
+    # the walk is about acting with a version: its queue is the staff's own list, read as they read it
+    # (the queue's bad filters are the generic fuzz's), so that it reaches cases
+    queue_params = paths["/api/v1/queue"]["get"]["parameters"]
+    queue_params[:] = [p for p in queue_params if p["name"] != "street"]
+    narrowed = {"station": [STATION], "status": ["open", "all"], "view": ["queue"]}
+    for param in queue_params:
+        if param["name"] in narrowed:
+            param["schema"] = {"enum": narrowed[param["name"]]}
             param["required"] = True
     body = paths[ACT]["post"]["requestBody"]["content"]["application/json"]["schema"]
     body["properties"]["action"] = {"enum": list(transitions.ACTIONS)}

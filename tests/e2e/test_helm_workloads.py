@@ -18,6 +18,7 @@ import pytest
 
 from gridloop.brokers import free_port
 from gridloop.settings import SERVICES
+from gridloop.topics import ALL_TOPICS
 from tests.support.helm import FULLNAME, by_kind, env_of, render_chart
 from tests.support.stacks import wait_for
 
@@ -85,7 +86,7 @@ def test_rendered_jobs_and_deployments_run(
             assert run.returncode == 0, run.stderr
             if name.endswith("-topics"):
                 lines = run.stdout.splitlines()
-                assert len(lines) == 6
+                assert len(lines) == len(ALL_TOPICS)
                 action = "created" if attempt == "install" else "exists"
                 assert all(
                     line.startswith(topic_prefix) and line.endswith(f"12 partitions  {action}")
