@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # PostgreSQL only (not registered: SQLite has no advisory locks)
 _TRY_LOCK = "SELECT pg_try_advisory_lock(:key)"
+_UNLOCK = "SELECT pg_advisory_unlock(:key)"
 _ALIVE = "SELECT 1"
 # a dead peer or network must fail the check within seconds, not after the kernel's TCP timeout
 _CONNECT_ARGS = {
@@ -119,7 +120,13 @@ class Leadership:
             os.close(fd)
 
     def release(self) -> None:
-        """Give leadership up (closing the connection ends the session and its lock)."""
+        """Give leadership up: unlock, then close (closing alone frees the lock only once the server has
+        ended the backend, a moment in which a successor's try would still fail)."""
+        if self._conn is not None and self.held:
+            try:
+                Raw(self._conn).scalar(_UNLOCK, {"key": self.key})
+            except Exception:  # a dead connection: its lock went with its session
+                log.debug("advisory unlock failed", exc_info=True)
         self._drop()
         if self._engine is not None:
             self._engine.dispose()
