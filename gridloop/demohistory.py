@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from schemas.reference import Jurisdiction, Place
@@ -123,7 +123,8 @@ def _case(
     station = j.stations[grid.station_id]
     categories = [(c, w) for c, w in CATEGORIES if c in j.categories] or [(next(iter(j.categories)), 1)]
     category = rng.choices([c for c, _ in categories], [w for _, w in categories])[0]
-    at = datetime.combine(day, time(7), tz) + timedelta(minutes=rng.randrange(0, 14 * 60))
+    # in UTC, as the services keep every time (SQLite drops an offset without converting)
+    at = (datetime.combine(day, time(7), tz) + timedelta(minutes=rng.randrange(0, 14 * 60))).astimezone(UTC)
     if at >= now - timedelta(minutes=30):
         return None
     c = HistoricCase(

@@ -91,6 +91,16 @@ def test_history_loads_twice_with_the_same_rows(tmp_path: Path, clock: FrozenClo
         },
     )
     assert reporter == {"reports": 770, "views": 565, "answers": 363, "steps": 3822}
+    # kept in UTC like every time the services write: nothing after now (SQLite keeps no offset)
+    stored = NOW.strftime("%Y-%m-%d %H:%M:%S")
+    assert (
+        str(counts(settings.db_url("reporter"), {"latest": "SELECT max(submitted_at) FROM report"})["latest"])
+        < stored
+    )
+    assert (
+        str(counts(settings.db_url("closer"), {"latest": 'SELECT max(submitted_at) FROM "case"'})["latest"])
+        < stored
+    )
     db = Database(settings.db_url("closer"), Base.metadata)
     try:
         with db.session() as session:
