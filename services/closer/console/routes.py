@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -14,7 +15,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from gridloop.clock import as_utc, utcnow
@@ -362,15 +363,15 @@ async def case_page(request: Request, case_id: str) -> Response:
         )
 
 
-@router.post("/console/cases/{case_id}/act")
-async def case_act(request: Request, case_id: str) -> Response:
-    """Take an action from the case page's form (CSRF-checked), then show the case again."""
+async def _case_form(
+    request: Request, case_id: str, work: Callable[[Closer, Principal], Awaitable[str]]
+) -> Response:
+    """One of the case page's forms: `work` checks the CSRF token and acts, naming what was done; then
+    the case with `?done=`, or the case again with the error (an unknown case: the error page)."""
     ctx = closer(request)
     who = await user(request)
     try:
-        await form_csrf(request, ctx, who)  # parsed once; read_transition reuses the parsed form
-        body, photo = await read_transition(request)
-        await asyncio.to_thread(actions.take_action, ctx, who, case_id, body, photo)
+        done = await work(ctx, who)
     except ApiError as exc:
         if exc.status == 404:
             return render(
@@ -379,55 +380,59 @@ async def case_act(request: Request, case_id: str) -> Response:
         return await asyncio.to_thread(
             _case_page, request, ctx, who, case_id, exc.status, error=exc.message, error_code=exc.code
         )
-    return RedirectResponse(f"/console/cases/{case_id}?done={body.action}", status_code=303)
+    return RedirectResponse(f"/console/cases/{case_id}?done={done}", status_code=303)
+
+
+FormModel = TypeVar("FormModel", bound=BaseModel)
+
+
+def _form_body(form: Mapping[str, Any], model: type[FormModel], names: tuple[str, ...]) -> FormModel:
+    """A form's text fields `names` as `model` (422 when they do not fit it)."""
+    fields = {k: v for k, v in form.items() if k in names and isinstance(v, str)}
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid", "The form is not valid.") from exc
+
+
+@router.post("/console/cases/{case_id}/act")
+async def case_act(request: Request, case_id: str) -> Response:
+    """Take an action from the case page's form (CSRF-checked), then show the case again."""
+
+    async def work(ctx: Closer, who: Principal) -> str:
+        await form_csrf(request, ctx, who)  # parsed once; read_transition reuses the parsed form
+        body, photo = await read_transition(request)
+        await asyncio.to_thread(actions.take_action, ctx, who, case_id, body, photo)
+        return body.action
+
+    return await _case_form(request, case_id, work)
 
 
 @router.post("/console/cases/{case_id}/say")
 async def case_say(request: Request, case_id: str) -> Response:
     """Write a note, a public update or a question from the case page's form (CSRF-checked)."""
-    ctx = closer(request)
-    who = await user(request)
-    try:
+
+    async def work(ctx: Closer, who: Principal) -> str:
         form = await form_csrf(request, ctx, who)
-        fields = {k: v for k, v in form.items() if k in ("kind", "text", "version") and isinstance(v, str)}
-        try:
-            body = actions.MessageBody.model_validate(fields)
-        except ValidationError as exc:
-            raise ApiError(422, "invalid", "The form is not valid.") from exc
+        body = _form_body(form, actions.MessageBody, ("kind", "text", "version"))
         await asyncio.to_thread(actions.say, ctx, who, case_id, body)
-    except ApiError as exc:
-        if exc.status == 404:
-            return render(
-                request, "error.html", 404, message=lang_of(request)("not_found"), **page_base(ctx, who)
-            )
-        return await asyncio.to_thread(
-            _case_page, request, ctx, who, case_id, exc.status, error=exc.message, error_code=exc.code
-        )
-    return RedirectResponse(f"/console/cases/{case_id}?done=say_{body.kind}", status_code=303)
+        return f"say_{body.kind}"
+
+    return await _case_form(request, case_id, work)
 
 
 @router.post("/console/cases/{case_id}/thanks")
 async def case_thanks(request: Request, case_id: str) -> Response:
     """Thank the case's riders (致谢) from the case page's form (CSRF-checked)."""
-    ctx = closer(request)
-    who = await user(request)
-    try:
+
+    async def work(ctx: Closer, who: Principal) -> str:
         form = await form_csrf(request, ctx, who)
-        fields = {k: v for k, v in form.items() if k in ("preset", "text") and isinstance(v, str)}
-        try:
-            body = actions.ThanksBody.model_validate(fields)
-        except ValidationError as exc:
-            raise ApiError(422, "invalid", "The form is not valid.") from exc
-        await asyncio.to_thread(actions.thank, ctx, who, case_id, body)
-    except ApiError as exc:
-        if exc.status == 404:
-            return render(
-                request, "error.html", 404, message=lang_of(request)("not_found"), **page_base(ctx, who)
-            )
-        return await asyncio.to_thread(
-            _case_page, request, ctx, who, case_id, exc.status, error=exc.message, error_code=exc.code
+        await asyncio.to_thread(
+            actions.thank, ctx, who, case_id, _form_body(form, actions.ThanksBody, ("preset", "text"))
         )
-    return RedirectResponse(f"/console/cases/{case_id}?done=thank_riders", status_code=303)
+        return "thank_riders"
+
+    return await _case_form(request, case_id, work)
 
 
 @router.post("/console/bulk-ack")
