@@ -427,9 +427,8 @@ async def case_thanks(request: Request, case_id: str) -> Response:
 
     async def work(ctx: Closer, who: Principal) -> str:
         form = await form_csrf(request, ctx, who)
-        await asyncio.to_thread(
-            actions.thank, ctx, who, case_id, _form_body(form, actions.ThanksBody, ("preset", "text"))
-        )
+        body = _form_body(form, actions.ThanksBody, ("preset", "text"))
+        await asyncio.to_thread(actions.thank, ctx, who, case_id, body)
         return "thank_riders"
 
     return await _case_form(request, case_id, work)
