@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -62,6 +63,18 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
+def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """pydantic's errors as the envelope's details: where, what, which kind."""
+    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+
+
+def invalid_form(exc: ValidationError) -> ApiError:
+    """A console form that does not fit its model: 422 `invalid`, as a request body would be, naming
+    each field's problem in the message the page shows."""
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return ApiError(422, "invalid", f"The form is not valid: {problems}.", validation_details(exc.errors()))
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -89,9 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()
-        ]
+        details = validation_details(exc.errors())
         return JSONResponse(error_body("invalid", "The request is not valid.", details), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

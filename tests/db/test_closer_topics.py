@@ -369,6 +369,10 @@ def test_the_console_from_suggestion_to_closed(app: FastAPI, client: TestClient)
         "participants": "委员会、企业",
         "decision": "划区",
     }
+    # a form that does not fit the model: the page again, naming the field, and nothing recorded
+    misdated = client.post(f"/console/topics/{tid}/meetings", data={**meeting, "held_on": "25/11"})
+    assert misdated.status_code == 422 and "The form is not valid: held_on:" in misdated.text
+    assert len(topic_events(app)) == 1
     assert (
         client.post(f"/console/topics/{tid}/meetings", data=meeting, follow_redirects=False).status_code
         == 303

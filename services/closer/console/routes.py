@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from gridloop.clock import as_utc, utcnow
-from gridloop.errors import ApiError
+from gridloop.errors import ApiError, invalid_form
 from gridloop.service import page_security_headers
 from gridloop.tokens import Principal
 from schemas.reference import Station
@@ -386,13 +386,17 @@ async def _case_form(
 FormModel = TypeVar("FormModel", bound=BaseModel)
 
 
-def _form_body(form: Mapping[str, Any], model: type[FormModel], names: tuple[str, ...]) -> FormModel:
-    """A form's text fields `names` as `model` (422 when they do not fit it)."""
-    fields = {k: v for k, v in form.items() if k in names and isinstance(v, str)}
+def form_model(model: type[FormModel], values: Mapping[str, Any]) -> FormModel:
+    """A form's values as `model`: 422 `invalid` naming the fields that do not fit it."""
     try:
-        return model.model_validate(fields)
+        return model.model_validate(values)
     except ValidationError as exc:
-        raise ApiError(422, "invalid", "The form is not valid.") from exc
+        raise invalid_form(exc) from exc
+
+
+def _form_body(form: Mapping[str, Any], model: type[FormModel], names: tuple[str, ...]) -> FormModel:
+    """A form's text fields `names` as `model`."""
+    return form_model(model, {k: v for k, v in form.items() if k in names and isinstance(v, str)})
 
 
 @router.post("/console/cases/{case_id}/act")

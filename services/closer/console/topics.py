@@ -10,13 +10,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import ValidationError
 
 from gridloop.errors import ApiError
 from gridloop.tokens import Principal
 from services.closer import topics
 from services.closer.api import topics as api
-from services.closer.console.routes import form_csrf, lang_of, page_base, render, user
+from services.closer.console.routes import form_csrf, form_model, lang_of, page_base, render, user
 from services.closer.console.svgmap import svg_map
 from services.closer.context import Closer, closer
 
@@ -107,15 +106,13 @@ async def create_topic(request: Request) -> Response:
     try:
         form = await form_csrf(request, ctx, who)
         f = _fields(form, "title", "body", "suggestion", "case_ids")
-        try:
-            body = api.NewTopic(
-                title=f.get("title", ""),
-                body=f.get("body", ""),
-                case_ids=_ids(f.get("case_ids", "")),
-                suggestion=f.get("suggestion") or None,
-            )
-        except ValidationError as exc:
-            raise ApiError(422, "invalid", "The form is not valid.") from exc
+        values = {
+            "title": f.get("title", ""),
+            "body": f.get("body", ""),
+            "case_ids": _ids(f.get("case_ids", "")),
+            "suggestion": f.get("suggestion") or None,
+        }
+        body = form_model(api.NewTopic, values)
         view = await asyncio.to_thread(api.create, ctx, who, body)
     except ApiError as exc:
         return _error(request, ctx, who, exc)
@@ -137,20 +134,12 @@ async def _write(request: Request, topic_id: str, names: tuple[str, ...], done: 
     return RedirectResponse(f"/console/topics/{topic_id}?done={done}", status_code=303)
 
 
-def _valid(model: Any, values: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ApiError(422, "invalid_input", problems) from exc
-
-
 @router.post("/console/topics/{topic_id}/cases")
 async def topic_cases(request: Request, topic_id: str) -> Response:
     """Add cases (ids typed in) or remove one (its button)."""
 
     def apply(ctx: Closer, who: Principal, tid: str, f: dict[str, str]) -> None:
-        body = _valid(
+        body = form_model(
             api.Linking,
             {"version": f.get("version"), "add": _ids(f.get("add", "")), "remove": _ids(f.get("remove", ""))},
         )
@@ -165,7 +154,7 @@ async def topic_meeting(request: Request, topic_id: str) -> Response:
 
     def apply(ctx: Closer, who: Principal, tid: str, f: dict[str, str]) -> None:
         values: dict[str, Any] = {k: v for k, v in f.items() if v}
-        api.meet(ctx, who, tid, _valid(api.Meeting, values))
+        api.meet(ctx, who, tid, form_model(api.Meeting, values))
 
     names = ("held_on", "participants", "decision", "follow_up_owner", "follow_up_due")
     return await _write(request, topic_id, names, "met", apply)
@@ -181,6 +170,6 @@ async def topic_close(request: Request, topic_id: str) -> Response:
             "outcome": f.get("outcome", ""),
             "resolves": f.get("resolves") == "1",
         }
-        api.finish(ctx, who, tid, _valid(api.Closing, values))
+        api.finish(ctx, who, tid, form_model(api.Closing, values))
 
     return await _write(request, topic_id, ("outcome", "resolves"), "closed", apply)
