@@ -159,6 +159,7 @@ class Handlers:
     ) -> None:
         """One delivery row per channel the rules route this signal to (its message rendered now)."""
         now = utcnow()
+        station_id, street_id = self._scope_of(signal)
         unrouted: list[str] = []
         added = 0
         for rule_id, channel in routes(self.rules, signal):
@@ -179,6 +180,8 @@ class Handlers:
                 body=message.body,
                 link=link,
                 event_time=signal.time,
+                station_id=station_id,
+                street_id=street_id,
                 created_at=now,
                 next_attempt_at=now + timedelta(seconds=self.config.hold_seconds),
             )
@@ -194,6 +197,13 @@ class Handlers:
                 self.on_new()
 
         after_commit(session, count)
+
+    def _scope_of(self, signal: Signal) -> tuple[str | None, str | None]:
+        """The station and street a delivery of this signal belongs to (who may list it): the case's,
+        or the topic's centre's; the street from the station when the event named none."""
+        station = self.jurisdiction.stations.get(signal.station_id)
+        street = signal.street_id if signal.street_id in self.jurisdiction.streets else None
+        return signal.station_id or None, street or (station.street_id if station else None)
 
     def on_tokens_revoked(self, session: Session, item: Incoming) -> None:
         """`staff.tokens_revoked`: keep the account's newest token state."""
