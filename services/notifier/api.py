@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from gridloop.clock import utcnow
+from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
 from gridloop.scope import Scope, visible_stations
 from gridloop.tokens import Principal
@@ -68,7 +68,7 @@ class DeliveryOut(BaseModel):
 
     @classmethod
     def of(cls, d: Delivery) -> DeliveryOut:
-        """The API form of a row."""
+        """The API form of a row (times in UTC with their offset: SQLite gives them back naive)."""
         return cls(
             id=d.id or 0,
             event_id=d.event_id,
@@ -82,10 +82,10 @@ class DeliveryOut(BaseModel):
             status=d.status,
             attempts=d.attempts,
             last_error=d.last_error,
-            event_time=d.event_time,
-            created_at=d.created_at,
-            next_attempt_at=d.next_attempt_at,
-            sent_at=d.sent_at,
+            event_time=as_utc(d.event_time),
+            created_at=as_utc(d.created_at),
+            next_attempt_at=as_utc(d.next_attempt_at),
+            sent_at=as_utc(d.sent_at) if d.sent_at else None,
             digest_size=d.digest_size,
             station_id=d.station_id,
             street_id=d.street_id,
