@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from gridloop.clock import as_utc, utcnow
@@ -16,7 +16,7 @@ from gridloop.tokens import Principal
 from schemas.reference import Jurisdiction
 from services.notifier import channels, deliveries
 from services.notifier.context import Admin, Ctx, Overseer
-from services.notifier.models import Delivery
+from services.notifier.models import MAX_ID, Delivery
 
 router = APIRouter(tags=["notifications"])
 
@@ -137,7 +137,9 @@ async def list_deliveries(
 
 
 @router.post("/api/v1/deliveries/{delivery_id}/retry", response_model=DeliveryOut)
-async def retry_delivery(delivery_id: int, ctx: Ctx, who: Admin) -> DeliveryOut:
+async def retry_delivery(
+    delivery_id: Annotated[int, Path(ge=1, le=MAX_ID, description="A delivery's id.")], ctx: Ctx, who: Admin
+) -> DeliveryOut:
     """Put a failed delivery back to pending, due now (admins): after fixing a channel's URL or key;
     another street's delivery is 404, as if it did not exist."""
 

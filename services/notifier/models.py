@@ -19,6 +19,9 @@ from gridloop.revocations import define_staff_token
 # SQLite only autoincrements INTEGER PRIMARY KEY; BigInteger elsewhere (as gridloop.plumbing)
 _Id = BigInteger().with_variant(Integer(), "sqlite")
 
+MAX_ID = 2**63 - 1
+"""The largest id a delivery can have (BIGINT): the API refuses a larger one before the database does."""
+
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 STATUSES = (PENDING, SENT, FAILED)
 

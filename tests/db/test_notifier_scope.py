@@ -146,6 +146,8 @@ def test_an_admin_retries_only_its_streets_deliveries(app: FastAPI) -> None:
     assert (own.status_code, own.json()["status"]) == (200, "pending")
     again = client.post(f"/api/v1/deliveries/{ids['pengpu'][0]}/retry", headers=PP_ADMIN)
     assert (again.status_code, again.json()["error"]["code"]) == (409, "not_failed")
+    past_bigint = client.post(f"/api/v1/deliveries/{2**63}/retry", headers=PP_ADMIN)  # a fuzz finding: 500
+    assert (past_bigint.status_code, past_bigint.json()["error"]["code"]) == (422, "invalid")
     everywhere = bearer("admin", "admin", [], ["yinhang", "pengpu"])
     assert client.post(f"/api/v1/deliveries/{ids['none'][0]}/retry", headers=everywhere).status_code == 200
     with app.state.notifier.runtime.db.session() as session:
