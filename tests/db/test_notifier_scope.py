@@ -8,9 +8,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlmodel import select
 
 from gridloop import migrate
@@ -157,7 +158,8 @@ def test_an_admin_retries_only_its_streets_deliveries(app: FastAPI) -> None:
 
 def test_migration_0002_fills_the_scope_of_existing_rows(db_url: str) -> None:
     """Rows written at 0001 get their case's station and street from case_info, a topic's row its
-    centre from its target; a case the notifier never saw, or saw with no station yet, stays NULL."""
+    centre from its target; a case the notifier never saw, or saw with no station yet, stays NULL;
+    downgrade drops the columns and their index, keeping the rows."""
     migrate.upgrade("notifier", db_url, "0001")
     db = Database(db_url, Base.metadata)
     try:
@@ -202,7 +204,7 @@ def test_migration_0002_fills_the_scope_of_existing_rows(db_url: str) -> None:
             ]
     finally:
         db.dispose()
-    assert found == [
+    expected = [
         ("C-1", "station:yh-s1", "yh-s1", "yinhang"),
         ("C-1", "centre:yh-centre", "yh-s1", "yinhang"),
         ("C-2", "station:yh-s1", None, None),
@@ -210,3 +212,28 @@ def test_migration_0002_fills_the_scope_of_existing_rows(db_url: str) -> None:
         ("T-1", "centre:pp-centre", "pp-centre", None),
         ("T-1", "url", None, None),
     ]
+    assert found == expected
+    # and back: 0001's table again, the rows kept; up again fills them the same way
+    db = Database(db_url, Base.metadata)
+    try:
+        cfg = migrate.alembic_config("notifier", db_url)
+        with db.engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.downgrade(cfg, "0001")
+        columns = {c["name"] for c in inspect(db.engine).get_columns("delivery")}
+        indexes = {i["name"] for i in inspect(db.engine).get_indexes("delivery")}
+        assert "station_id" not in columns and "street_id" not in columns
+        assert "ix_delivery_station_status" not in indexes
+    finally:
+        db.dispose()
+    migrate.upgrade("notifier", db_url)
+    db = Database(db_url, Base.metadata)
+    try:
+        with db.session() as session:
+            again = [
+                (d.case_id, d.target, d.station_id, d.street_id)
+                for d in session.exec(select(Delivery).order_by(Delivery.id))  # type: ignore[arg-type]
+            ]
+    finally:
+        db.dispose()
+    assert again == expected
