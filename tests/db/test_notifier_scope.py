@@ -18,13 +18,14 @@ from gridloop import migrate
 from gridloop.clock import FrozenClock, SystemClock, set_clock
 from gridloop.db import Database
 from gridloop.settings import Settings
+from schemas.cases import CaseStatus
 from schemas.envelope import CloudEvent
 from schemas.events import TopicOpened, make_event
 from services.closer.auth import issue_token
 from services.notifier.app import build
 from services.notifier.config import NotifierConfig
 from services.notifier.models import Base, Delivery
-from tests.support.notifier import T0, Fed, opened
+from tests.support.notifier import T0, Fed, opened, transitioned
 
 SECRET = "notifier-scope-test-secret-0123456789abcdef"
 SINK = "json://127.0.0.1:9/hook"
@@ -237,3 +238,19 @@ def test_migration_0002_fills_the_scope_of_existing_rows(db_url: str) -> None:
     finally:
         db.dispose()
     assert again == expected
+
+
+def test_a_case_first_seen_by_a_later_event_takes_its_stations_street(app: FastAPI) -> None:
+    """An escalation of a case whose case.opened the notifier never got (it names the station, not the
+    street): the delivery's street is the station's, so 殷行 lists it and 彭浦 does not."""
+    parts = app.state.notifier
+    Fed(parts.runtime.db, parts.config).feed(
+        transitioned("escalated", "Y-late", CaseStatus.NEW, deadline="ack", reason="ack")
+    )
+    with parts.runtime.db.session() as session:
+        made = [(d.case_id, d.target, d.station_id, d.street_id) for d in session.exec(select(Delivery))]
+    assert made == [("Y-late", "station:yh-s1", "yh-s1", "yinhang")]
+    client = TestClient(app)
+    pending = "/api/v1/deliveries?status=pending"
+    assert [d["case_id"] for d in client.get(pending, headers=YH_CENTRE).json()["items"]] == ["Y-late"]
+    assert client.get(pending, headers=PP_CENTRE).json()["items"] == []

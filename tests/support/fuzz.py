@@ -34,6 +34,7 @@ from services.reporter import cli as reporter_cli
 from services.reporter.app import build as build_reporter
 from services.reporter.config import RateLimits
 from services.router.app import build as build_router
+from tests.support.notifier import Fed, opened
 
 SECRET = "fuzz-signing-key-" + "f" * 32
 # the broker is never contacted: the apps' lifespans are not run (port 9 is discard)
@@ -128,8 +129,6 @@ def build_notifier_offline(settings: Settings) -> FastAPI:
 def fail_deliveries(notifier: FastAPI, case_ids: list[str], stations: list[str]) -> None:
     """The urgent-case notifications of these cases, as the notifier's consumer records them, sent
     (offline) and so failed: the deliveries list has rows, and a retry a row to act on."""
-    from tests.support.notifier import Fed, opened
-
     parts = notifier.state.notifier
     events = [
         opened(case_id, station_id=station, street_id=parts.jurisdiction.stations[station].street_id)
