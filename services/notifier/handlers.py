@@ -122,6 +122,11 @@ class Handlers:
         info, became_common = _remember(known, item)
         if info is None:
             return
+        station = self.jurisdiction.stations.get(info.station_id)
+        if station is not None:
+            # the street follows the station: a transfer to another street's station moves the case
+            # there, and its centre (and who lists its deliveries) with it
+            info.street_id = station.street_id
         session.add(info)
         signal = signal_of(info, item, became_common)
         self._deliver(
@@ -200,10 +205,12 @@ class Handlers:
 
     def _scope_of(self, signal: Signal) -> tuple[str | None, str | None]:
         """The station and street a delivery of this signal belongs to (who may list it): the case's,
-        or the topic's centre's; the street from the station when the event named none."""
+        or the topic's centre's; the street is the station's (the event's only for a station unknown)."""
         station = self.jurisdiction.stations.get(signal.station_id)
+        if station is not None:
+            return station.id, station.street_id
         street = signal.street_id if signal.street_id in self.jurisdiction.streets else None
-        return signal.station_id or None, street or (station.street_id if station else None)
+        return signal.station_id or None, street
 
     def on_tokens_revoked(self, session: Session, item: Incoming) -> None:
         """`staff.tokens_revoked`: keep the account's newest token state."""

@@ -254,3 +254,22 @@ def test_a_case_first_seen_by_a_later_event_takes_its_stations_street(app: FastA
     pending = "/api/v1/deliveries?status=pending"
     assert [d["case_id"] for d in client.get(pending, headers=YH_CENTRE).json()["items"]] == ["Y-late"]
     assert client.get(pending, headers=PP_CENTRE).json()["items"] == []
+
+
+def test_a_case_moved_to_another_street_is_that_streets(app: FastAPI) -> None:
+    """A case opened at 殷行's yh-s1, then transferred to 彭浦's pp-s1, then returned: the return goes to
+    彭浦's centre (not 殷行's, which no longer has the case), and the delivery is 彭浦's to list."""
+    parts = app.state.notifier
+    consumer = Fed(parts.runtime.db, parts.config)
+    consumer.feed(opened("M-1", priority="normal"))
+    consumer.feed(
+        transitioned("transferred", "M-1", CaseStatus.NEW, station_id="pp-s1", from_station="yh-s1"),
+        transitioned("returned", "M-1", CaseStatus.RETURNED, station_id="pp-s1"),
+    )
+    with parts.runtime.db.session() as session:
+        made = [(d.event_type, d.target, d.station_id, d.street_id) for d in session.exec(select(Delivery))]
+    assert made == [("case.returned", "centre:pp-centre", "pp-s1", "pengpu")]
+    client = TestClient(app)
+    pending = "/api/v1/deliveries?status=pending"
+    assert [d["case_id"] for d in client.get(pending, headers=PP_CENTRE).json()["items"]] == ["M-1"]
+    assert client.get(pending, headers=YH_CENTRE).json()["items"] == []
