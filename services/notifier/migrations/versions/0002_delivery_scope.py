@@ -1,8 +1,10 @@
 """delivery scope: the station and street of each delivery, so the list is filtered by street
 
-Existing rows take them from `case_info` where the notifier knows the case; a topic's row (topic.*,
-its case_id the topic's id) takes the centre station its target names. A row with neither stays
-NULL, which only a `city` account sees (gridloop/scope.py).
+Existing rows take them from `case_info` where the notifier knows the case (its station now: a case
+transferred since is listed to the street that has it); a topic's row (topic.*, its case_id the
+topic's id) takes the centre station its target names. A row with neither stays NULL, which only an
+account that sees every station lists (city, or an admin of every street: services/notifier/api.py).
+The columns are written out here, not read from models.py, so this step never changes.
 
 Revision ID: 0002
 Revises: 0001
@@ -23,8 +25,8 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("delivery", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("station_id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True))
-        batch_op.add_column(sa.Column("street_id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True))
+        for name in ("station_id", "street_id"):
+            batch_op.add_column(sa.Column(name, sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True))
         batch_op.create_index("ix_delivery_station_status", ["station_id", "status"], unique=False)
     delivery = sa.table(
         "delivery",
@@ -35,7 +37,10 @@ def upgrade() -> None:
         sa.column("street_id", sa.String),
     )
     info = sa.table(
-        "case_info", sa.column("case_id", sa.String), sa.column("station_id", sa.String), sa.column("street_id", sa.String)
+        "case_info",
+        sa.column("case_id", sa.String),
+        sa.column("station_id", sa.String),
+        sa.column("street_id", sa.String),
     )
     known = sa.select(info.c.case_id)
     of_case = info.c.case_id == delivery.c.case_id
