@@ -3,8 +3,9 @@
 Each runs inside the consumer's batch transaction (group ``notifier``). A case event first updates
 what the notifier knows of the case (``case_info``: category, place, station, deadlines, common
 issue), then is matched against the rules; each channel it resolves to gets one delivery row, with
-its message rendered now. Event types this code does not parse are skipped by the consumer
-(`skip_unknown`); a parsed type without a case id is ignored.
+its message rendered now and the case's station and street (who may list the row,
+gridloop/scope.py). Event types this code does not parse are skipped by the consumer (`skip_unknown`);
+a parsed type without a case id is ignored.
 """
 
 from __future__ import annotations
