@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from gridloop.clock import as_utc
+from gridloop.scope import Scope
 from services.notifier.backoff import after_failure
 from services.notifier.models import FAILED, PENDING, SENT, Delivery
 
@@ -125,11 +126,14 @@ def settle(
     return out
 
 
-def listed(session: Session, status: str | None, limit: int = 100) -> list[Delivery]:
-    """Deliveries in one state (or all), newest first."""
+def listed(session: Session, status: str | None, limit: int = 100, stations: Scope = None) -> list[Delivery]:
+    """Deliveries in one state (or all) of these stations (None: every row, station or not), newest
+    first; the limit applies after the filter."""
     q = select(Delivery)
     if status:
         q = q.where(Delivery.status == status)
+    if stations is not None:
+        q = q.where(col(Delivery.station_id).in_(sorted(stations)))
     return list(session.exec(q.order_by(col(Delivery.id).desc()).limit(limit)))
 
 

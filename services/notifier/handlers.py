@@ -3,8 +3,9 @@
 Each runs inside the consumer's batch transaction (group ``notifier``). A case event first updates
 what the notifier knows of the case (``case_info``: category, place, station, deadlines, common
 issue), then is matched against the rules; each channel it resolves to gets one delivery row, with
-its message rendered now. Event types this code does not parse are skipped by the consumer
-(`skip_unknown`); a parsed type without a case id is ignored.
+its message rendered now and the case's station and street (who may list the row,
+gridloop/scope.py). Event types this code does not parse are skipped by the consumer (`skip_unknown`);
+a parsed type without a case id is ignored.
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ class Handlers:
         info, became_common = _remember(known, item)
         if info is None:
             return
+        station = self.jurisdiction.stations.get(info.station_id)
+        if station is not None:
+            # the street follows the station: a transfer to another street's station moves the case
+            # there, and its centre (and who lists its deliveries) with it
+            info.street_id = station.street_id
         session.add(info)
         signal = signal_of(info, item, became_common)
         self._deliver(
@@ -159,6 +165,7 @@ class Handlers:
     ) -> None:
         """One delivery row per channel the rules route this signal to (its message rendered now)."""
         now = utcnow()
+        station_id, street_id = self._scope_of(signal)
         unrouted: list[str] = []
         added = 0
         for rule_id, channel in routes(self.rules, signal):
@@ -179,6 +186,8 @@ class Handlers:
                 body=message.body,
                 link=link,
                 event_time=signal.time,
+                station_id=station_id,
+                street_id=street_id,
                 created_at=now,
                 next_attempt_at=now + timedelta(seconds=self.config.hold_seconds),
             )
@@ -194,6 +203,15 @@ class Handlers:
                 self.on_new()
 
         after_commit(session, count)
+
+    def _scope_of(self, signal: Signal) -> tuple[str | None, str | None]:
+        """The station and street a delivery of this signal belongs to (who may list it): the case's,
+        or the topic's centre's; the street is the station's (the event's only for a station unknown)."""
+        station = self.jurisdiction.stations.get(signal.station_id)
+        if station is not None:
+            return station.id, station.street_id
+        street = signal.street_id if signal.street_id in self.jurisdiction.streets else None
+        return signal.station_id or None, street
 
     def on_tokens_revoked(self, session: Session, item: Incoming) -> None:
         """`staff.tokens_revoked`: keep the account's newest token state."""

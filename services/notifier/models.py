@@ -19,6 +19,9 @@ from gridloop.revocations import define_staff_token
 # SQLite only autoincrements INTEGER PRIMARY KEY; BigInteger elsewhere (as gridloop.plumbing)
 _Id = BigInteger().with_variant(Integer(), "sqlite")
 
+MAX_ID = 2**63 - 1
+"""The largest id a delivery can have (BIGINT): the API refuses a larger one before the database does."""
+
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 STATUSES = (PENDING, SENT, FAILED)
 
@@ -41,6 +44,8 @@ class Delivery(Base, table=True):
         # the sender's query: pending rows that are due
         Index("ix_delivery_status_due", "status", "next_attempt_at"),
         Index("ix_delivery_channel_status", "channel", "status"),
+        # the deliveries list of a supervisor or admin: its streets' stations, one state
+        Index("ix_delivery_station_status", "station_id", "status"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(_Id, primary_key=True, autoincrement=True))
@@ -62,6 +67,10 @@ class Delivery(Base, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     sent_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
     digest_size: int | None = Field(default=None, description="Sent inside a grouped message of this many.")
+    # who may see the row (gridloop/scope.py): the case's station, or a topic's street centre; None
+    # when the notifier knew none (a row from before migration 0002 whose case it never saw)
+    station_id: str | None = Field(default=None, max_length=40)
+    street_id: str | None = Field(default=None, max_length=40)
 
 
 class CaseInfo(Base, table=True):

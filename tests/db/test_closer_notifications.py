@@ -168,7 +168,7 @@ def test_admin_sees_the_failed_list_and_retries_it_off_the_list(pair: Pair) -> N
 
 def test_supervisors_see_without_retrying_and_staff_are_refused(pair: Pair) -> None:
     """A centre's supervisor sees the list and the nav link but no retry button, and a posted retry
-    is refused; a station's staff get 403 and no link."""
+    is refused; another street's centre sees an empty list; a station's staff get 403 and no link."""
     _case_id, row = fail_one(pair)
     with serving(pair.notifier, pair.port):
         sign_in(pair, "yh-centre")
@@ -180,6 +180,11 @@ def test_supervisors_see_without_retrying_and_staff_are_refused(pair: Pair) -> N
         )
         assert refused.status_code == 403 and "只有管理员可以重试通知。" in refused.text
         assert [(d.status, d.attempts) for d in deliveries(pair)] == [("failed", 1)]
+
+        # 彭浦's centre: 殷行's delivery is not its to see (the notifier scopes by the token's streets)
+        sign_in(pair, "pp-centre")
+        other = pair.client.get("/console/notifications")
+        assert other.status_code == 200 and other.text.count("data-delivery=") == 0 and NONE in other.text
 
         sign_in(pair, "yh-s1")
         queue = pair.client.get("/console/queue")

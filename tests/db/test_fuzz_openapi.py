@@ -1,4 +1,5 @@
-"""Schemathesis against the OpenAPI of the reporter, router and closer, in process (issue 12, item 4).
+"""Schemathesis against the OpenAPI of the reporter, router, closer and notifier, in process (issue 12,
+item 4; the notifier since the issue 16 review).
 
 Each service is the real app (`build()`) on SQLite with the demo data, reached through ASGI with no
 lifespan (no broker, no network). Every operation gets a bounded, reproducible run: the examples and
@@ -47,7 +48,7 @@ from tests.support.fuzz import Apps, build_apps, envelope_problems, login, opena
 
 pytestmark = pytest.mark.fuzz
 
-# bounded for CI (about 1.5 min for all three services on 2 cores); a deeper run sets these
+# bounded for CI (about 1.5 min for the services on 2 cores); a deeper run sets these
 MAX_EXAMPLES = int(os.environ.get("GRIDLOOP_FUZZ_EXAMPLES", "50"))
 SEED = int(os.environ.get("GRIDLOOP_FUZZ_SEED", "20261202"))
 
@@ -118,6 +119,7 @@ def _schema(name: str) -> Any:
 reporter = _schema("reporter")
 router = _schema("router")
 closer = _schema("closer")
+notifier = _schema("notifier")
 
 # `/readyz` answers 503 by design while the broker is unreachable, as it always is here (documented)
 NO_BROKER_CHECKS = [c for c in CHECKS if c is not not_a_server_error]
@@ -181,6 +183,13 @@ def test_closer(case: schemathesis.Case, apps: Apps) -> None:
     if case.operation.path in SESSION_ENDING:
         headers = {"Authorization": f"Bearer {current_token(apps, 'yh-s5')}"}
     case.call_and_validate(app=without_lifespan(apps.closer), headers=headers, checks=checks_for(case))
+
+
+@notifier.parametrize()
+@FUZZ
+def test_notifier(case: schemathesis.Case, apps: Apps) -> None:
+    """The notifier's operations, as the demo admin (its sends never leave the process)."""
+    case.call_and_validate(app=without_lifespan(apps.notifier), headers=apps.admin, checks=checks_for(case))
 
 
 # -- stateful: create a report, then follow it by its report_id -----------------------------------
@@ -424,10 +433,28 @@ def test_first_feedback_answers_as_documented(apps: Apps) -> None:
     assert statuses == [201, 200]
 
 
+def test_a_delivery_retry_answers_as_documented(apps: Apps) -> None:
+    """A real failed delivery's retry (200) and its repeat (409, not failed any more), and the list
+    with rows in it, pass every check."""
+    listing = notifier["/api/v1/deliveries"]["GET"].Case(query={"status": "failed"})
+    listed = listing.call_and_validate(app=without_lifespan(apps.notifier), headers=apps.admin, checks=CHECKS)
+    failed = [d["id"] for d in listed.json()["items"]]
+    assert len(failed) >= 1
+    operation = notifier["/api/v1/deliveries/{delivery_id}/retry"]["POST"]
+    statuses = []
+    for _ in range(2):
+        case = operation.Case(path_parameters={"delivery_id": failed[-1]})
+        response = case.call_and_validate(
+            app=without_lifespan(apps.notifier), headers=apps.admin, checks=CHECKS
+        )
+        statuses.append(response.status_code)
+    assert statuses == [200, 409]
+
+
 # -- the documents themselves ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("service", ["reporter", "router", "closer"])
+@pytest.mark.parametrize("service", ["reporter", "router", "closer", "notifier"])
 def test_every_operation_documents_its_errors(service: str) -> None:
     """Every operation documents its client errors (the envelope, or its own shape), a 422 envelope
     wherever it takes input, and FastAPI's own 422 shape ({"detail": [...]}) is gone."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -58,10 +59,17 @@ _FUNCS = {
 }
 
 
+SERVICES = ("reporter", "router", "closer", "notifier")
+
+
 def exported_metric_names() -> set[str]:
-    """Every series name the services can export: ours, FastStream's, and Prometheus' `up`."""
+    """Every series name the services can export: ours (every service's modules imported, so a metric
+    defined beside its code, as the reporter's push counter, is registered), FastStream's, and
+    Prometheus' `up`."""
     from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
+    for service in SERVICES:
+        importlib.import_module(f"services.{service}.app")
     names = set(metrics.REGISTRY._names_to_collectors)
     faststream_registry = CollectorRegistry()
     KafkaPrometheusMiddleware(registry=faststream_registry)
@@ -94,7 +102,7 @@ def dashboard_exprs() -> list[tuple[str, str, str]]:
     for path in DASHBOARDS:
         dash = json.loads(path.read_text())
         for panel in dash["panels"]:
-            for target in panel["targets"]:
+            for target in panel.get("targets", []):  # a row has none
                 out.append((path.name, panel["title"], target["expr"]))
     return out
 
@@ -184,6 +192,30 @@ def test_every_dashboard_query_parses_and_names_exported_metrics(tmp_path: Path)
     for dashboard, title, expr in exprs:
         unknown = metric_names_in(expr) - known
         assert not unknown, f"{dashboard} / {title}: {unknown}"
+
+
+def test_the_overview_has_a_notifications_row() -> None:
+    """The overview's last row, Notifications (通知): notifications by channel kind and outcome, their
+    p95 latency, failed deliveries and the riders' Web Pushes, each panel reading its metric, which
+    the services export (the promtool test above parses the queries)."""
+    dash = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "gridloop-overview.json").read_text())
+    rows = [i for i, p in enumerate(dash["panels"]) if p["type"] == "row"]
+    assert [dash["panels"][i]["title"] for i in rows] == ["Notifications"]
+    below = dash["panels"][rows[-1] + 1 :]
+    read = {p["title"]: sorted(n for t in p["targets"] for n in metric_names_in(t["expr"])) for p in below}
+    assert read == {
+        "Notifications per minute, by channel and outcome": ["gridloop_notifications_total"],
+        "Notification latency (p95)": ["gridloop_notification_latency_seconds_bucket"] * 2,
+        "Failed notifications in the last hour": ["gridloop_notifications_total"],
+        "Rider Web Push per minute, by outcome": ["gridloop_push_deliveries_total"],
+    }
+    assert {n for names in read.values() for n in names} <= exported_metric_names()
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    # the row sits below every other panel, and its panels below it
+    top = dash["panels"][rows[-1]]["gridPos"]["y"]
+    assert all(p["gridPos"]["y"] < top for p in dash["panels"][: rows[-1]])
+    assert all(p["gridPos"]["y"] > top for p in below)
 
 
 PROMETHEUS = shutil.which("prometheus")

@@ -108,8 +108,9 @@ def rows(client: TestClient) -> list[Delivery]:
 
 
 def admin_header(role: str = "admin") -> dict[str, str]:
-    """A staff bearer token as the closer issues it."""
-    return {"Authorization": f"Bearer {issue_token('admin', role, [], SECRET, 3600, 0)}"}  # type: ignore[arg-type]
+    """A staff bearer token as the closer issues it, of 殷行 (where the test cases are)."""
+    token = issue_token("admin", role, [], SECRET, 3600, 0, ["yinhang"])  # type: ignore[arg-type]
+    return {"Authorization": f"Bearer {token}"}
 
 
 def test_a_rule_match_is_sent_exactly_once_despite_redelivery(settings: Settings, sink: Sink) -> None:

@@ -1,7 +1,8 @@
-"""The three services built in process for fuzzing and hostile inputs: SQLite, demo data, no broker.
+"""The four services built in process for fuzzing and hostile inputs: SQLite, demo data, no broker.
 
-`Apps` holds the reporter, router and closer on migrated SQLite databases sharing one signing key, the
-demo places and codes (reporter) and staff accounts (closer), a few reports and cases to find, and an
+`Apps` holds the reporter, router, closer and notifier on migrated SQLite databases sharing one
+signing key, the demo places and codes (reporter) and staff accounts (closer), a few reports and
+cases to find, the notifier's failed deliveries of those cases (sent through an offline send), and an
 admin's bearer token from the closer's real login (the reporter's admin routes take the same tokens).
 `envelope_problems` is the contract's error shape as a check, used by the schemathesis run and the
 hostile-inputs table alike.
@@ -27,14 +28,19 @@ from schemas.events import Location, ReportRouted, make_event
 from schemas.reference import Place
 from services.closer.app import build as build_closer
 from services.closer.cli import load_demo_staff
+from services.notifier.app import build as build_notifier
+from services.notifier.config import NotifierConfig
 from services.reporter import cli as reporter_cli
 from services.reporter.app import build as build_reporter
 from services.reporter.config import RateLimits
 from services.router.app import build as build_router
+from tests.support.notifier import Fed, opened
 
 SECRET = "fuzz-signing-key-" + "f" * 32
 # the broker is never contacted: the apps' lifespans are not run (port 9 is discard)
 NO_BROKER = "127.0.0.1:9"
+OFFLINE = "json://127.0.0.1:9/fuzz"
+"""The notifier's fallback channel (never reached: its send is offline_send)."""
 SUBMITTED = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
 
 Scope = MutableMapping[str, Any]
@@ -55,11 +61,12 @@ def without_lifespan(app: FastAPI) -> ASGI:
 
 @dataclass
 class Apps:
-    """The three services on one signing key, with demo data and an admin token."""
+    """The four services on one signing key, with demo data and an admin token."""
 
     reporter: FastAPI
     router: FastAPI
     closer: FastAPI
+    notifier: FastAPI
     places: list[Place]
     admin_token: str
     case_ids: list[str] = field(default_factory=list)
@@ -71,7 +78,7 @@ class Apps:
 
     def dispose(self) -> None:
         """Close the database pools."""
-        for app in (self.reporter, self.router, self.closer):
+        for app in (self.reporter, self.router, self.closer, self.notifier):
             app.state.runtime.db.dispose()
 
 
@@ -107,9 +114,34 @@ def open_case(closer: FastAPI, station: str = "yh-s1", category: str = "manhole_
     return case_id
 
 
+def offline_send(url: str, title: str, body: str) -> tuple[bool, str]:
+    """The notifier's send, never leaving the process: every channel is down."""
+    return False, "fuzz: channels are offline"
+
+
+def build_notifier_offline(settings: Settings) -> FastAPI:
+    """The notifier, sending nowhere (its test send too), one attempt per delivery, no hold."""
+    app = build_notifier(settings, NotifierConfig(fallback_url=OFFLINE, hold_seconds=0, max_attempts=1))
+    app.state.notifier.sender.send = offline_send
+    return app
+
+
+def fail_deliveries(notifier: FastAPI, case_ids: list[str], stations: list[str]) -> None:
+    """The urgent-case notifications of these cases, as the notifier's consumer records them, sent
+    (offline) and so failed: the deliveries list has rows, and a retry a row to act on."""
+    parts = notifier.state.notifier
+    events = [
+        opened(case_id, station_id=station, street_id=parts.jurisdiction.stations[station].street_id)
+        for case_id, station in zip(case_ids, stations, strict=True)
+    ]
+    Fed(parts.runtime.db, parts.config).feed(*events)
+    parts.sender.tick()
+
+
 def build_apps(var_dir: Path) -> Apps:
-    """The reporter, router and closer on fresh SQLite databases with the demo data."""
-    urls = {name: f"sqlite:///{var_dir / (name + '.db')}" for name in ("reporter", "router", "closer")}
+    """The reporter, router, closer and notifier on fresh SQLite databases with the demo data."""
+    names = ("reporter", "router", "closer", "notifier")
+    urls = {name: f"sqlite:///{var_dir / (name + '.db')}" for name in names}
     for name, url in urls.items():
         migrate.upgrade(name, url)
     settings = Settings(
@@ -117,6 +149,7 @@ def build_apps(var_dir: Path) -> Apps:
         reporter_database_url=urls["reporter"],
         router_database_url=urls["router"],
         closer_database_url=urls["closer"],
+        notifier_database_url=urls["notifier"],
         KAFKA_BOOTSTRAP_SERVERS=NO_BROKER,
         jwt_secret=SECRET,
     )
@@ -129,8 +162,11 @@ def build_apps(var_dir: Path) -> Apps:
     router = build_router(settings)
     closer = build_closer(settings)
     load_demo_staff(closer.state.closer.runtime.db, closer.state.closer.jurisdiction)
-    apps = Apps(reporter, router, closer, places, login(closer, "admin"))
-    apps.case_ids = [open_case(closer, station) for station in ("yh-s1", "yh-s1", "pp-s1")]
+    notifier = build_notifier_offline(settings)
+    apps = Apps(reporter, router, closer, notifier, places, login(closer, "admin"))
+    stations = ["yh-s1", "yh-s1", "pp-s1"]
+    apps.case_ids = [open_case(closer, station) for station in stations]
+    fail_deliveries(notifier, apps.case_ids, stations)
     return apps
 
 
@@ -157,6 +193,7 @@ def openapi_of(service: str) -> dict[str, Any]:
         "reporter": build_reporter,
         "router": build_router,
         "closer": build_closer,
+        "notifier": build_notifier_offline,
     }
     with tempfile.TemporaryDirectory() as var_dir:
         settings = Settings(var_dir=Path(var_dir), KAFKA_BOOTSTRAP_SERVERS=NO_BROKER, jwt_secret=SECRET)

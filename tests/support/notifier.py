@@ -57,10 +57,13 @@ def merged(case_id: str, riders: int, common: bool, at: datetime = T0) -> CloudE
     return make_event("case.report_merged", data, source="closer", subject=case_id, time=at)
 
 
-def transitioned(name: str, case_id: str, status: CaseStatus, at: datetime = T0, **extra: Any) -> CloudEvent:
-    """A transition event (`case.escalated`, `case.returned`, `case.on_duty`, …)."""
+def transitioned(
+    name: str, case_id: str, status: CaseStatus, at: datetime = T0, station_id: str = "yh-s1", **extra: Any
+) -> CloudEvent:
+    """A transition event (`case.escalated`, `case.returned`, `case.on_duty`, …), the case at `station_id`
+    after it."""
     data = CaseTransitioned(
-        case_id=case_id, action=name, status=status, station_id="yh-s1", version=2, at=at, **extra
+        case_id=case_id, action=name, status=status, station_id=station_id, version=2, at=at, **extra
     )
     return make_event(f"case.{name}", data, source="closer", subject=case_id, time=at)
 
