@@ -13,6 +13,7 @@ import pytest
 from gridloop.brokers import KafkaCluster
 from gridloop.db import normalize_url
 from tests.support.databases import new_pg_database
+from tests.support.schedule import order
 
 TESTS = Path(__file__).resolve().parent
 ARTIFACTS = TESTS.parent / "test-artifacts"
@@ -21,7 +22,9 @@ LAYERS = ("unit", "db", "kafka", "e2e", "browser")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with its layer, the folder it lives in, so `-m "unit or db"` selects folders."""
+    """Mark every test with its layer, the folder it lives in, so `-m "unit or db"` selects folders;
+    then the Go tools' users last (tests/support/schedule.py)."""
+    order(items)
     for item in items:
         try:
             layer = item.path.relative_to(TESTS).parts[0]
