@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
+from annotated_types import Interval
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -17,7 +19,12 @@ from sqlalchemy import (
 )
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; BigInteger elsewhere.
-_Id = BigInteger().with_variant(Integer(), "sqlite")
+ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
+MAX_ROW_ID = 2**63 - 1
+"""The largest id a ROW_ID column holds (BIGINT): an API refuses a larger one before the database does
+(SQLite's driver raises OverflowError, a 500)."""
+RowId = Annotated[int, Interval(ge=1, le=MAX_ROW_ID)]
+"""A row id as an API takes it (a path parameter): 1 to MAX_ROW_ID, else 422."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,7 @@ def define_plumbing(metadata: MetaData) -> PlumbingTables:
     outbox = Table(
         "outbox",
         metadata,
-        Column("id", _Id, primary_key=True, autoincrement=True),
+        Column("id", ROW_ID, primary_key=True, autoincrement=True),
         Column("event_id", String(64), nullable=False),
         Column("topic", String(100), nullable=False),
         Column("key", String(200), nullable=True),

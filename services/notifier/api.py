@@ -11,12 +11,13 @@ from pydantic import BaseModel, Field
 
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
+from gridloop.plumbing import RowId
 from gridloop.scope import Scope, visible_stations
 from gridloop.tokens import Principal
 from schemas.reference import Jurisdiction
 from services.notifier import channels, deliveries
 from services.notifier.context import Admin, Ctx, Overseer
-from services.notifier.models import MAX_ID, Delivery
+from services.notifier.models import Delivery
 
 router = APIRouter(tags=["notifications"])
 
@@ -139,7 +140,7 @@ async def list_deliveries(
 
 @router.post("/api/v1/deliveries/{delivery_id}/retry", response_model=DeliveryOut)
 async def retry_delivery(
-    delivery_id: Annotated[int, Path(ge=1, le=MAX_ID, description="A delivery's id.")], ctx: Ctx, who: Admin
+    delivery_id: Annotated[RowId, Path(description="A delivery's id.")], ctx: Ctx, who: Admin
 ) -> DeliveryOut:
     """Put a failed delivery back to pending, due now (admins): after fixing a channel's URL or key;
     another street's delivery is 404, as if it did not exist."""

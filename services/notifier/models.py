@@ -9,18 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-from gridloop.plumbing import define_plumbing
+from gridloop.plumbing import ROW_ID, define_plumbing
 from gridloop.revocations import define_staff_token
-
-# SQLite only autoincrements INTEGER PRIMARY KEY; BigInteger elsewhere (as gridloop.plumbing)
-_Id = BigInteger().with_variant(Integer(), "sqlite")
-
-MAX_ID = 2**63 - 1
-"""The largest id a delivery can have (BIGINT): the API refuses a larger one before the database does."""
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 STATUSES = (PENDING, SENT, FAILED)
@@ -48,7 +42,7 @@ class Delivery(Base, table=True):
         Index("ix_delivery_station_status", "station_id", "status"),
     )
 
-    id: int | None = Field(default=None, sa_column=Column(_Id, primary_key=True, autoincrement=True))
+    id: int | None = Field(default=None, sa_column=Column(ROW_ID, primary_key=True, autoincrement=True))
     event_id: str = Field(max_length=64)
     event_type: str = Field(max_length=60)
     case_id: str = Field(max_length=40, index=True)

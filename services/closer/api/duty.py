@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from gridloop.clock import as_utc, utcnow
 from gridloop.errors import ApiError
+from gridloop.plumbing import RowId
 from gridloop.tokens import Principal
 from services.closer import duty, dutystore
 from services.closer.context import Closer, Ctx, Reader, Who
@@ -156,7 +157,7 @@ async def add_shift(ctx: Ctx, who: Who, street: str, body: NewShift) -> dict[str
 
 
 @router.delete("/api/v1/duty/{street}/shifts/{shift_id}", status_code=204)
-async def remove_shift(ctx: Ctx, who: Who, street: str, shift_id: int) -> Response:
+async def remove_shift(ctx: Ctx, who: Who, street: str, shift_id: RowId) -> Response:
     """Remove a shift from a street's roster (supervisor of the street, admin)."""
     may_edit(ctx, who, street)
 

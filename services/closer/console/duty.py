@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 
 from gridloop.clock import utcnow
 from gridloop.errors import ApiError
+from gridloop.plumbing import RowId
 from gridloop.tokens import Principal
 from services.closer import duty, dutystore
 from services.closer.api.duty import MAX_CSV, add_roster, may_edit
@@ -103,7 +104,7 @@ async def add_shifts(request: Request, street: str) -> Response:
 
 
 @router.post("/console/duty/{street}/remove/{shift_id}")
-async def remove_shift(request: Request, street: str, shift_id: int) -> Response:
+async def remove_shift(request: Request, street: str, shift_id: RowId) -> Response:
     """Remove one shift."""
     ctx = closer(request)
     who = await user(request)
