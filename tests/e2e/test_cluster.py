@@ -1,7 +1,14 @@
-"""The cluster fault test: the production shape on one machine, broker and replicas killed with kill -9
-while riders post at a steady rate; every report answered 202 ends in exactly one case, and each is on
-`reports.submitted` and on `reports.routed` exactly once (records counted on the brokers, not
-deduplicated)."""
+"""The production shape on one machine (`gridloop up --brokers 3 --database postgres --replicas 2`,
+through the Stack API), started once for two tests that run in this order:
+1. The fault test: a broker and replicas killed with kill -9 while riders post at a steady rate; every
+   report answered 202 ends in exactly one case, and each is on `reports.submitted` and on
+   `reports.routed` exactly once (records counted on the brokers, not deduplicated).
+2. The shape: RF 3 and min ISR 2, a database per service, a report in at the reporter's entry is a case
+   at the closer's entry, the live stream through the entry, a killed replica skipped, and stop()
+   leaves nothing running. It comes second: its reports would count as riders' in the first.
+
+One cluster for both: a start of three brokers, PostgreSQL and eight replicas is a minute of CI's two
+cores."""
 
 from __future__ import annotations
 
@@ -14,19 +21,23 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psutil
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from gridloop.cli import load_demo
 from gridloop.demo import DEMO_PLACES
-from gridloop.stack import Stack
+from gridloop.settings import SERVICES as ALL_SERVICES
+from gridloop.stack import PROXY, Stack
 from gridloop.topics import REPORTS_ROUTED, REPORTS_SUBMITTED
 from schemas.reference import load_places
-from tests.support.stacks import stack_settings, wait_for
+from tests.support.stacks import stack_settings, staff_token, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(900)]
 SERVICES = ("reporter", "router", "closer")
@@ -119,6 +130,20 @@ def outbox_leader(stack: Stack, service: str) -> int:
     leading = [i for i in range(stack.replicas) if leads(i)]
     assert len(leading) == 1, (service, leading)
     return leading[0]
+
+
+def topic_shape(bootstrap: str, topic: str) -> tuple[set[int], str]:
+    """The replica counts of a topic's partitions and its min.insync.replicas override."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="test-cluster-up")
+    try:
+        [described] = admin.describe_topics([topic])
+        configs: Any = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        admin.close()
+    [by_name] = configs.values()
+    min_isr = by_name[topic]["min.insync.replicas"]
+    value = min_isr["value"] if isinstance(min_isr, dict) else min_isr
+    return {len(p["replica_nodes"]) for p in described["partitions"]}, str(value)
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +246,82 @@ def test_kill_a_broker_and_a_replica_of_each_service_while_riders_post(cluster: 
     # redelivered to the other, which skips the batch without publishing its decisions again
     routed = records_by_report(cluster.bootstrap_servers, cluster.settings.topic_prefix + REPORTS_ROUTED)
     assert routed == Counter(dict.fromkeys(on_topic, 1))
+
+
+def test_the_shape_reports_through_the_entries_and_stop_leaves_nothing(cluster: Stack) -> None:
+    """Reports in at the reporter's entry become cases at the closer's entry, on 3 brokers (RF 3, min
+    ISR 2) and PostgreSQL with 2 replicas a service; a killed replica is skipped; stop() ends it all."""
+    stack, settings = cluster, cluster.settings
+    place = next(p for p in load_places(DEMO_PLACES) if p.grid_id == "yh-g4")
+    try:
+        assert stack.kafka is not None and len(stack.kafka.pids()) == 3
+        assert topic_shape(stack.bootstrap_servers, f"{settings.topic_prefix}reports.submitted") == ({3}, "2")
+        assert sorted(stack.procs) == sorted([PROXY, *(f"{s}-{i}" for s in ALL_SERVICES for i in (0, 1))])
+        for service in ALL_SERVICES:
+            url = stack.service_env(service)["DATABASE_URL"]
+            assert url.startswith("postgresql") and url.split("?")[0].endswith(f"_{service}")
+        auth = {"Authorization": f"Bearer {staff_token(stack.url('closer'), 'yh-s4')}"}
+
+        def report(category: str, description: str) -> None:
+            r = httpx.post(
+                f"{stack.url('reporter')}/api/v1/reports",
+                json={"code": place.code, "category": category, "description": description},
+            )
+            assert r.status_code == 202, r.text
+
+        def queued(description: str, category: str) -> list[dict[str, Any]]:
+            # by category: the fault test's riders left many cases of theirs in this station's queue
+            query = {"category": category}
+            items = httpx.get(f"{stack.url('closer')}/api/v1/queue", params=query, headers=auth).json()[
+                "items"
+            ]
+            return [i for i in items if i["description"] == description]
+
+        report("facility_damage", "栏杆倒了 · cluster")
+        [case] = wait_for(
+            lambda: queued("栏杆倒了 · cluster", "facility_damage"),
+            timeout=60,
+            what="the case at the closer entry",
+        )
+        assert case["status"] == "new"
+        # the live queue through the entry: server-sent events from the start of the timeline
+        with httpx.stream(
+            "GET",
+            f"{stack.url('closer')}/api/v1/queue/stream",
+            headers={**auth, "Last-Event-ID": "0"},
+            timeout=30,
+        ) as live:
+            assert live.headers["content-type"].startswith("text/event-stream")
+            deadline = time.monotonic() + 30
+            seen = next(
+                line for line in live.iter_lines() if case["case_id"] in line or time.monotonic() > deadline
+            )
+            assert case["case_id"] in seen and seen.startswith("data:")
+
+        stack.kill("reporter", 0)  # the entry skips the dead replica: the rider never sees it
+        # another category, so the router opens a case of its own instead of merging into the first
+        report("manhole_cover", "井盖破损 · one reporter left")
+        wait_for(
+            lambda: queued("井盖破损 · one reporter left", "manhole_cover"),
+            timeout=60,
+            what="the second case",
+        )
+        stack.restart("reporter", 0)
+        replica = httpx.get(stack.replica_url("reporter", 0) + "/readyz")
+        assert replica.status_code == 200
+        pids = [p.pid for p in stack.procs.values()] + stack.kafka.pids()
+        postgres_pid = stack.postgres.pid if stack.postgres is not None else None
+    finally:
+        stack.stop()
+    left = [pid for pid in pids if running(pid)]
+    assert left == []
+    if postgres_pid is not None:  # pg_ctl stop returns once the server is down; its process ends after
+        wait_for(lambda: not running(postgres_pid), timeout=10, what="PostgreSQL to exit")
+
+
+def running(pid: int) -> bool:
+    """Whether a process is alive (a zombie has ended)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
