@@ -34,6 +34,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(layer)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _quick_argon2() -> Iterator[None]:
+    """argon2id at its cheapest cost in the tests' own process: slow on purpose (0.2 s a hash or a
+    check here), it was a third of the closer's database tests' time, in every sign-in. The algorithm,
+    salts and checks stay real; service processes that stacks start keep the production cost, and a
+    test that times sign-ins asks for `real_argon2`."""
+    from argon2 import PasswordHasher
+
+    from services.closer import auth, staff
+
+    patch = pytest.MonkeyPatch()
+    quick = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    patch.setattr(auth, "_hasher", quick)
+    patch.setattr(staff, "_DUMMY_HASH", quick.hash("gridloop-timing-equaliser"))
+    yield
+    patch.undo()
+
+
+@pytest.fixture
+def real_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The production argon2 cost for one test (sign-in timings), its timing-equaliser hash too."""
+    from argon2 import PasswordHasher
+
+    from services.closer import auth, staff
+
+    real = PasswordHasher()
+    monkeypatch.setattr(auth, "_hasher", real)
+    monkeypatch.setattr(staff, "_DUMMY_HASH", real.hash("gridloop-timing-equaliser"))
+
+
 # the suite's apps and stacks use short test secrets, demo accounts and http on loopback: dev mode,
 # inherited by every process a test starts (tests of the refusals pass dev_mode=False themselves)
 os.environ.setdefault("GRIDLOOP_DEV", "1")

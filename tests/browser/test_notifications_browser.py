@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from gridloop.demo import DEMO_PASSWORD
-from tests.db.test_closer_api import one_hash_per_password  # noqa: F401  (argon2 once per password)
 from tests.db.test_closer_notifications import Pair, deliveries, fail_one, make_pair
 from tests.support.served import serving
 

@@ -22,7 +22,7 @@ from services.closer import demohistory as closer_history
 from services.closer.app import build
 from services.closer.cli import load_demo_staff
 from services.closer.config import CloserConfig
-from tests.db.test_closer_api import SECRET, one_hash_per_password  # noqa: F401  (argon2 once)
+from tests.db.test_closer_api import SECRET
 from tests.support.served import serving
 
 pytestmark = [pytest.mark.browser]

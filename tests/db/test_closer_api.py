@@ -53,24 +53,6 @@ MONDAY_9 = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai, a work
 SECRET = "test-signing-key-" + "x" * 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_hash_per_password() -> Iterator[None]:
-    """Hash each password once for the module: argon2 is slow on purpose, and every test's app
-    creates all the demo accounts (same password); logins still verify real argon2 hashes."""
-    hashes: dict[str, str] = {}
-    real = staff_accounts.hash_password
-
-    def cached(password: str) -> str:
-        if password not in hashes:
-            hashes[password] = real(password)
-        return hashes[password]
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(staff_accounts, "hash_password", cached)
-    yield
-    patch.undo()
-
-
 def frozen(at: datetime) -> Iterator[FrozenClock]:
     """The process clock frozen at `at` for a fixture's test, the system clock again after it."""
     c = FrozenClock(at)
@@ -1138,6 +1120,7 @@ def test_parallel_guesses_are_counted_atomically(app: FastAPI, clock: FrozenCloc
     assert statuses == [200] * n
 
 
+@pytest.mark.usefixtures("real_argon2")  # it times sign-ins: the production cost
 def test_unknown_and_known_accounts_answer_alike(
     app: FastAPI, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

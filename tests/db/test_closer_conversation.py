@@ -27,7 +27,6 @@ from tests.db.test_closer_api import (
     frozen,
     listen,
     login,
-    one_hash_per_password,  # noqa: F401  (the module's argon2 shortcut, autouse)
     open_case,
     outbox,
     running,

@@ -30,7 +30,6 @@ from tests.db.test_closer_api import (
     SECRET,
     console_sign_in,
     frozen,
-    one_hash_per_password,  # noqa: F401  (the module's argon2 shortcut, autouse)
     open_case,
 )
 from tests.support.notifier import Fed, opened

@@ -23,7 +23,6 @@ from tests.db.test_closer_api import (
     feedback,
     frozen,
     login,
-    one_hash_per_password,  # noqa: F401  (the module's argon2 shortcut, autouse)
     open_case,
     running,
 )

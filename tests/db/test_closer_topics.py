@@ -29,7 +29,6 @@ from tests.db.test_closer_api import (
     console_sign_in,
     frozen,
     login,
-    one_hash_per_password,  # noqa: F401  (the module's argon2 shortcut, autouse)
     running,
 )
 
