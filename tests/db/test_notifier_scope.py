@@ -4,7 +4,6 @@ which rows, who may retry which, and migration 0002 filling the scope of rows wr
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from sqlalchemy import inspect, text
 from sqlmodel import select
 
 from gridloop import migrate
-from gridloop.clock import FrozenClock, SystemClock, set_clock
+from gridloop.clock import FrozenClock
 from gridloop.db import Database
 from gridloop.settings import Settings
 from schemas.cases import CaseStatus
@@ -25,6 +24,7 @@ from services.closer.auth import issue_token
 from services.notifier.app import build
 from services.notifier.config import NotifierConfig
 from services.notifier.models import Base, Delivery
+from tests.db.test_notifier_db import clock  # noqa: F401  (the module's frozen clock fixture)
 from tests.support.notifier import T0, Fed, opened, transitioned
 
 SECRET = "notifier-scope-test-secret-0123456789abcdef"
@@ -36,17 +36,22 @@ def opened_in_pengpu(case_id: str) -> CloudEvent:
     return opened(case_id, station_id="pp-s1", street_id="pengpu", grid_id="pp-g1")
 
 
-@pytest.fixture
-def clock() -> Iterator[FrozenClock]:
-    """The process clock, frozen at T0 + 1 min."""
-    frozen = FrozenClock(T0 + timedelta(minutes=1))
-    set_clock(frozen)
-    yield frozen
-    set_clock(SystemClock())
+def upgraded_scopes(db_url: str) -> list[tuple[str, str, str | None, str | None]]:
+    """Migrate to the head, then each delivery's case, target, station and street, in id order."""
+    migrate.upgrade("notifier", db_url)
+    db = Database(db_url, Base.metadata)
+    try:
+        with db.session() as session:
+            return [
+                (d.case_id, d.target, d.station_id, d.street_id)
+                for d in session.exec(select(Delivery).order_by(Delivery.id))  # type: ignore[arg-type]
+            ]
+    finally:
+        db.dispose()
 
 
 @pytest.fixture
-def app(db_url: str, tmp_path: Path, clock: FrozenClock) -> Iterator[FastAPI]:
+def app(db_url: str, tmp_path: Path, clock: FrozenClock) -> Iterator[FastAPI]:  # noqa: F811
     """The notifier's app on a migrated database (no lifespan: no broker, no sender loop)."""
     migrate.upgrade("notifier", db_url)
     settings = Settings(
@@ -195,16 +200,7 @@ def test_migration_0002_fills_the_scope_of_existing_rows(db_url: str) -> None:
                 )
     finally:
         db.dispose()
-    migrate.upgrade("notifier", db_url)
-    db = Database(db_url, Base.metadata)
-    try:
-        with db.session() as session:
-            found = [
-                (d.case_id, d.target, d.station_id, d.street_id)
-                for d in session.exec(select(Delivery).order_by(Delivery.id))  # type: ignore[arg-type]
-            ]
-    finally:
-        db.dispose()
+    found = upgraded_scopes(db_url)
     expected = [
         ("C-1", "station:yh-s1", "yh-s1", "yinhang"),
         ("C-1", "centre:yh-centre", "yh-s1", "yinhang"),
@@ -227,16 +223,7 @@ def test_migration_0002_fills_the_scope_of_existing_rows(db_url: str) -> None:
         assert "ix_delivery_station_status" not in indexes
     finally:
         db.dispose()
-    migrate.upgrade("notifier", db_url)
-    db = Database(db_url, Base.metadata)
-    try:
-        with db.session() as session:
-            again = [
-                (d.case_id, d.target, d.station_id, d.street_id)
-                for d in session.exec(select(Delivery).order_by(Delivery.id))  # type: ignore[arg-type]
-            ]
-    finally:
-        db.dispose()
+    again = upgraded_scopes(db_url)
     assert again == expected
 
 
